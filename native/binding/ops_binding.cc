@@ -1,1 +1,464 @@
-// placeholder
+// ops_binding.cc: N-API entry points for the primitive ops. Each function reads its arguments,
+// checks that every buffer is live, on the CPU, of the right dtype and large enough for the
+// sizes/strides it was given (so no call can read or write out of bounds), then calls the kernel.
+#include <cstring>
+#include <string>
+
+#include "../cpu/kernels.h"
+#include "binding.h"
+
+namespace crate::binding {
+namespace {
+
+using cpu::BinaryOp;
+using cpu::ReduceOp;
+using cpu::UnaryOp;
+
+#define DISPATCH_FLOAT(args, dt, T, ...)                                  \
+  switch (dt) {                                                           \
+    case DType::f32: { using T = float; __VA_ARGS__; break; }             \
+    case DType::f64: { using T = double; __VA_ARGS__; break; }            \
+    default: args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
+  }
+#define DISPATCH_ALL(args, dt, T, ...)                                    \
+  switch (dt) {                                                           \
+    case DType::f32: { using T = float; __VA_ARGS__; break; }             \
+    case DType::f64: { using T = double; __VA_ARGS__; break; }            \
+    case DType::i32: { using T = int32_t; __VA_ARGS__; break; }           \
+    default: args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported"); \
+  }
+
+DType dtype_arg(const Args& a, size_t i) {
+  const int64_t v = a.i64(i, "dtype");
+  if (v < 0 || v > 3) a.fail("unknown dtype code " + std::to_string(v));
+  return static_cast<DType>(v);
+}
+
+int64_t checked_numel(const Args& a, const std::vector<int64_t>& shape, const char* name) {
+  int64_t n = 1;
+  for (int64_t s : shape) {
+    if (s < 0) a.fail(std::string("'") + name + "' has a negative dimension");
+    if (s != 0 && n > (int64_t(1) << 62) / s) a.fail(std::string("'") + name + "' is too large (overflows int64)");
+    n *= s;
+  }
+  return n;
+}
+
+// Number of elements a strided view needs in its buffer (max offset + 1); 0 for empty views.
+int64_t strided_extent(const Args& a, int64_t off, const std::vector<int64_t>& str, const std::vector<int64_t>& shape,
+                       const char* name) {
+  if (str.size() != shape.size()) a.fail(std::string("'") + name + "' strides and shape differ in rank");
+  if (off < 0) a.fail(std::string("'") + name + "' has a negative offset");
+  int64_t hi = off;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 0) return 0;
+    if (str[d] < 0) a.fail(std::string("'") + name + "' has a negative stride");
+    hi += (shape[d] - 1) * str[d];
+  }
+  return hi + 1;
+}
+
+Napi::Value Empty(const Napi::CallbackInfo& info) {
+  Args a(info, "empty");
+  DType dt = dtype_arg(a, 0);
+  int64_t n = a.i64(1, "numel");
+  if (n < 0) a.fail("numel must be >= 0, got " + std::to_string(n));
+  bool zero = a.boolean(2, "zero");
+  Storage* s;
+  return new_storage(info.Env(), Device::cpu, dt, n, zero, &s);
+}
+
+Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
+  Args a(info, "fromBuffer");
+  DType dt = dtype_arg(a, 0);
+  if (!info[1].IsTypedArray()) a.fail("argument 'data' must be a typed array");
+  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+  const size_t bytes = ta.ByteLength();
+  if (bytes % dtype_size(dt) != 0) a.fail("byte length is not a multiple of the dtype size");
+  Storage* s;
+  Napi::Object o = new_storage(info.Env(), Device::cpu, dt, static_cast<int64_t>(bytes / dtype_size(dt)), false, &s);
+  Napi::ArrayBuffer buf = ta.ArrayBuffer();
+  if (bytes) std::memcpy(s->data, static_cast<uint8_t*>(buf.Data()) + ta.ByteOffset(), bytes);
+  return o;
+}
+
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  Args a(info, "read");
+  Storage* s = a.storage(0, "x");
+  if (s->device != Device::cpu) a.fail("storage is on cuda; copy it to the cpu first");
+  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(info.Env(), s->nbytes);
+  if (s->nbytes) std::memcpy(buf.Data(), s->data, s->nbytes);
+  return buf;
+}
+
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  Args a(info, "fill");
+  Storage* y = a.storage(0, "out");
+  double v = a.f64(1, "value");
+  a.expect(y, "out", y->dtype, y->numel);
+  DISPATCH_ALL(a, y->dtype, T, cpu::fill<T>(y->as<T>(), y->numel, v));
+  return info.Env().Undefined();
+}
+
+Napi::Value Arange(const Napi::CallbackInfo& info) {
+  Args a(info, "arange");
+  Storage* y = a.storage(0, "out");
+  double start = a.f64(1, "start"), step = a.f64(2, "step");
+  a.expect(y, "out", y->dtype, y->numel);
+  DISPATCH_ALL(a, y->dtype, T, cpu::arange<T>(y->as<T>(), y->numel, start, step));
+  return info.Env().Undefined();
+}
+
+Napi::Value Random(const Napi::CallbackInfo& info) {
+  Args a(info, "random");
+  Storage* y = a.storage(0, "out");
+  int64_t kind = a.i64(1, "kind");
+  int64_t seed = a.i64(2, "seed"), offset = a.i64(3, "offset");
+  double p0 = a.f64(4, "a"), p1 = a.f64(5, "b");
+  if (kind < 0 || kind > 2) a.fail("unknown random kind");
+  a.expect(y, "out", y->dtype, y->numel);
+  DISPATCH_FLOAT(a, y->dtype, T,
+                 cpu::random<T>(static_cast<cpu::RandomKind>(kind), y->as<T>(), y->numel, static_cast<uint64_t>(seed),
+                                static_cast<uint64_t>(offset), p0, p1));
+  return info.Env().Undefined();
+}
+
+Napi::Value Unary(const Napi::CallbackInfo& info) {
+  Args a(info, "unary");
+  int64_t op = a.i64(0, "op");
+  if (op < 0 || op >= static_cast<int64_t>(UnaryOp::count)) a.fail("unknown unary op");
+  Storage* x = a.storage(1, "x");
+  Storage* y = a.storage(2, "out");
+  double p0 = a.f64(3, "alpha"), p1 = a.f64(4, "beta");
+  a.expect(y, "out", x->dtype, x->numel);
+  a.expect(x, "x", x->dtype, x->numel);
+  DISPATCH_FLOAT(a, x->dtype, T, cpu::unary<T>(static_cast<UnaryOp>(op), x->as<T>(), y->as<T>(), x->numel, p0, p1));
+  return info.Env().Undefined();
+}
+
+Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "unaryBackward");
+  int64_t op = a.i64(0, "op");
+  if (op < 0 || op >= static_cast<int64_t>(UnaryOp::count)) a.fail("unknown unary op");
+  Storage* x = a.storage_or_null(1, "x");
+  Storage* y = a.storage_or_null(2, "y");
+  Storage* g = a.storage(3, "grad");
+  Storage* dx = a.storage(4, "out");
+  double p0 = a.f64(5, "alpha"), p1 = a.f64(6, "beta");
+  const int64_t n = g->numel;
+  a.expect(g, "grad", g->dtype, n);
+  a.expect(dx, "out", g->dtype, n);
+  if (x) a.expect(x, "x", g->dtype, n);
+  if (y) a.expect(y, "y", g->dtype, n);
+  DISPATCH_FLOAT(a, g->dtype, T,
+                 cpu::unary_backward<T>(static_cast<UnaryOp>(op), x ? x->as<T>() : nullptr, y ? y->as<T>() : nullptr,
+                                        g->as<T>(), dx->as<T>(), n, p0, p1));
+  return info.Env().Undefined();
+}
+
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  Args a(info, "binary");
+  int64_t op = a.i64(0, "op");
+  if (op < 0 || op >= static_cast<int64_t>(BinaryOp::count)) a.fail("unknown binary op");
+  Storage* x = a.storage(1, "a");
+  auto xs = a.i64s(2, "aStrides");
+  Storage* y = a.storage(3, "b");
+  auto ys = a.i64s(4, "bStrides");
+  Storage* o = a.storage(5, "out");
+  auto shape = a.i64s(6, "shape");
+  const int64_t n = checked_numel(a, shape, "shape");
+  a.expect(x, "a", x->dtype, strided_extent(a, 0, xs, shape, "a"));
+  a.expect(y, "b", x->dtype, strided_extent(a, 0, ys, shape, "b"));
+  a.expect(o, "out", x->dtype, n);
+  DISPATCH_ALL(a, x->dtype, T,
+               cpu::binary<T>(static_cast<BinaryOp>(op), x->as<T>(), xs.data(), y->as<T>(), ys.data(), o->as<T>(),
+                              shape.data(), static_cast<int>(shape.size())));
+  return info.Env().Undefined();
+}
+
+Napi::Value Where(const Napi::CallbackInfo& info) {
+  Args a(info, "where");
+  Storage* c = a.storage(0, "cond");
+  auto cs = a.i64s(1, "condStrides");
+  Storage* x = a.storage(2, "a");
+  auto xs = a.i64s(3, "aStrides");
+  Storage* y = a.storage(4, "b");
+  auto ys = a.i64s(5, "bStrides");
+  Storage* o = a.storage(6, "out");
+  auto shape = a.i64s(7, "shape");
+  const int64_t n = checked_numel(a, shape, "shape");
+  a.expect(c, "cond", x->dtype, strided_extent(a, 0, cs, shape, "cond"));
+  a.expect(x, "a", x->dtype, strided_extent(a, 0, xs, shape, "a"));
+  a.expect(y, "b", x->dtype, strided_extent(a, 0, ys, shape, "b"));
+  a.expect(o, "out", x->dtype, n);
+  DISPATCH_ALL(a, x->dtype, T,
+               cpu::where<T>(c->as<T>(), cs.data(), x->as<T>(), xs.data(), y->as<T>(), ys.data(), o->as<T>(),
+                             shape.data(), static_cast<int>(shape.size())));
+  return info.Env().Undefined();
+}
+
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  Args a(info, "cast");
+  Storage* x = a.storage(0, "x");
+  Storage* y = a.storage(1, "out");
+  a.expect(x, "x", x->dtype, x->numel);
+  a.expect(y, "out", y->dtype, x->numel);
+  DISPATCH_ALL(a, x->dtype, S, DISPATCH_ALL(a, y->dtype, D, cpu::cast<S, D>(x->as<S>(), y->as<D>(), x->numel)));
+  return info.Env().Undefined();
+}
+
+Napi::Value FindNonFinite(const Napi::CallbackInfo& info) {
+  Args a(info, "findNonFinite");
+  Storage* x = a.storage(0, "x");
+  a.expect(x, "x", x->dtype, x->numel);
+  int64_t r = -1;
+  if (x->dtype == DType::f32) r = cpu::find_nonfinite<float>(x->as<float>(), x->numel);
+  if (x->dtype == DType::f64) r = cpu::find_nonfinite<double>(x->as<double>(), x->numel);
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  Args a(info, "reduce");
+  int64_t op = a.i64(0, "op");
+  if (op < 0 || op > 2) a.fail("unknown reduce op");
+  Storage* x = a.storage(1, "x");
+  auto shape = a.i64s(2, "shape");
+  auto red = a.i64s(3, "reduced");
+  Storage* o = a.storage(4, "out");
+  if (red.size() != shape.size()) a.fail("'reduced' and 'shape' differ in rank");
+  const int64_t n = checked_numel(a, shape, "shape");
+  int64_t nout = 1;
+  std::vector<uint8_t> mask(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) {
+    mask[d] = red[d] != 0;
+    if (!mask[d]) nout *= shape[d];
+  }
+  a.expect(x, "x", x->dtype, n);
+  a.expect(o, "out", x->dtype, nout);
+  DISPATCH_ALL(a, x->dtype, T,
+               cpu::reduce<T>(static_cast<ReduceOp>(op), x->as<T>(), shape.data(), mask.data(),
+                              static_cast<int>(shape.size()), o->as<T>()));
+  return info.Env().Undefined();
+}
+
+Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
+  Args a(info, "stridedCopy");
+  Storage* s = a.storage(0, "src");
+  int64_t soff = a.i64(1, "srcOffset");
+  auto sstr = a.i64s(2, "srcStrides");
+  Storage* d = a.storage(3, "dst");
+  int64_t doff = a.i64(4, "dstOffset");
+  auto dstr = a.i64s(5, "dstStrides");
+  auto shape = a.i64s(6, "shape");
+  bool acc = a.boolean(7, "accumulate");
+  checked_numel(a, shape, "shape");
+  a.expect(s, "src", s->dtype, strided_extent(a, soff, sstr, shape, "src"));
+  a.expect(d, "dst", s->dtype, strided_extent(a, doff, dstr, shape, "dst"));
+  DISPATCH_ALL(a, s->dtype, T,
+               cpu::strided_copy<T>(s->as<T>(), soff, sstr.data(), d->as<T>(), doff, dstr.data(), shape.data(),
+                                    static_cast<int>(shape.size()), acc));
+  return info.Env().Undefined();
+}
+
+Napi::Value Gather(const Napi::CallbackInfo& info) {
+  Args a(info, "gather");
+  Storage* x = a.storage(0, "x");
+  Storage* idx = a.storage(1, "index");
+  Storage* o = a.storage(2, "out");
+  int64_t outer = a.i64(3, "outer"), dim = a.i64(4, "dim"), inner = a.i64(5, "inner"), k = a.i64(6, "k");
+  if (outer < 0 || dim < 0 || inner < 0 || k < 0) a.fail("negative size");
+  a.expect(x, "x", x->dtype, outer * dim * inner);
+  a.expect(idx, "index", DType::i32, k);
+  a.expect(o, "out", x->dtype, outer * k * inner);
+  DISPATCH_ALL(a, x->dtype, T, cpu::gather<T>(x->as<T>(), idx->as<int32_t>(), o->as<T>(), outer, dim, inner, k));
+  return info.Env().Undefined();
+}
+
+Napi::Value IndexAdd(const Napi::CallbackInfo& info) {
+  Args a(info, "indexAdd");
+  Storage* g = a.storage(0, "grad");
+  Storage* idx = a.storage(1, "index");
+  Storage* dx = a.storage(2, "out");
+  int64_t outer = a.i64(3, "outer"), dim = a.i64(4, "dim"), inner = a.i64(5, "inner"), k = a.i64(6, "k");
+  if (outer < 0 || dim < 0 || inner < 0 || k < 0) a.fail("negative size");
+  a.expect(g, "grad", g->dtype, outer * k * inner);
+  a.expect(idx, "index", DType::i32, k);
+  a.expect(dx, "out", g->dtype, outer * dim * inner);
+  DISPATCH_FLOAT(a, g->dtype, T, cpu::index_add<T>(g->as<T>(), idx->as<int32_t>(), dx->as<T>(), outer, dim, inner, k));
+  return info.Env().Undefined();
+}
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Args a(info, "matmul");
+  Storage* x = a.storage(0, "a");
+  Storage* y = a.storage(1, "b");
+  Storage* o = a.storage(2, "out");
+  auto bshape = a.i64s(3, "batchShape");
+  auto astr = a.i64s(4, "aBatchStrides");
+  auto bstr = a.i64s(5, "bBatchStrides");
+  int64_t M = a.i64(6, "M"), N = a.i64(7, "N"), K = a.i64(8, "K");
+  bool tA = a.boolean(9, "transA"), tB = a.boolean(10, "transB");
+  if (M < 0 || N < 0 || K < 0) a.fail("negative matrix size");
+  const int64_t batch = checked_numel(a, bshape, "batchShape");
+  std::vector<int64_t> ones(bshape.size(), 1);
+  a.expect(x, "a", x->dtype, batch == 0 ? 0 : strided_extent(a, 0, astr, bshape, "a") - 1 + M * K);
+  a.expect(y, "b", x->dtype, batch == 0 ? 0 : strided_extent(a, 0, bstr, bshape, "b") - 1 + K * N);
+  a.expect(o, "out", x->dtype, batch * M * N);
+  DISPATCH_FLOAT(a, x->dtype, T,
+                 cpu::matmul<T>(x->as<T>(), y->as<T>(), o->as<T>(), bshape.data(), astr.data(), bstr.data(),
+                                static_cast<int>(bshape.size()), M, N, K, tA, tB));
+  return info.Env().Undefined();
+}
+
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  Args a(info, "softmax");
+  Storage* x = a.storage(0, "x");
+  Storage* y = a.storage(1, "out");
+  int64_t rows = a.i64(2, "rows"), cols = a.i64(3, "cols");
+  bool log = a.boolean(4, "log");
+  if (rows < 0 || cols < 0) a.fail("negative size");
+  a.expect(x, "x", x->dtype, rows * cols);
+  a.expect(y, "out", x->dtype, rows * cols);
+  DISPATCH_FLOAT(a, x->dtype, T, cpu::softmax<T>(x->as<T>(), y->as<T>(), rows, cols, log));
+  return info.Env().Undefined();
+}
+
+Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "softmaxBackward");
+  Storage* y = a.storage(0, "y");
+  Storage* g = a.storage(1, "grad");
+  Storage* dx = a.storage(2, "out");
+  int64_t rows = a.i64(3, "rows"), cols = a.i64(4, "cols");
+  bool log = a.boolean(5, "log");
+  if (rows < 0 || cols < 0) a.fail("negative size");
+  a.expect(y, "y", y->dtype, rows * cols);
+  a.expect(g, "grad", y->dtype, rows * cols);
+  a.expect(dx, "out", y->dtype, rows * cols);
+  DISPATCH_FLOAT(a, y->dtype, T, cpu::softmax_backward<T>(y->as<T>(), g->as<T>(), dx->as<T>(), rows, cols, log));
+  return info.Env().Undefined();
+}
+
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  Args a(info, "layerNorm");
+  Storage* x = a.storage(0, "x");
+  Storage* w = a.storage_or_null(1, "weight");
+  Storage* b = a.storage_or_null(2, "bias");
+  Storage* y = a.storage(3, "out");
+  Storage* mean = a.storage(4, "mean");
+  Storage* rstd = a.storage(5, "rstd");
+  int64_t rows = a.i64(6, "rows"), cols = a.i64(7, "cols");
+  double eps = a.f64(8, "eps");
+  if (rows < 0 || cols < 0) a.fail("negative size");
+  const DType dt = x->dtype;
+  a.expect(x, "x", dt, rows * cols);
+  if (w) a.expect(w, "weight", dt, cols);
+  if (b) a.expect(b, "bias", dt, cols);
+  a.expect(y, "out", dt, rows * cols);
+  a.expect(mean, "mean", dt, rows);
+  a.expect(rstd, "rstd", dt, rows);
+  DISPATCH_FLOAT(a, dt, T,
+                 cpu::layernorm<T>(x->as<T>(), w ? w->as<T>() : nullptr, b ? b->as<T>() : nullptr, y->as<T>(),
+                                   mean->as<T>(), rstd->as<T>(), rows, cols, eps));
+  return info.Env().Undefined();
+}
+
+Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "layerNormBackward");
+  Storage* x = a.storage(0, "x");
+  Storage* w = a.storage_or_null(1, "weight");
+  Storage* mean = a.storage(2, "mean");
+  Storage* rstd = a.storage(3, "rstd");
+  Storage* g = a.storage(4, "grad");
+  Storage* dx = a.storage(5, "dx");
+  Storage* dw = a.storage_or_null(6, "dweight");
+  Storage* db = a.storage_or_null(7, "dbias");
+  int64_t rows = a.i64(8, "rows"), cols = a.i64(9, "cols");
+  if (rows < 0 || cols < 0) a.fail("negative size");
+  const DType dt = x->dtype;
+  a.expect(x, "x", dt, rows * cols);
+  if (w) a.expect(w, "weight", dt, cols);
+  a.expect(mean, "mean", dt, rows);
+  a.expect(rstd, "rstd", dt, rows);
+  a.expect(g, "grad", dt, rows * cols);
+  a.expect(dx, "dx", dt, rows * cols);
+  if (dw) a.expect(dw, "dweight", dt, cols);
+  if (db) a.expect(db, "dbias", dt, cols);
+  DISPATCH_FLOAT(a, dt, T,
+                 cpu::layernorm_backward<T>(x->as<T>(), w ? w->as<T>() : nullptr, mean->as<T>(), rstd->as<T>(),
+                                            g->as<T>(), dx->as<T>(), dw ? dw->as<T>() : nullptr,
+                                            db ? db->as<T>() : nullptr, rows, cols));
+  return info.Env().Undefined();
+}
+
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  Args a(info, "crossEntropy");
+  Storage* x = a.storage(0, "logits");
+  Storage* t = a.storage(1, "target");
+  Storage* loss = a.storage(2, "lossRow");
+  Storage* lse = a.storage(3, "lse");
+  int64_t rows = a.i64(4, "rows"), classes = a.i64(5, "classes");
+  double smoothing = a.f64(6, "labelSmoothing");
+  int64_t ignore = a.i64(7, "ignoreIndex");
+  if (rows < 0 || classes < 1) a.fail("bad sizes");
+  a.expect(x, "logits", x->dtype, rows * classes);
+  a.expect(t, "target", DType::i32, rows);
+  a.expect(loss, "lossRow", x->dtype, rows);
+  a.expect(lse, "lse", x->dtype, rows);
+  int64_t counted = 0;
+  DISPATCH_FLOAT(a, x->dtype, T,
+                 counted = cpu::cross_entropy<T>(x->as<T>(), t->as<int32_t>(), loss->as<T>(), lse->as<T>(), rows,
+                                                 classes, smoothing, ignore));
+  return Napi::Number::New(info.Env(), static_cast<double>(counted));
+}
+
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "crossEntropyBackward");
+  Storage* x = a.storage(0, "logits");
+  Storage* t = a.storage(1, "target");
+  Storage* lse = a.storage(2, "lse");
+  Storage* g = a.storage(3, "gradRow");
+  Storage* dx = a.storage(4, "out");
+  int64_t rows = a.i64(5, "rows"), classes = a.i64(6, "classes");
+  double smoothing = a.f64(7, "labelSmoothing");
+  int64_t ignore = a.i64(8, "ignoreIndex");
+  if (rows < 0 || classes < 1) a.fail("bad sizes");
+  a.expect(x, "logits", x->dtype, rows * classes);
+  a.expect(t, "target", DType::i32, rows);
+  a.expect(lse, "lse", x->dtype, rows);
+  a.expect(g, "gradRow", x->dtype, rows);
+  a.expect(dx, "out", x->dtype, rows * classes);
+  DISPATCH_FLOAT(a, x->dtype, T,
+                 cpu::cross_entropy_backward<T>(x->as<T>(), t->as<int32_t>(), lse->as<T>(), g->as<T>(), dx->as<T>(),
+                                                rows, classes, smoothing, ignore));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void register_ops(Napi::Env env, Napi::Object e) {
+  e["empty"] = Napi::Function::New(env, Empty, "empty");
+  e["fromBuffer"] = Napi::Function::New(env, FromBuffer, "fromBuffer");
+  e["read"] = Napi::Function::New(env, Read, "read");
+  e["fill"] = Napi::Function::New(env, Fill, "fill");
+  e["arange"] = Napi::Function::New(env, Arange, "arange");
+  e["random"] = Napi::Function::New(env, Random, "random");
+  e["unary"] = Napi::Function::New(env, Unary, "unary");
+  e["unaryBackward"] = Napi::Function::New(env, UnaryBackward, "unaryBackward");
+  e["binary"] = Napi::Function::New(env, Binary, "binary");
+  e["where"] = Napi::Function::New(env, Where, "where");
+  e["cast"] = Napi::Function::New(env, Cast, "cast");
+  e["findNonFinite"] = Napi::Function::New(env, FindNonFinite, "findNonFinite");
+  e["reduce"] = Napi::Function::New(env, Reduce, "reduce");
+  e["stridedCopy"] = Napi::Function::New(env, StridedCopy, "stridedCopy");
+  e["gather"] = Napi::Function::New(env, Gather, "gather");
+  e["indexAdd"] = Napi::Function::New(env, IndexAdd, "indexAdd");
+  e["matmul"] = Napi::Function::New(env, Matmul, "matmul");
+  e["softmax"] = Napi::Function::New(env, Softmax, "softmax");
+  e["softmaxBackward"] = Napi::Function::New(env, SoftmaxBackward, "softmaxBackward");
+  e["layerNorm"] = Napi::Function::New(env, LayerNorm, "layerNorm");
+  e["layerNormBackward"] = Napi::Function::New(env, LayerNormBackward, "layerNormBackward");
+  e["crossEntropy"] = Napi::Function::New(env, CrossEntropy, "crossEntropy");
+  e["crossEntropyBackward"] = Napi::Function::New(env, CrossEntropyBackward, "crossEntropyBackward");
+}
+
+}  // namespace crate::binding

@@ -1,0 +1,59 @@
+// binding.h: N-API glue shared by the binding files: the Storage handle class (type-tagged, so
+// no foreign object is ever treated as a buffer) and argument readers that throw JS errors
+// naming the op and the argument. No math lives here.
+#pragma once
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+#include "../core/storage.h"
+
+namespace crate::binding {
+
+class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::FunctionReference* constructor;
+  explicit StorageWrap(const Napi::CallbackInfo& info);
+  ~StorageWrap() override;
+  Storage* get() const { return storage_; }
+  // Wraps a freshly allocated Storage in a new JS handle (takes ownership).
+  static Napi::Object Wrap(Napi::Env env, Storage* s);
+
+ private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value IsDisposed(const Napi::CallbackInfo& info);
+  Napi::Value ByteLength(const Napi::CallbackInfo& info);
+  Storage* storage_ = nullptr;
+};
+
+// Reads call arguments for op `op`, throwing Napi::Error with the op and argument named.
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* op) : info_(info), op_(op) {}
+  Storage* storage(size_t i, const char* name) const;            // live storage (not disposed)
+  Storage* storage_or_null(size_t i, const char* name) const;    // null/undefined -> nullptr
+  int64_t i64(size_t i, const char* name) const;
+  double f64(size_t i, const char* name) const;
+  bool boolean(size_t i, const char* name) const;
+  std::string str(size_t i, const char* name) const;
+  std::vector<int64_t> i64s(size_t i, const char* name) const;   // JS array of integers
+  [[noreturn]] void fail(const std::string& msg) const;
+  // Checks that `s` holds at least `numel` elements of dtype `dt` on the CPU.
+  void expect(const Storage* s, const char* name, DType dt, int64_t numel) const;
+  Napi::Env env() const { return info_.Env(); }
+  const char* op() const { return op_; }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* op_;
+};
+
+// Allocates an output storage (CPU unless device says otherwise).
+Napi::Object new_storage(Napi::Env env, Device dev, DType dt, int64_t numel, bool zero, Storage** out);
+
+void register_ops(Napi::Env env, Napi::Object exports);
+void register_crate_ops(Napi::Env env, Napi::Object exports);
+
+}  // namespace crate::binding

@@ -1,0 +1,45 @@
+// index.ts: the public API of crate-ml.
+import { _bindAutograd } from './autograd.js';
+import { keep, registerNode } from './memory.js';
+import { native } from './native.js';
+import { ones } from './ops/creation.js';
+import { Tensor } from './tensor.js';
+
+_bindAutograd({
+  ones: (t) => keep(ones([...t.shape], { dtype: t.dtype, device: t.device })),
+  keep: (t) => {
+    keep(t);
+  },
+  alias: (t) => keep(t.detach()),
+  registerNode,
+});
+
+export { Tensor } from './tensor.js';
+export type { Shape, NestedArray } from './tensor.js';
+export type { DType, Device, TypedArray } from './dtype.js';
+export { noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
+export { tidy, keep, memory } from './memory.js';
+export type { MemoryInfo } from './memory.js';
+export * from './ops/creation.js';
+export * from './ops/elementwise.js';
+export * from './ops/reduce.js';
+export * from './ops/shape.js';
+export * from './ops/matmul.js';
+export * from './ops/nn.js';
+export { cudaAvailable } from './device.js';
+
+/** What the native build holds: CUDA compiled in / found, BLAS, threads, and why things are missing. */
+export function info() {
+  return native.info();
+}
+/** Sets the CPU thread count (0 = default: CRATE_NUM_THREADS or all cores). Returns the count. */
+export function setNumThreads(n: number): number {
+  return native.setNumThreads(n);
+}
+/** Chooses the CPU GEMM: 'blas' (a system OpenBLAS found at run time) or 'own' (the built-in kernel). */
+export function setGemmBackend(b: 'own' | 'blas'): void {
+  native.setGemmBackend(b);
+}
+export function isTensor(x: unknown): x is Tensor {
+  return x instanceof Tensor;
+}
