@@ -118,9 +118,11 @@ export function full(shape: number[], value: number, options: CreateOptions = {}
 }
 
 export function zeros(shape: number[], options: CreateOptions = {}): Tensor {
+  resolveDevice(options.device, 'zeros');
   return full(checkShape(shape, 'zeros'), 0, options);
 }
 export function ones(shape: number[], options: CreateOptions = {}): Tensor {
+  resolveDevice(options.device, 'ones');
   return full(checkShape(shape, 'ones'), 1, options);
 }
 export function zerosLike(t: Tensor, options: CreateOptions = {}): Tensor {
