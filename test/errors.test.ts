@@ -48,7 +48,9 @@ describe('bad input', () => {
   });
   test('out-of-range indices are errors, not memory corruption', () => {
     const w = C.ones([5, 2]);
-    expect(() => C.embedding(w, C.tensor([0, 5], { dtype: 'i32' }))).toThrow(/index 5 at position 1 is out of range \[0, 5\)/);
+    expect(() => C.embedding(w, C.tensor([0, 5], { dtype: 'i32' }))).toThrow(
+      /index 5 at position 1 is out of range \[0, 5\)/,
+    );
     expect(() => C.embedding(w, C.tensor([-1], { dtype: 'i32' }))).toThrow(/out of range/);
     expect(() => C.crossEntropy(C.ones([2, 3]), C.tensor([0, 3], { dtype: 'i32' }))).toThrow(
       /target 3 at row 1 is out of range \[0, 3\)/,
@@ -64,7 +66,9 @@ describe('bad input', () => {
   test('the raw native layer validates too (no trust in JS)', async () => {
     const { native } = await import('../ts/native.js');
     const s = native.empty(0, 4, true);
-    expect(() => native.unary(1, s, native.empty(0, 2, false), 0, 0)).toThrow(/unary: argument 'out' holds 2 elements, the op needs 4/);
+    expect(() => native.unary(1, s, native.empty(0, 2, false), 0, 0)).toThrow(
+      /unary: argument 'out' holds 2 elements, the op needs 4/,
+    );
     expect(() => native.binary(0, s, [1], s, [1], s, [5])).toThrow(/argument 'a' holds 4 elements, the op needs 5/);
     expect(() => native.fill({} as never, 1)).toThrow(/not a crate tensor storage/);
     expect(() => native.stridedCopy(s, 0, [-1], s, 0, [1], [2], false)).toThrow(/negative stride/);

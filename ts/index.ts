@@ -14,19 +14,19 @@ _bindAutograd({
   registerNode,
 });
 
-export { Tensor } from './tensor.js';
-export type { Shape, NestedArray } from './tensor.js';
-export type { DType, Device, TypedArray } from './dtype.js';
-export { noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
-export { tidy, keep, memory } from './memory.js';
+export { isGradEnabled, noGrad, setGradEnabled } from './autograd.js';
+export { cudaAvailable } from './device.js';
+export type { Device, DType, TypedArray } from './dtype.js';
 export type { MemoryInfo } from './memory.js';
+export { keep, memory, tidy } from './memory.js';
 export * from './ops/creation.js';
 export * from './ops/elementwise.js';
-export * from './ops/reduce.js';
-export * from './ops/shape.js';
 export * from './ops/matmul.js';
 export * from './ops/nn.js';
-export { cudaAvailable } from './device.js';
+export * from './ops/reduce.js';
+export * from './ops/shape.js';
+export type { NestedArray, Shape } from './tensor.js';
+export { Tensor } from './tensor.js';
 
 /** What the native build holds: CUDA compiled in / found, BLAS, threads, and why things are missing. */
 export function info() {

@@ -1,6 +1,6 @@
 // memory.ts: deterministic release of native memory: tidy() scopes, keep(), live counts, and a
 // FinalizationRegistry backstop for tensors that were never disposed.
-import { type GradNode, freeNode } from './autograd.js';
+import { freeNode, type GradNode } from './autograd.js';
 import type { NativeStorage } from './native.js';
 import { native } from './native.js';
 

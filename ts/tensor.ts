@@ -1,11 +1,12 @@
 // tensor.ts: the Tensor class: a contiguous, typed buffer on a device plus shape, autograd
 // state and the method-style API (t.add(u), t.sum(), ...). Ops live in ops/; methods delegate.
-import { backward as runBackward } from './autograd.js';
+
 import type { GradNode } from './autograd.js';
-import { DTYPE_CODE, type DType, type Device, type TypedArray, viewOf } from './dtype.js';
+import { backward as runBackward } from './autograd.js';
+import { type Device, DTYPE_CODE, type DType, type TypedArray, viewOf } from './dtype.js';
 import { StorageRef, trackTensor, untrackTensor } from './memory.js';
-import { native } from './native.js';
 import type { NativeStorage } from './native.js';
+import { native } from './native.js';
 import * as E from './ops/elementwise.js';
 import * as M from './ops/matmul.js';
 import * as N from './ops/nn.js';

@@ -1,8 +1,9 @@
 // harness.ts: builds registry inputs, compares against references, finite-difference gradients.
-import * as C from '../../ts/index.js';
+
 import type { DType, Tensor } from '../../ts/index.js';
-import type { Case, Input, OpSpec } from './registry.js';
+import * as C from '../../ts/index.js';
 import type { Ref } from './ref.js';
+import type { Case, Input, OpSpec } from './registry.js';
 
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -102,7 +103,8 @@ export function gradCheck(spec: OpSpec, c: Case, maxPerInput = 12): GradReport {
       const ana = x.grad ? x.grad.dataSync() : new Float64Array(x.numel);
       const d = data[k] as Ref;
       const n = d.data.length;
-      const idx = n <= maxPerInput ? [...Array(n).keys()] : Array.from({ length: maxPerInput }, () => Math.floor(rnd() * n));
+      const idx =
+        n <= maxPerInput ? [...Array(n).keys()] : Array.from({ length: maxPerInput }, () => Math.floor(rnd() * n));
       for (const i of idx) {
         const orig = d.data[i] as number;
         const h = 1e-6 * Math.max(1, Math.abs(orig));

@@ -45,9 +45,7 @@ function bget(a: Ref, idx: number[]): number {
 
 export function bshape(...shapes: number[][]): number[] {
   const n = Math.max(...shapes.map((s) => s.length));
-  return Array.from({ length: n }, (_, i) =>
-    Math.max(...shapes.map((s) => (s[s.length - n + i] ?? 1) as number)),
-  );
+  return Array.from({ length: n }, (_, i) => Math.max(...shapes.map((s) => (s[s.length - n + i] ?? 1) as number)));
 }
 
 export function map2(a: Ref, b: Ref, f: (x: number, y: number) => number): Ref {
@@ -106,7 +104,8 @@ export function matmulRef(a: Ref, b: Ref, tA = false, tB = false): Ref {
       const off = bi.length - x.shape.length;
       const st = strides(x.shape);
       let o = 0;
-      for (let d = 0; d < x.shape.length; d++) o += (x.shape[d] === 1 ? 0 : (bi[off + d] as number)) * (st[d] as number);
+      for (let d = 0; d < x.shape.length; d++)
+        o += (x.shape[d] === 1 ? 0 : (bi[off + d] as number)) * (st[d] as number);
       return o * mat;
     };
     const ao = boff(aB, ar * ac);

@@ -1,10 +1,10 @@
 // creation.ts: tensor factories (tensor, zeros, ones, full, arange, rand, randn, uniform, ...)
 // and the global seeded generator (manualSeed). Every factory takes dtype, device, requiresGrad.
 import { resolveDevice } from '../device.js';
-import { DTYPE_CODE, type DType, type Device, checkDType, dtypeOfArray } from '../dtype.js';
+import { checkDType, type Device, DTYPE_CODE, type DType, dtypeOfArray } from '../dtype.js';
 import { StorageRef } from '../memory.js';
 import { native } from '../native.js';
-import { type NestedArray, type Shape, Tensor, checkShape, empty, formatShape, numelOf } from '../tensor.js';
+import { checkShape, empty, formatShape, type NestedArray, numelOf, type Shape, Tensor } from '../tensor.js';
 
 export interface CreateOptions {
   dtype?: DType;
@@ -27,7 +27,7 @@ function finish(t: Tensor, o: CreateOptions | undefined): Tensor {
   return t;
 }
 
-function inferShape(data: NestedArray, where: string): number[] {
+function inferShape(data: NestedArray): number[] {
   const shape: number[] = [];
   let cur: NestedArray = data;
   while (Array.isArray(cur)) {
@@ -72,7 +72,7 @@ export function tensor(
     flat = data;
     shape = options.shape ? checkShape(options.shape, where) : [data.length];
   } else if (typeof data === 'number' || Array.isArray(data)) {
-    shape = inferShape(data, where);
+    shape = inferShape(data);
     flat = typeof data === 'number' ? [data] : flatten(data, shape, where);
     if (options.shape) {
       const s = checkShape(options.shape, where);

@@ -3,7 +3,7 @@
 import { record } from '../autograd.js';
 import { DTYPE_CODE, type DType } from '../dtype.js';
 import { native } from '../native.js';
-import { type Scalar, type Shape, Tensor, empty, formatShape, viewAs } from '../tensor.js';
+import { empty, formatShape, type Scalar, type Shape, Tensor, viewAs } from '../tensor.js';
 import { reduceSum } from './reduce.js';
 import { broadcastShapes, broadcastStrides, checkFloat, checkSame, checkTensor } from './util.js';
 

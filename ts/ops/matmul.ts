@@ -3,7 +3,7 @@
 // forward and backward, which is the layout of every Linear layer.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, empty, formatShape, numelOf, viewAs } from '../tensor.js';
+import { empty, formatShape, numelOf, type Tensor, viewAs } from '../tensor.js';
 import { add, sumTo } from './elementwise.js';
 import { reshape } from './shape.js';
 import { broadcastShapes, checkFloat, checkSame, checkTensor, contiguousStrides } from './util.js';

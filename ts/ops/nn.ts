@@ -2,7 +2,7 @@
 // label smoothing, ignore index) and dropout, each with a native backward.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, empty, formatShape, numelOf } from '../tensor.js';
+import { empty, formatShape, numelOf, type Tensor } from '../tensor.js';
 import { bernoulli } from './creation.js';
 import { affine, mul } from './elementwise.js';
 import { permute } from './shape.js';
@@ -67,14 +67,26 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
     checkTensor(op, t, name);
     checkSame(op, x, t, ['x', name]);
     if (t.ndim !== 1 || t.shape[0] !== cols) {
-      throw new Error(`${op}: ${name} must have shape [${cols}] to match x ${formatShape(x.shape)}, got ${formatShape(t.shape)}`);
+      throw new Error(
+        `${op}: ${name} must have shape [${cols}] to match x ${formatShape(x.shape)}, got ${formatShape(t.shape)}`,
+      );
     }
   }
   const rows = cols === 0 ? 0 : x.numel / cols;
   const y = empty(x.shape, x.dtype, x.device);
   const mean = empty([rows], x.dtype, x.device);
   const rstd = empty([rows], x.dtype, x.device);
-  native.layerNorm(x._h(op), weight?._h(op) ?? null, bias?._h(op) ?? null, y._h(op), mean._h(op), rstd._h(op), rows, cols, eps);
+  native.layerNorm(
+    x._h(op),
+    weight?._h(op) ?? null,
+    bias?._h(op) ?? null,
+    y._h(op),
+    mean._h(op),
+    rstd._h(op),
+    rows,
+    cols,
+    eps,
+  );
   const inputs = [x, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
   return record<Tensor[]>(
     y,
@@ -129,17 +141,29 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   const classes = logits.shape[logits.ndim - 1] as number;
   const lead = logits.shape.slice(0, -1);
   if (target.ndim !== lead.length || target.shape.some((s, i) => s !== lead[i])) {
-    throw new Error(`${op}: target shape ${formatShape(target.shape)} must equal logits shape without the class dim, ${formatShape(lead)}`);
+    throw new Error(
+      `${op}: target shape ${formatShape(target.shape)} must equal logits shape without the class dim, ${formatShape(lead)}`,
+    );
   }
   const smoothing = opts.labelSmoothing ?? 0;
-  if (!(smoothing >= 0 && smoothing <= 1)) throw new RangeError(`${op}: labelSmoothing must be in [0, 1], got ${smoothing}`);
+  if (!(smoothing >= 0 && smoothing <= 1))
+    throw new RangeError(`${op}: labelSmoothing must be in [0, 1], got ${smoothing}`);
   const ignore = opts.ignoreIndex ?? -100;
   const reduction = opts.reduction ?? 'mean';
   if (!['mean', 'sum', 'none'].includes(reduction)) throw new Error(`${op}: reduction must be mean, sum or none`);
   const rows = numelOf(lead);
   const lossRow = empty(lead, logits.dtype, logits.device);
   const lse = empty([rows], logits.dtype, logits.device);
-  const counted = native.crossEntropy(logits._h(op), target._h(op), lossRow._h(op), lse._h(op), rows, classes, smoothing, ignore);
+  const counted = native.crossEntropy(
+    logits._h(op),
+    target._h(op),
+    lossRow._h(op),
+    lse._h(op),
+    rows,
+    classes,
+    smoothing,
+    ignore,
+  );
   let out: Tensor;
   let scale = 1;
   if (reduction === 'none') {
@@ -166,7 +190,17 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
         native.fill(gRow._h(op), (g.dataSync()[0] as number) * scale);
       }
       const dx = empty(logits.shape, logits.dtype, logits.device);
-      native.crossEntropyBackward(sl._h(op), st._h(op), slse._h(op), gRow._h(op), dx._h(op), rows, classes, smoothing, ignore);
+      native.crossEntropyBackward(
+        sl._h(op),
+        st._h(op),
+        slse._h(op),
+        gRow._h(op),
+        dx._h(op),
+        rows,
+        classes,
+        smoothing,
+        ignore,
+      );
       if (gRow !== g) gRow.dispose();
       return [dx];
     },
@@ -181,7 +215,10 @@ export function dropout(x: Tensor, p: number, opts: { training?: boolean; seed?:
   checkTensor(op, x, 'x');
   if (!(p >= 0 && p < 1)) throw new RangeError(`${op}: p must be in [0, 1), got ${p}`);
   if (opts.training === false || p === 0) return affine(x, 1, 0);
-  const keepMask = bernoulli([...x.shape], 1 - p, { dtype: x.dtype, ...(opts.seed !== undefined ? { seed: opts.seed } : {}) });
+  const keepMask = bernoulli([...x.shape], 1 - p, {
+    dtype: x.dtype,
+    ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+  });
   const scaled = affine(keepMask, 1 / (1 - p), 0);
   keepMask.dispose();
   const out = mul(x, scaled);

@@ -2,8 +2,8 @@
 // native reductions with hand-written backward; mean, var and std are composites.
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, empty, viewAs } from '../tensor.js';
-import { affine, div, eq, mul, square, sub, sqrt } from './elementwise.js';
+import { empty, type Tensor, viewAs } from '../tensor.js';
+import { affine, div, eq, mul, sqrt, square, sub } from './elementwise.js';
 import { expand } from './shape.js';
 import { checkTensor, normAxes } from './util.js';
 
@@ -110,7 +110,11 @@ export function variance(
   return r;
 }
 
-export function std(x: Tensor, axes?: number | number[], opts: { keepdim?: boolean; correction?: number } = {}): Tensor {
+export function std(
+  x: Tensor,
+  axes?: number | number[],
+  opts: { keepdim?: boolean; correction?: number } = {},
+): Tensor {
   const v = variance(x, axes, opts);
   const r = sqrt(v);
   v.dispose();

@@ -3,7 +3,7 @@
 // their gradients are the adjoint copies (accumulating where inputs overlap).
 import { record } from '../autograd.js';
 import { native } from '../native.js';
-import { Tensor, checkShape, empty, formatShape, numelOf, viewAs } from '../tensor.js';
+import { checkShape, empty, formatShape, numelOf, type Tensor, viewAs } from '../tensor.js';
 import { sumTo } from './elementwise.js';
 import { broadcastStrides, checkInt, checkSame, checkTensor, contiguousStrides, normAxis } from './util.js';
 
@@ -51,7 +51,11 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
 
 export function squeeze(x: Tensor, axis?: number): Tensor {
   checkTensor('squeeze', x, 'x');
-  if (axis === undefined) return reshape(x, x.shape.filter((s) => s !== 1));
+  if (axis === undefined)
+    return reshape(
+      x,
+      x.shape.filter((s) => s !== 1),
+    );
   const a = normAxis('squeeze', axis, x.ndim);
   if (x.shape[a] !== 1) return reshape(x, [...x.shape]);
   return reshape(
@@ -142,7 +146,9 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
 export function concat(ts: Tensor[], axis = 0): Tensor {
   const op = 'concat';
   if (!Array.isArray(ts) || ts.length === 0) throw new Error(`${op}: need a non-empty array of tensors`);
-  ts.forEach((t, i) => checkTensor(op, t, `tensors[${i}]`));
+  ts.forEach((t, i) => {
+    checkTensor(op, t, `tensors[${i}]`);
+  });
   const first = ts[0] as Tensor;
   const a = normAxis(op, axis, first.ndim);
   ts.forEach((t, i) => {
@@ -161,7 +167,16 @@ export function concat(ts: Tensor[], axis = 0): Tensor {
   let at = 0;
   for (const t of ts) {
     offsets.push(at);
-    native.stridedCopy(t._h(op), 0, contiguousStrides(t.shape), out._h(op), at * (ost[a] as number), ost, [...t.shape], false);
+    native.stridedCopy(
+      t._h(op),
+      0,
+      contiguousStrides(t.shape),
+      out._h(op),
+      at * (ost[a] as number),
+      ost,
+      [...t.shape],
+      false,
+    );
     at += t.shape[a] as number;
   }
   return record(out, op, ts, (g) =>

@@ -1,7 +1,7 @@
 // util.ts: shape helpers shared by the ops: broadcasting, strides, axis normalisation, argument
 // checks with messages that name the op, the argument and the shapes.
 import type { DType } from '../dtype.js';
-import { type Shape, Tensor, formatShape } from '../tensor.js';
+import { formatShape, type Shape, Tensor } from '../tensor.js';
 
 export function contiguousStrides(shape: Shape): number[] {
   const s = new Array<number>(shape.length);
