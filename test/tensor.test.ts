@@ -133,3 +133,20 @@ describe('memory', () => {
     expect(Array.from(d2)).toEqual([2, 4, 6]);
   });
 });
+
+describe('in-place updates', () => {
+  test('copy_ broadcasts, keeps identity and is not recorded', () => {
+    const p = C.zeros([2, 3], { requiresGrad: true });
+    const id = p.id;
+    C.noGrad(() => p.copy_(C.tensor([1, 2, 3])));
+    expect(p.id).toBe(id);
+    expect(p.toArray()).toEqual([
+      [1, 2, 3],
+      [1, 2, 3],
+    ]);
+    expect(() => p.copy_(C.ones([4]))).toThrow(/copy_: cannot copy \[4\] into \[2, 3\]/);
+    expect(() => p.copy_(C.ones([3], { dtype: 'f64' }))).toThrow(/src is f64/);
+    p.fill_(0.5);
+    expect(p.dataSync()[5]).toBe(0.5);
+  });
+});

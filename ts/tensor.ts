@@ -197,6 +197,44 @@ export class Tensor {
     this.grad = null;
   }
 
+  // ------------------------------------------------------------------ in-place (no autograd)
+  /**
+   * Overwrites this tensor's data with `src` (same shape and dtype; src may broadcast). Not
+   * recorded by autograd: meant for optimizers, initialisers and loading weights. Views that
+   * share this storage (reshape) see the change. Returns this.
+   */
+  copy_(src: Tensor): this {
+    const op = 'copy_';
+    const dst = this._h(op);
+    if (!(src instanceof Tensor)) throw new TypeError(`${op}: src must be a Tensor`);
+    const sh = src._h(op);
+    if (src.dtype !== this.dtype) throw new TypeError(`${op}: src is ${src.dtype}, this is ${this.dtype}`);
+    if (src.device !== this.device) throw new Error(`${op}: src is on ${src.device}, this is on ${this.device}`);
+    const off = this.ndim - src.ndim;
+    if (off < 0 || src.shape.some((s, i) => s !== 1 && s !== this.shape[off + i])) {
+      throw new Error(`${op}: cannot copy ${formatShape(src.shape)} into ${formatShape(this.shape)}`);
+    }
+    const st: number[] = [];
+    let acc = 1;
+    for (let d = this.ndim - 1; d >= 0; d--) {
+      st[d] = acc;
+      acc *= this.shape[d] as number;
+    }
+    const sst = new Array<number>(this.ndim).fill(0);
+    let sacc = 1;
+    for (let d = src.ndim - 1; d >= 0; d--) {
+      sst[off + d] = src.shape[d] === 1 ? 0 : sacc;
+      sacc *= src.shape[d] as number;
+    }
+    native.stridedCopy(sh, 0, sst, dst, 0, st, [...this.shape], false);
+    return this;
+  }
+  /** Fills with a constant in place (not recorded). Returns this. */
+  fill_(value: number): this {
+    native.fill(this._h('fill_'), value);
+    return this;
+  }
+
   // ------------------------------------------------------------------ method API
   add(o: Tensor | Scalar): Tensor {
     return E.add(this, o);
