@@ -55,7 +55,9 @@ if (has('cmake')) {
   ]);
   const err = ok ? loads(addon) : 'cmake-js build failed (see the output above)';
   if (!err) {
-    log(`built ${addon}${existsSync(join(root, 'build', 'Release', 'libcrate_cuda.so')) ? ' + CUDA backend' : ' (CPU only)'}`);
+    log(
+      `built ${addon}${existsSync(join(root, 'build', 'Release', 'libcrate_cuda.so')) ? ' + CUDA backend' : ' (CPU only)'}`,
+    );
     process.exit(0);
   }
   attempts.push(`cmake-js: ${err}`);
@@ -71,6 +73,8 @@ if (!err) {
   process.exit(0);
 }
 attempts.push(`node-gyp: ${err}`);
-console.error(`[crate install] could not build or load the native addon:\n${attempts.map((a) => `  - ${a}`).join('\n')}`);
+console.error(
+  `[crate install] could not build or load the native addon:\n${attempts.map((a) => `  - ${a}`).join('\n')}`,
+);
 console.error('[crate install] needs a C++17 compiler and cmake (or python3 + make for node-gyp).');
 process.exit(1);
