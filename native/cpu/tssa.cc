@@ -100,6 +100,10 @@ void raise_first(const std::vector<Status>& st, const char* fn, const char* tnam
   }
 }
 
+// max(x, eps) written so that it maps onto a single maxsd/maxpd (std::max's NaN ordering does
+// not, which stops GCC from vectorising the loops it sits in).
+inline double clamp_eps(double x) { return x > kNormEps ? x : kNormEps; }
+
 // Reductions over a head's p features use 8 independent partial sums: this breaks the FP-add
 // latency chain and lets the compiler vectorise without -ffast-math. Lanes(f) calls f(c, l) for
 // c in [c0, c1), with lane l = (c - c0) % 8 (the caller accumulates into its own lane arrays).
@@ -150,7 +154,7 @@ Status vision_stats(const T* Wb, const double* tau, int64_t N, int64_t H, int64_
   for (int64_t c = 0; c < D; ++c) {
     if (!std::isfinite(q[c])) return locate_bad(Wb, N, D);
     q[c] = std::sqrt(q[c]);
-    const double nu = std::max(q[c], kNormEps);
+    const double nu = clamp_eps(q[c]);
     inv2[c] = 1.0 / (nu * nu);
   }
   // Pass 2: s[h,n] = Σ_i W²/ν², Π = softmax_h(τ s), σ_h = Σ_n Π, A[c] = Σ_n Π W² (in m).
@@ -298,7 +302,7 @@ void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T*
         for (int64_t c = 0; c < D; ++c) {
           q[c] = static_cast<double>(colnorm[b * D + c]);
           m[c] = static_cast<double>(mstat[b * D + c]);
-          const double nu = std::max(q[c], kNormEps);
+          const double nu = clamp_eps(q[c]);
           inv2[c] = 1.0 / (nu * nu);
         }
         for (int64_t h = 0; h < H; ++h) {
@@ -421,7 +425,7 @@ inline void causal_step(const T* w, const double* tau, const T* bias, int64_t t,
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     lanes8(h * p, (h + 1) * p, [&](int64_t c, int l) {
       const double v = static_cast<double>(w[c]);
-      acc[l] += v * v / std::max(C[c], kNormEps);
+      acc[l] += v * v / clamp_eps(C[c]);
     });
     u[h] = sum8(acc) + static_cast<double>(p) * static_cast<double>(bias[h * Tmax + t]);
     Pi[h] = tau[h] * u[h];
@@ -635,8 +639,11 @@ void tssa_causal_backward(const T* W, const T* temp, const T* denom_bias, const 
             dbias[h * Tn + t] += static_cast<double>(p) * du;
             for (int64_t c = h * p; c < (h + 1) * p; ++c) {
               const double wv = static_cast<double>(w[c]), dv = static_cast<double>(dy[c]);
-              const double icl = 1.0 / std::max(Ct[c], kNormEps);
-              if (Ct[c] >= kNormEps) RC[c] -= du * wv * wv * icl * icl;
+              const double cl = clamp_eps(Ct[c]), icl = 1.0 / cl;
+              // clamp_min passes the gradient where C >= eps; C < eps exactly when the clamp
+              // moved it (cl != C), which keeps the loop branch-free (vectorisable).
+              const double dc = du * wv * wv * icl * icl;
+              RC[c] -= cl == Ct[c] ? dc : 0.0;
               dw[c] = static_cast<T>(-dv * Pv * gt[c] + 2.0 * wv * (RN[c] * Pv + du * icl + RC[c]));
             }
           }

@@ -27,8 +27,11 @@
 // x >= min). Parameter gradients (dtemp, ddenom_bias) are summed over the batch and OVERWRITE
 // their outputs (the caller accumulates across calls if it needs to).
 //
-// Errors: bad sizes / NULL pointers → crate::Error naming the argument; NaN/Inf in W or temp
-// (or an overflowing column norm) → crate::NumericalError ("tssa: W[b=0, n=3, c=5] is NaN").
+// Errors: bad sizes / NULL pointers → crate::Error naming the argument; NaN/Inf in W, temp or
+// denom_bias (or an overflowing column norm / cumulative sum) → crate::NumericalError
+// ("tssa_forward: W[b=0, n=3, c=5] is NaN"). W is checked wherever its statistics are computed
+// (forwards, causal backward, vision backward without saved buffers); NaN in dY propagates.
+// Parallel over the batch only: with B < threads some cores idle.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -51,8 +54,9 @@ void tssa_forward(const T* W, const T* temp, T* Y, T* Pi, T* colnorm, T* mstat, 
 size_t tssa_backward_workspace_size(int64_t B, int64_t N, int64_t H, int64_t p);
 
 // dY        (B, N, H*p)
-// Pi, colnorm, mstat: the forward's saved buffers for the same W and temp; if any of the three
-//                     is NULL all three are recomputed from W (no extra cost beyond one pass).
+// Pi, colnorm, mstat: the forward's saved buffers for the same W and temp (not re-validated);
+//                     if any of the three is NULL all three are recomputed from W (two extra
+//                     passes over W, and W is then checked for NaN/Inf again).
 // dW        (B, N, H*p)  out (overwritten)
 // dtemp     (H)          nullable out (overwritten), summed over the batch
 // workspace nullable: >= tssa_backward_workspace_size bytes, 8-byte aligned; NULL allocates.

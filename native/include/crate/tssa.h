@@ -10,7 +10,7 @@
  * Full formulas: native/cpu/tssa.h.
  *
  * Saved buffers of the vision forward (each nullable; pass all three to the backward or none,
- * NULL recomputes them from W at the cost of one extra pass):
+ * NULL recomputes them from W at the cost of two extra passes over W):
  *   Pi      (B, H, N)   softmax-over-heads weights
  *   colnorm (B, H*p)    ||W[b,:,c]||_2 over tokens (unclamped)
  *   mstat   (B, H*p)    m (g = 1/(1+m))
