@@ -153,7 +153,7 @@ static void test_mssa_case(int64_t B, int64_t N, int64_t H, int64_t p, bool caus
   const double eb2 = relerr(dP2, ref.dP);
   check(eb2 < tolb * 2, std::string(buf) + " dP(own fwd) err=" + std::to_string(eb2));
   mssa_set_isa(0);
-  mssa_set_symmetric(1);
+  mssa_set_symmetric(3);
 }
 
 static void test_mssa() {
@@ -164,17 +164,19 @@ static void test_mssa() {
     for (int causal = 0; causal < 2; ++causal)
       for (int mask = 0; mask < 3; ++mask)
         for (int isa = 0; isa < 2; ++isa)
-          for (int sym = 0; sym < 2; ++sym) {
+          for (int sym : {0, 3}) {
             if (mask == 2 && s.B < 2) continue;
             test_mssa_case<double>(s.B, s.N, s.H, s.p, causal, mask, isa, sym, 1e-12, 1e-12);
             test_mssa_case<float>(s.B, s.N, s.H, s.p, causal, mask, isa, sym, 1e-5, 2e-5);
           }
   // thread-count variants exercise the G > 1 (split head) backward
-  for (int th : {1, 3, 8}) {
+  for (int th : {1, 3, 8}) {  // G > 1 (split heads) and G = 1 paths
     crate::set_num_threads(th);
     test_mssa_case<double>(1, 300, 1, 24, false, 0, 0, 1, 1e-12, 1e-12);
     test_mssa_case<double>(1, 300, 2, 24, true, 1, 0, 1, 1e-12, 1e-12);
     test_mssa_case<float>(2, 257, 1, 64, false, 1, 0, 0, 1e-5, 2e-5);
+    test_mssa_case<double>(2, 300, 1, 24, false, 1, 0, 3, 1e-12, 1e-12);  // G = 1 at th = 1: paired forward
+    test_mssa_case<float>(2, 300, 1, 24, false, 2, 1, 3, 1e-5, 2e-5);
   }
   crate::set_num_threads(0);
   // argument validation
