@@ -428,6 +428,19 @@ describe('datasets and the loader', () => {
     }
   });
 
+  test('CRATE_DATA_WORKERS=0 falls back to the synchronous path with the same batches', async () => {
+    const sync = await collect(new DataLoader(ds, { batchSize: 4, shuffle: true, seed: 5, transform: augment }), 1);
+    process.env.CRATE_DATA_WORKERS = '0';
+    try {
+      const l = new DataLoader(ds, { batchSize: 4, shuffle: true, seed: 5, transform: augment, prefetch: true });
+      expect(await collect(l, 1)).toEqual(sync);
+      expect(l.prefetchMode).toBe('sync');
+      expect(l.prefetchNote).toMatch(/CRATE_DATA_WORKERS=0/);
+    } finally {
+      delete process.env.CRATE_DATA_WORKERS;
+    }
+  });
+
   test('a transform function runs on the main thread (with a note when prefetch was asked)', async () => {
     const l = new DataLoader(ds, {
       batchSize: 5,
@@ -477,8 +490,7 @@ describe('datasets and the loader', () => {
       expect(C.memory().cpu.bytes).toBe(bytes);
       // Breaking out early leaves nothing behind either.
       for await (const b of l.epoch(5)) {
-        b.x.dispose();
-        b.y.dispose();
+        b.dispose();
         break;
       }
       expect(C.memory().numTensors).toBe(before);
@@ -505,8 +517,16 @@ describe('datasets and the loader', () => {
     ]);
   });
 
-  test('Int32 samples without a transform become i32 tensors', async () => {
+  test('Int32 samples without a transform become i32 tensors (worker or not)', async () => {
     const tok = new TensorDataset(Int32Array.from([1, 2, 3, 4]), [0, 1], [2]);
+    const pre = new DataLoader(tok, { batchSize: 2, prefetch: true });
+    for await (const b of pre.epoch(0)) {
+      expect(b.x.dtype).toBe('i32');
+      expect(Array.from(b.x.dataSync())).toEqual([1, 2, 3, 4]);
+      b.dispose();
+    }
+    expect(pre.prefetchMode).toBe('worker');
+    await pre.close();
     for await (const b of new DataLoader(tok, { batchSize: 2 }).epoch(0)) {
       expect(b.x.dtype).toBe('i32');
       expect(b.x.toArray()).toEqual([

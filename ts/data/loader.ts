@@ -37,6 +37,8 @@ export interface Batch {
   index: number;
   /** The dataset indices in the batch. */
   indices: Int32Array;
+  /** Disposes x and y. */
+  dispose(): void;
 }
 
 /** The next batch the loader will produce: resume with loader.resume(position). */
@@ -51,9 +53,6 @@ interface Prepared {
   y: Int32Array;
   indices: Int32Array;
 }
-
-/** Set CRATE_DATA_WORKERS=0 to never start worker threads. */
-const WORKERS_DISABLED = process.env.CRATE_DATA_WORKERS === '0';
 
 export class DataLoader {
   readonly batchSize: number;
@@ -125,7 +124,7 @@ export class DataLoader {
       throw new RangeError(`DataLoader: startBatch ${start} out of range [0, ${nb}]`);
     }
     this.pos = { epoch: e, batch: start };
-    const useWorker = this.prefetch && Array.isArray(this.transform) ? this.ensureWorker() : null;
+    const useWorker = this.prefetch && typeof this.transform !== 'function' ? this.ensureWorker() : null;
     if (this.prefetch && typeof this.transform === 'function') {
       this.note = 'a transform function cannot run in a worker; batches are prepared on the main thread';
     }
@@ -166,7 +165,8 @@ export class DataLoader {
 
   private ensureWorker(): PrefetchWorker | null {
     if (this.worker?.alive) return this.worker;
-    if (WORKERS_DISABLED) {
+    // CRATE_DATA_WORKERS=0 never starts worker threads.
+    if (process.env.CRATE_DATA_WORKERS === '0') {
       this.note = 'worker threads disabled by CRATE_DATA_WORKERS=0';
       return null;
     }
@@ -219,7 +219,17 @@ export class DataLoader {
       x.dispose();
       throw e;
     }
-    return { x, y: yt, epoch, index, indices };
+    return {
+      x,
+      y: yt,
+      epoch,
+      index,
+      indices,
+      dispose() {
+        x.dispose();
+        yt.dispose();
+      },
+    };
   }
 }
 

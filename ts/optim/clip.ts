@@ -3,7 +3,7 @@
 // maxNorm / (norm + 1e-6). A non-finite norm is returned without touching the gradients.
 import { noGrad } from '../autograd.js';
 import { tidy } from '../memory.js';
-import { abs, affine, square } from '../ops/elementwise.js';
+import { abs, add, affine, maximum, square } from '../ops/elementwise.js';
 import { max, sum } from '../ops/reduce.js';
 import type { Tensor } from '../tensor.js';
 
@@ -22,12 +22,15 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { 
   if (grads.length === 0) return 0;
   return noGrad(() =>
     tidy(() => {
-      let total = 0;
+      // One reduction per gradient, accumulated on the device in f64: a single read at the end.
+      let acc: Tensor | null = null;
       for (const g of grads) {
         if (g.numel === 0) continue;
-        if (normType === 2) total += sum(square(g)).item();
-        else total = Math.max(total, max(abs(g)).item());
+        const r = normType === 2 ? sum(square(g)) : max(abs(g));
+        const r64 = r.dtype === 'f64' ? r : r.to('f64');
+        acc = acc === null ? r64 : normType === 2 ? add(acc, r64) : maximum(acc, r64);
       }
+      const total = acc === null ? 0 : acc.item();
       const norm = normType === 2 ? Math.sqrt(total) : total;
       if (!Number.isFinite(norm)) return norm;
       const coef = maxNorm / (norm + 1e-6);
