@@ -3,7 +3,10 @@
 import { describe, expect, test } from 'vitest';
 import * as C from '../ts/index.js';
 import { gradCheck, makeData, relErr, toTensors } from './helpers/harness.js';
-import { REGISTRY } from './helpers/registry.js';
+import { CRATE_REGISTRY } from './helpers/crate_registry.js';
+import { REGISTRY as CORE_REGISTRY } from './helpers/registry.js';
+
+const REGISTRY = [...CORE_REGISTRY, ...CRATE_REGISTRY];
 
 const device = process.env.CRATE_TEST_DEVICE ?? 'cpu';
 const cudaMissing = device === 'cuda' && !C.cudaAvailable();

@@ -43,3 +43,15 @@ export function setGemmBackend(b: 'own' | 'blas'): void {
 export function isTensor(x: unknown): x is Tensor {
   return x instanceof Tensor;
 }
+export * as data from './data/index.js';
+export { decodeSafetensors, encodeSafetensors, loadSafetensors, saveSafetensors } from './io/safetensors.js';
+export * as models from './models/index.js';
+export * as nn from './nn/index.js';
+export { Module } from './nn/module.js';
+export * from './objectives/coding_rate.js';
+export type { MssaOptions } from './ops/crate.js';
+export { ista, istaOvercomplete, istaTied, logdetGram, logdetGramHeads, mssa, tssa, tssaCausal } from './ops/crate.js';
+export * as composite from './ops/crate_composite.js';
+export * as optim from './optim/index.js';
+export type { TrainConfig, TrainResult } from './train/trainer.js';
+export { DEFAULT_CONFIG, evaluate, train } from './train/trainer.js';

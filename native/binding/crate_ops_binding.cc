@@ -1,7 +1,438 @@
-// crate_ops_binding.cc: N-API entry points for the CRATE kernels (MSSA, ISTA family, coding
-// rate, TSSA). Filled in as the kernels land.
+// crate_ops_binding.cc: N-API entry points for the CRATE kernels (MSSA, the ISTA family, the
+// batched log-det coding rate, TSSA). Each checks every buffer against the sizes it is given,
+// then calls the CPU kernel; numerical failures become JS errors with code CRATE_NUMERICAL.
+#include <string>
+#include <vector>
+
+#include "../cpu/coding_rate.h"
+#include "../cpu/ista.h"
+#include "../cpu/mssa.h"
+#include "../cpu/tssa.h"
 #include "binding.h"
 
 namespace crate::binding {
-void register_crate_ops(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+// Runs a kernel; crate errors become JS errors prefixed with the op name.
+template <class F>
+void run_kernel(const Args& a, F&& fn) {
+  try {
+    fn();
+  } catch (const NumericalError& e) {
+    Napi::Error err = Napi::Error::New(a.env(), std::string(a.op()) + ": " + e.what());
+    err.Set("code", Napi::String::New(a.env(), "CRATE_NUMERICAL"));
+    throw err;
+  } catch (const Error& e) {
+    throw Napi::Error::New(a.env(), std::string(a.op()) + ": " + e.what());
+  }
+}
+
+#define FLOAT_DISPATCH(a, dt, T, ...)                         \
+  if ((dt) == DType::f32) {                                   \
+    using T = float;                                          \
+    __VA_ARGS__;                                              \
+  } else if ((dt) == DType::f64) {                            \
+    using T = double;                                         \
+    __VA_ARGS__;                                              \
+  } else {                                                    \
+    a.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
+  }
+
+template <class T>
+T* ptr(Storage* s) {
+  return s ? s->as<T>() : nullptr;
+}
+
+void expect_opt(const Args& a, Storage* s, const char* name, DType dt, int64_t n) {
+  if (s) a.expect(s, name, dt, n);
+}
+
+std::vector<uint8_t> key_mask(const Args& a, Storage* m, int64_t n) {
+  std::vector<uint8_t> out;
+  if (!m) return out;
+  a.expect(m, "keyMask", m->dtype, n);
+  out.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    switch (m->dtype) {
+      case DType::f32: out[i] = m->as<float>()[i] != 0.f; break;
+      case DType::f64: out[i] = m->as<double>()[i] != 0.0; break;
+      case DType::i32: out[i] = m->as<int32_t>()[i] != 0; break;
+      default: a.fail("keyMask dtype not supported");
+    }
+  }
+  return out;
+}
+
+void sizes_nonneg(const Args& a, std::initializer_list<int64_t> v) {
+  for (int64_t x : v)
+    if (x < 0) a.fail("negative size");
+}
+
+// ------------------------------------------------------------------------------------- MSSA
+Napi::Value MssaForward(const Napi::CallbackInfo& info) {
+  Args a(info, "mssa");
+  Storage* P = a.storage(0, "P");
+  Storage* O = a.storage(1, "O");
+  Storage* L = a.storage_or_null(2, "L");
+  int64_t B = a.i64(3, "B"), N = a.i64(4, "N"), H = a.i64(5, "H"), p = a.i64(6, "p");
+  double scale = a.f64(7, "scale");
+  bool causal = a.boolean(8, "causal");
+  Storage* km = a.storage_or_null(9, "keyMask");
+  sizes_nonneg(a, {B, N, H, p});
+  const DType dt = P->dtype;
+  a.expect(P, "P", dt, B * N * H * p);
+  a.expect(O, "O", dt, B * N * H * p);
+  expect_opt(a, L, "L", dt, B * H * N);
+  auto mask = key_mask(a, km, B * N);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::mssa_forward<T>(P->as<T>(), O->as<T>(), ptr<T>(L), B, N, H, p, static_cast<T>(scale), causal,
+                                        km ? mask.data() : nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "mssa backward");
+  Storage* P = a.storage(0, "P");
+  Storage* O = a.storage(1, "O");
+  Storage* L = a.storage(2, "L");
+  Storage* dO = a.storage(3, "dO");
+  Storage* dP = a.storage(4, "dP");
+  int64_t B = a.i64(5, "B"), N = a.i64(6, "N"), H = a.i64(7, "H"), p = a.i64(8, "p");
+  double scale = a.f64(9, "scale");
+  bool causal = a.boolean(10, "causal");
+  Storage* km = a.storage_or_null(11, "keyMask");
+  sizes_nonneg(a, {B, N, H, p});
+  const DType dt = P->dtype;
+  const int64_t n = B * N * H * p;
+  a.expect(P, "P", dt, n);
+  a.expect(O, "O", dt, n);
+  a.expect(L, "L", dt, B * H * N);
+  a.expect(dO, "dO", dt, n);
+  a.expect(dP, "dP", dt, n);
+  auto mask = key_mask(a, km, B * N);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::mssa_backward<T>(P->as<T>(), O->as<T>(), L->as<T>(), dO->as<T>(), dP->as<T>(), B, N, H, p,
+                                         static_cast<T>(scale), causal, km ? mask.data() : nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+// ------------------------------------------------------------------------------------- ISTA
+Napi::Value IstaForward(const Napi::CallbackInfo& info) {
+  Args a(info, "ista");
+  Storage* Y = a.storage(0, "Y");
+  Storage* W = a.storage(1, "W");
+  Storage* Z = a.storage(2, "Z");
+  int64_t T_ = a.i64(3, "T"), d = a.i64(4, "d");
+  double eta = a.f64(5, "eta"), lambda = a.f64(6, "lambda");
+  sizes_nonneg(a, {T_, d});
+  const DType dt = Y->dtype;
+  a.expect(Y, "Y", dt, T_ * d);
+  a.expect(W, "W", dt, d * d);
+  a.expect(Z, "Z", dt, T_ * d);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::ista_forward<T>(Y->as<T>(), W->as<T>(), Z->as<T>(), T_, d, static_cast<T>(eta),
+                                        static_cast<T>(lambda), nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value IstaBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "ista backward");
+  Storage* Y = a.storage(0, "Y");
+  Storage* W = a.storage(1, "W");
+  Storage* Z = a.storage(2, "Z");
+  Storage* dZ = a.storage(3, "dZ");
+  Storage* dY = a.storage(4, "dY");
+  Storage* dW = a.storage(5, "dW");
+  int64_t T_ = a.i64(6, "T"), d = a.i64(7, "d");
+  double eta = a.f64(8, "eta");
+  sizes_nonneg(a, {T_, d});
+  const DType dt = Y->dtype;
+  a.expect(Y, "Y", dt, T_ * d);
+  a.expect(W, "W", dt, d * d);
+  a.expect(Z, "Z", dt, T_ * d);
+  a.expect(dZ, "dZ", dt, T_ * d);
+  a.expect(dY, "dY", dt, T_ * d);
+  a.expect(dW, "dW", dt, d * d);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::ista_backward<T>(Y->as<T>(), W->as<T>(), Z->as<T>(), dZ->as<T>(), dY->as<T>(), dW->as<T>(), T_,
+                                         d, static_cast<T>(eta), nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+// mode 0 = overcomplete (CRATE-α: dictionaries D, D1 (d, m)), 1 = tied (CRATE-GPT: W (m, d)).
+Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
+  Args a(info, "istaOvercomplete");
+  int64_t mode = a.i64(0, "mode");
+  Storage* Y = a.storage(1, "Y");
+  Storage* D = a.storage(2, "D");
+  Storage* D1 = a.storage_or_null(3, "D1");
+  Storage* out = a.storage(4, "out");
+  Storage* S1 = a.storage_or_null(5, "A1");
+  Storage* S2 = a.storage_or_null(6, "A2");
+  Storage* R = a.storage_or_null(7, "R");
+  int64_t T_ = a.i64(8, "T"), d = a.i64(9, "d"), m = a.i64(10, "m");
+  double eta = a.f64(11, "eta"), lambda = a.f64(12, "lambda");
+  sizes_nonneg(a, {T_, d, m});
+  const DType dt = Y->dtype;
+  a.expect(Y, "Y", dt, T_ * d);
+  a.expect(D, "D", dt, d * m);
+  if (mode == 0) {
+    if (!D1) a.fail("D1 is required");
+    a.expect(D1, "D1", dt, d * m);
+  }
+  a.expect(out, "out", dt, T_ * d);
+  expect_opt(a, S1, "A1", dt, T_ * m);
+  expect_opt(a, S2, "A2", dt, T_ * m);
+  expect_opt(a, R, "R", dt, T_ * d);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   if (mode == 0)
+                     cpu::ista_overcomplete_forward<T>(Y->as<T>(), D->as<T>(), D1->as<T>(), out->as<T>(), ptr<T>(S1),
+                                                       ptr<T>(S2), ptr<T>(R), T_, d, m, static_cast<T>(eta),
+                                                       static_cast<T>(lambda), nullptr);
+                   else
+                     cpu::ista_tied_forward<T>(Y->as<T>(), D->as<T>(), out->as<T>(), ptr<T>(S1), ptr<T>(S2), ptr<T>(R),
+                                               T_, d, m, static_cast<T>(eta), static_cast<T>(lambda), nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "istaOvercomplete backward");
+  int64_t mode = a.i64(0, "mode");
+  Storage* Y = a.storage(1, "Y");
+  Storage* D = a.storage(2, "D");
+  Storage* D1 = a.storage_or_null(3, "D1");
+  Storage* S1 = a.storage(4, "A1");
+  Storage* S2 = a.storage(5, "A2");
+  Storage* R = a.storage(6, "R");
+  Storage* dOut = a.storage(7, "dOut");
+  Storage* dY = a.storage(8, "dY");
+  Storage* dD = a.storage(9, "dD");
+  Storage* dD1 = a.storage_or_null(10, "dD1");
+  int64_t T_ = a.i64(11, "T"), d = a.i64(12, "d"), m = a.i64(13, "m");
+  double eta = a.f64(14, "eta");
+  sizes_nonneg(a, {T_, d, m});
+  const DType dt = Y->dtype;
+  a.expect(Y, "Y", dt, T_ * d);
+  a.expect(D, "D", dt, d * m);
+  a.expect(S1, "A1", dt, T_ * m);
+  a.expect(S2, "A2", dt, T_ * m);
+  a.expect(R, "R", dt, T_ * d);
+  a.expect(dOut, "dOut", dt, T_ * d);
+  a.expect(dY, "dY", dt, T_ * d);
+  a.expect(dD, "dD", dt, d * m);
+  if (mode == 0) {
+    if (!D1 || !dD1) a.fail("D1 and dD1 are required");
+    a.expect(D1, "D1", dt, d * m);
+    a.expect(dD1, "dD1", dt, d * m);
+  }
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   if (mode == 0)
+                     cpu::ista_overcomplete_backward<T>(Y->as<T>(), D->as<T>(), D1->as<T>(), S1->as<T>(), S2->as<T>(),
+                                                        R->as<T>(), dOut->as<T>(), dY->as<T>(), dD->as<T>(),
+                                                        dD1->as<T>(), T_, d, m, static_cast<T>(eta), nullptr);
+                   else
+                     cpu::ista_tied_backward<T>(Y->as<T>(), D->as<T>(), S1->as<T>(), S2->as<T>(), R->as<T>(),
+                                                dOut->as<T>(), dY->as<T>(), dD->as<T>(), T_, d, m, static_cast<T>(eta),
+                                                nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+// ------------------------------------------------------------------------------ coding rate
+Napi::Value LogdetCholNumel(const Napi::CallbackInfo& info) {
+  Args a(info, "codingRate");
+  int64_t batch = a.i64(0, "batch"), m = a.i64(1, "m"), n = a.i64(2, "n");
+  size_t r = 0;
+  run_kernel(a, [&] { r = cpu::logdet_gram_chol_numel(batch, m, n); });
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+// heads = 0: Z (batch, m, n), alpha (batch), R (batch).
+// heads > 0: X (B=batch, N=m, H=heads, p=n) in (B, N, H*p) layout; alpha and R (B, H).
+Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
+  Args a(info, "codingRate");
+  Storage* Z = a.storage(0, "Z");
+  Storage* alpha = a.storage(1, "alpha");
+  Storage* R = a.storage(2, "R");
+  Storage* chol = a.storage_or_null(3, "chol");
+  int64_t batch = a.i64(4, "batch"), m = a.i64(5, "m"), n = a.i64(6, "n"), heads = a.i64(7, "heads");
+  sizes_nonneg(a, {batch, m, n, heads});
+  const DType dt = Z->dtype;
+  const int64_t items = heads > 0 ? batch * heads : batch;
+  a.expect(Z, "Z", dt, batch * m * n * (heads > 0 ? heads : 1));
+  a.expect(alpha, "alpha", dt, items);
+  a.expect(R, "R", dt, items);
+  if (chol) {
+    size_t need = 0;
+    run_kernel(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+    a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
+  }
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   if (heads > 0)
+                     cpu::logdet_gram_heads_forward<T>(Z->as<T>(), alpha->as<T>(), R->as<T>(), batch, m, heads, n,
+                                                       ptr<double>(chol));
+                   else
+                     cpu::logdet_gram_forward<T>(Z->as<T>(), alpha->as<T>(), R->as<T>(), batch, m, n, ptr<double>(chol));
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "codingRate backward");
+  Storage* Z = a.storage(0, "Z");
+  Storage* alpha = a.storage(1, "alpha");
+  Storage* dR = a.storage(2, "dR");
+  Storage* dZ = a.storage(3, "dZ");
+  Storage* chol = a.storage_or_null(4, "chol");
+  int64_t batch = a.i64(5, "batch"), m = a.i64(6, "m"), n = a.i64(7, "n"), heads = a.i64(8, "heads");
+  sizes_nonneg(a, {batch, m, n, heads});
+  const DType dt = Z->dtype;
+  const int64_t items = heads > 0 ? batch * heads : batch;
+  const int64_t numel = batch * m * n * (heads > 0 ? heads : 1);
+  a.expect(Z, "Z", dt, numel);
+  a.expect(alpha, "alpha", dt, items);
+  a.expect(dR, "dR", dt, items);
+  a.expect(dZ, "dZ", dt, numel);
+  if (chol) {
+    size_t need = 0;
+    run_kernel(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+    a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
+  }
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   if (heads > 0)
+                     cpu::logdet_gram_heads_backward<T>(Z->as<T>(), alpha->as<T>(), dR->as<T>(), dZ->as<T>(), batch, m,
+                                                        heads, n, ptr<double>(chol));
+                   else
+                     cpu::logdet_gram_backward<T>(Z->as<T>(), alpha->as<T>(), dR->as<T>(), dZ->as<T>(), batch, m, n,
+                                                  ptr<double>(chol));
+                 }));
+  return info.Env().Undefined();
+}
+
+// ------------------------------------------------------------------------------------- TSSA
+Napi::Value TssaForward(const Napi::CallbackInfo& info) {
+  Args a(info, "tssa");
+  Storage* W = a.storage(0, "W");
+  Storage* temp = a.storage(1, "temp");
+  Storage* Y = a.storage(2, "Y");
+  Storage* Pi = a.storage_or_null(3, "Pi");
+  Storage* cn = a.storage_or_null(4, "colnorm");
+  Storage* ms = a.storage_or_null(5, "mstat");
+  int64_t B = a.i64(6, "B"), N = a.i64(7, "N"), H = a.i64(8, "H"), p = a.i64(9, "p");
+  sizes_nonneg(a, {B, N, H, p});
+  const DType dt = W->dtype;
+  a.expect(W, "W", dt, B * N * H * p);
+  a.expect(temp, "temp", dt, H);
+  a.expect(Y, "Y", dt, B * N * H * p);
+  expect_opt(a, Pi, "Pi", dt, B * H * N);
+  expect_opt(a, cn, "colnorm", dt, B * H * p);
+  expect_opt(a, ms, "mstat", dt, B * H * p);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::tssa_forward<T>(W->as<T>(), temp->as<T>(), Y->as<T>(), ptr<T>(Pi), ptr<T>(cn), ptr<T>(ms), B, N,
+                                        H, p);
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value TssaBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "tssa backward");
+  Storage* W = a.storage(0, "W");
+  Storage* temp = a.storage(1, "temp");
+  Storage* dY = a.storage(2, "dY");
+  Storage* Pi = a.storage_or_null(3, "Pi");
+  Storage* cn = a.storage_or_null(4, "colnorm");
+  Storage* ms = a.storage_or_null(5, "mstat");
+  Storage* dW = a.storage(6, "dW");
+  Storage* dtemp = a.storage_or_null(7, "dtemp");
+  int64_t B = a.i64(8, "B"), N = a.i64(9, "N"), H = a.i64(10, "H"), p = a.i64(11, "p");
+  sizes_nonneg(a, {B, N, H, p});
+  const DType dt = W->dtype;
+  const int64_t n = B * N * H * p;
+  a.expect(W, "W", dt, n);
+  a.expect(temp, "temp", dt, H);
+  a.expect(dY, "dY", dt, n);
+  expect_opt(a, Pi, "Pi", dt, B * H * N);
+  expect_opt(a, cn, "colnorm", dt, B * H * p);
+  expect_opt(a, ms, "mstat", dt, B * H * p);
+  a.expect(dW, "dW", dt, n);
+  expect_opt(a, dtemp, "dtemp", dt, H);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::tssa_backward<T>(W->as<T>(), temp->as<T>(), dY->as<T>(), ptr<T>(Pi), ptr<T>(cn), ptr<T>(ms),
+                                         dW->as<T>(), ptr<T>(dtemp), B, N, H, p, nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value TssaCausalForward(const Napi::CallbackInfo& info) {
+  Args a(info, "tssaCausal");
+  Storage* W = a.storage(0, "W");
+  Storage* temp = a.storage(1, "temp");
+  Storage* den = a.storage(2, "denomBias");
+  Storage* Y = a.storage(3, "Y");
+  int64_t B = a.i64(4, "B"), Tn = a.i64(5, "T"), H = a.i64(6, "H"), p = a.i64(7, "p"), Tmax = a.i64(8, "Tmax");
+  sizes_nonneg(a, {B, Tn, H, p, Tmax});
+  if (Tn > Tmax) a.fail("sequence length " + std::to_string(Tn) + " exceeds denomBias length " + std::to_string(Tmax));
+  const DType dt = W->dtype;
+  a.expect(W, "W", dt, B * Tn * H * p);
+  a.expect(temp, "temp", dt, H);
+  a.expect(den, "denomBias", dt, H * Tmax);
+  a.expect(Y, "Y", dt, B * Tn * H * p);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::tssa_causal_forward<T>(W->as<T>(), temp->as<T>(), den->as<T>(), Y->as<T>(), nullptr, B, Tn, H,
+                                               p, Tmax);
+                 }));
+  return info.Env().Undefined();
+}
+
+Napi::Value TssaCausalBackward(const Napi::CallbackInfo& info) {
+  Args a(info, "tssaCausal backward");
+  Storage* W = a.storage(0, "W");
+  Storage* temp = a.storage(1, "temp");
+  Storage* den = a.storage(2, "denomBias");
+  Storage* dY = a.storage(3, "dY");
+  Storage* dW = a.storage(4, "dW");
+  Storage* dtemp = a.storage_or_null(5, "dtemp");
+  Storage* dden = a.storage_or_null(6, "ddenomBias");
+  int64_t B = a.i64(7, "B"), Tn = a.i64(8, "T"), H = a.i64(9, "H"), p = a.i64(10, "p"), Tmax = a.i64(11, "Tmax");
+  sizes_nonneg(a, {B, Tn, H, p, Tmax});
+  if (Tn > Tmax) a.fail("sequence length exceeds denomBias length");
+  const DType dt = W->dtype;
+  const int64_t n = B * Tn * H * p;
+  a.expect(W, "W", dt, n);
+  a.expect(temp, "temp", dt, H);
+  a.expect(den, "denomBias", dt, H * Tmax);
+  a.expect(dY, "dY", dt, n);
+  a.expect(dW, "dW", dt, n);
+  expect_opt(a, dtemp, "dtemp", dt, H);
+  expect_opt(a, dden, "ddenomBias", dt, H * Tmax);
+  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+                   cpu::tssa_causal_backward<T>(W->as<T>(), temp->as<T>(), den->as<T>(), dY->as<T>(), dW->as<T>(),
+                                                ptr<T>(dtemp), ptr<T>(dden), B, Tn, H, p, Tmax, nullptr);
+                 }));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void register_crate_ops(Napi::Env env, Napi::Object e) {
+  e["mssaForward"] = Napi::Function::New(env, MssaForward, "mssaForward");
+  e["mssaBackward"] = Napi::Function::New(env, MssaBackward, "mssaBackward");
+  e["istaForward"] = Napi::Function::New(env, IstaForward, "istaForward");
+  e["istaBackward"] = Napi::Function::New(env, IstaBackward, "istaBackward");
+  e["istaOvercompleteForward"] = Napi::Function::New(env, IstaOvercompleteForward, "istaOvercompleteForward");
+  e["istaOvercompleteBackward"] = Napi::Function::New(env, IstaOvercompleteBackward, "istaOvercompleteBackward");
+  e["logdetCholNumel"] = Napi::Function::New(env, LogdetCholNumel, "logdetCholNumel");
+  e["logdetForward"] = Napi::Function::New(env, LogdetForward, "logdetForward");
+  e["logdetBackward"] = Napi::Function::New(env, LogdetBackward, "logdetBackward");
+  e["tssaForward"] = Napi::Function::New(env, TssaForward, "tssaForward");
+  e["tssaBackward"] = Napi::Function::New(env, TssaBackward, "tssaBackward");
+  e["tssaCausalForward"] = Napi::Function::New(env, TssaCausalForward, "tssaCausalForward");
+  e["tssaCausalBackward"] = Napi::Function::New(env, TssaCausalBackward, "tssaCausalBackward");
+}
+
 }  // namespace crate::binding

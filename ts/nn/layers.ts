@@ -109,7 +109,9 @@ export class ModuleList<M extends Module = Module> extends Module {
   constructor(items: M[]) {
     super();
     this.items = items;
-    items.forEach((m, i) => this.child(String(i), m));
+    items.forEach((m, i) => {
+      this.child(String(i), m);
+    });
   }
   get length(): number {
     return this.items.length;

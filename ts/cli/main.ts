@@ -1,0 +1,264 @@
+// main.ts: the `crate` CLI: `crate train` (defaults: a small CRATE on the embedded MNIST, CPU),
+// `crate eval`, `crate info`, `crate bench`; `--help` on each. Progress bars via cli-progress on
+// a TTY, one plain line every few seconds otherwise; metrics go to <out>/metrics.jsonl.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { info } from '../index.js';
+import { DEFAULT_CONFIG, type TrainConfig, train } from '../train/trainer.js';
+
+const HELP: Record<string, string> = {
+  main: `crate <command> [options]
+
+Commands:
+  train   train a CRATE model (default: a small CRATE on the embedded MNIST, CPU)
+  eval    evaluate a checkpoint on the test split
+  info    what the native build holds (CUDA, GPU, BLAS, threads) and why anything is missing
+  bench   run the benchmark suite (see bench/README.md)
+
+Run 'crate <command> --help' for the options of a command.`,
+  train: `crate train [options]
+
+  --model <name>        crate-demo (default), crate-mini, crate-tiny, crate-small, crate-base, crate-large
+  --data <name>         mnist (embedded, default) or cifar10 (needs --data-dir)
+  --data-dir <dir>      folder of the CIFAR-10 binary batches
+  --epochs <n>          default ${DEFAULT_CONFIG.epochs}
+  --batch <n>           batch size, default ${DEFAULT_CONFIG.batchSize}
+  --accumulate <n>      gradient accumulation steps, default 1
+  --lr <x>              peak learning rate, default ${DEFAULT_CONFIG.lr} (warmup + cosine per step)
+  --min-lr <x>          default ${DEFAULT_CONFIG.minLr}
+  --warmup-epochs <x>   default ${DEFAULT_CONFIG.warmupEpochs}
+  --optimizer <name>    adamw (default), sgd (Nesterov momentum 0.9), lion
+  --weight-decay <x>    default ${DEFAULT_CONFIG.weightDecay} (biases, norms, positions, cls excluded)
+  --label-smoothing <x> default ${DEFAULT_CONFIG.labelSmoothing}
+  --clip <x>            global gradient-norm clip, 0 = off; default ${DEFAULT_CONFIG.clip}
+  --augment             random crop with padding (and flips on CIFAR)
+  --seed <n>            default 0; runs are reproducible for a seed
+  --limit-train <n>     use the first n training samples (0 = all)
+  --limit-test <n>      use the first n test samples (0 = all)
+  --out <dir>           metrics.jsonl, checkpoint.safetensors and report.svg/png; default runs/<model>
+  --resume              continue from <out>/checkpoint.safetensors (same loss sequence as an uninterrupted run)
+  --save-every <n>      also checkpoint every n steps
+  --max-steps <n>       stop after n optimizer steps (checkpoint kept)
+  --device <cpu|cuda>   default cpu
+  --threads <n>         CPU threads (default: all cores)
+  --config <file.json>  options as JSON (keys as in TrainConfig); flags override it`,
+  eval: `crate eval --out <dir> [--limit-test n]
+
+  Loads <dir>/checkpoint.safetensors with the model config saved in it and prints test accuracy
+  and the per-layer R^c and sparsity.`,
+  info: `crate info [--json]
+
+  Prints what the native addon was built with and found at run time: CUDA compiled in, GPU and
+  driver found (or why not), the BLAS library loaded (or why not), the GEMM backend and threads.`,
+  bench: `crate bench [--filter <op>] [--quick]
+
+  Runs the kernel and training-step benchmarks (bench/run.mjs) and writes JSON lines and a
+  markdown table to bench/results/.`,
+};
+
+function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string; threads: number } {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      data: { type: 'string' },
+      'data-dir': { type: 'string' },
+      epochs: { type: 'string' },
+      batch: { type: 'string' },
+      accumulate: { type: 'string' },
+      lr: { type: 'string' },
+      'min-lr': { type: 'string' },
+      'warmup-epochs': { type: 'string' },
+      optimizer: { type: 'string' },
+      'weight-decay': { type: 'string' },
+      'label-smoothing': { type: 'string' },
+      clip: { type: 'string' },
+      augment: { type: 'boolean' },
+      seed: { type: 'string' },
+      'limit-train': { type: 'string' },
+      'limit-test': { type: 'string' },
+      out: { type: 'string' },
+      resume: { type: 'boolean' },
+      'save-every': { type: 'string' },
+      'max-steps': { type: 'string' },
+      device: { type: 'string' },
+      threads: { type: 'string' },
+      config: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  const num = (k: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`--${k} must be a number, got '${v}'`);
+    return n;
+  };
+  const cfg: Partial<TrainConfig> = values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {};
+  const set = <K extends keyof TrainConfig>(k: K, v: TrainConfig[K] | undefined) => {
+    if (v !== undefined) cfg[k] = v;
+  };
+  set('model', values.model);
+  set('data', values.data as TrainConfig['data'] | undefined);
+  set('dataDir', values['data-dir']);
+  set('epochs', num('epochs', values.epochs));
+  set('batchSize', num('batch', values.batch));
+  set('accumulate', num('accumulate', values.accumulate));
+  set('lr', num('lr', values.lr));
+  set('minLr', num('min-lr', values['min-lr']));
+  set('warmupEpochs', num('warmup-epochs', values['warmup-epochs']));
+  set('optimizer', values.optimizer as TrainConfig['optimizer'] | undefined);
+  set('weightDecay', num('weight-decay', values['weight-decay']));
+  set('labelSmoothing', num('label-smoothing', values['label-smoothing']));
+  set('clip', num('clip', values.clip));
+  set('augment', values.augment);
+  set('seed', num('seed', values.seed));
+  set('limitTrain', num('limit-train', values['limit-train']));
+  set('limitTest', num('limit-test', values['limit-test']));
+  set('outDir', values.out ?? (cfg.outDir === undefined ? `runs/${cfg.model ?? DEFAULT_CONFIG.model}` : undefined));
+  set('resume', values.resume);
+  set('saveEvery', num('save-every', values['save-every']));
+  set('maxSteps', num('max-steps', values['max-steps']));
+  return { cfg, device: values.device ?? 'cpu', threads: num('threads', values.threads) ?? 0 };
+}
+
+async function runTrain(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(HELP.train);
+    return 0;
+  }
+  const { cfg, device, threads } = trainArgs(argv);
+  if (device !== 'cpu') {
+    const i = info();
+    throw new Error(
+      `--device ${device}: ${i.cudaAvailable ? 'CUDA training kernels are not in this build yet' : `CUDA is not available: ${i.cudaReason}`}`,
+    );
+  }
+  if (threads > 0) (await import('../index.js')).setNumThreads(threads);
+  const tty = process.stdout.isTTY;
+  let bar: { update(v: number, p?: object): void; start(t: number, v: number, p?: object): void; stop(): void } | null =
+    null;
+  let lastLine = 0;
+  const startedAt = performance.now();
+  const res = await train(cfg, {
+    onStep: (s) => {
+      if (tty) {
+        if (!bar) {
+          const cp = require_('cli-progress') as typeof import('cli-progress');
+          bar = new cp.SingleBar({
+            format: 'epoch {epoch} |{bar}| {value}/{total} loss {loss} | {sps} samples/s | eta {eta_formatted}',
+            hideCursor: true,
+          });
+          bar.start(s.batches, s.batch, {
+            epoch: s.epoch + 1,
+            loss: s.loss.toFixed(4),
+            sps: s.samplesPerSec.toFixed(0),
+          });
+        }
+        bar.update(s.batch, { epoch: s.epoch + 1, loss: s.loss.toFixed(4), sps: s.samplesPerSec.toFixed(0) });
+      } else if (performance.now() - lastLine > 5000) {
+        lastLine = performance.now();
+        const left = ((s.batches - s.batch) * 1) / Math.max(s.samplesPerSec, 1e-9);
+        console.log(
+          `epoch ${s.epoch + 1} batch ${s.batch}/${s.batches} step ${s.step} loss ${s.loss.toFixed(4)} lr ${s.lr.toExponential(2)} ${s.samplesPerSec.toFixed(0)} samples/s eta(epoch) ${(left * (cfg.batchSize ?? DEFAULT_CONFIG.batchSize)).toFixed(0)}s`,
+        );
+      }
+    },
+    onEpoch: (r) => {
+      if (bar) {
+        bar.stop();
+        bar = null;
+      }
+      console.log(
+        `epoch ${r.epoch}: train loss ${r.trainLoss.toFixed(4)}, test loss ${r.testLoss.toFixed(4)}, test accuracy ${(100 * r.acc).toFixed(2)}%, ${r.seconds.toFixed(1)}s (${r.samplesPerSec.toFixed(0)} samples/s)`,
+      );
+      console.log(`  per-layer R^c:     ${r.layers.map((l) => l.rc.toFixed(1)).join('  ')}`);
+      console.log(`  per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => (1 - l.sparsity).toFixed(3)).join('  ')}`);
+    },
+  });
+  if (bar) (bar as { stop(): void }).stop();
+  console.log(
+    `done (${res.status}) in ${((performance.now() - startedAt) / 1000).toFixed(1)}s: ${res.steps} steps, test accuracy ${(100 * res.finalAcc).toFixed(2)}%`,
+  );
+  console.log(`files: ${res.files.join(', ')}`);
+  return res.status === 'nonfinite' ? 2 : 0;
+}
+
+import { createRequire } from 'node:module';
+
+const require_ = createRequire(import.meta.url);
+
+async function runEval(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(HELP.eval);
+    return 0;
+  }
+  const { values } = parseArgs({ args: argv, options: { out: { type: 'string' }, 'limit-test': { type: 'string' } } });
+  if (!values.out) throw new Error('crate eval: --out <dir> (the training output folder) is required');
+  const { evaluateCheckpoint } = await import('../train/evaluate.js');
+  const r = await evaluateCheckpoint(values.out, Number(values['limit-test'] ?? 0));
+  console.log(`test accuracy ${(100 * r.acc).toFixed(2)}%, test loss ${r.loss.toFixed(4)} (${r.samples} samples)`);
+  console.log(`per-layer R^c:     ${r.layers.map((l) => l.rc.toFixed(1)).join('  ')}`);
+  console.log(`per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => (1 - l.sparsity).toFixed(3)).join('  ')}`);
+  return 0;
+}
+
+function runInfo(argv: string[]): number {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(HELP.info);
+    return 0;
+  }
+  const i = info();
+  if (argv.includes('--json')) {
+    console.log(JSON.stringify(i, null, 2));
+    return 0;
+  }
+  console.log(`crate-ml ${i.version}`);
+  console.log(`CPU threads:     ${i.threads}`);
+  console.log(`GEMM backend:    ${i.gemmBackend}${i.blasLibrary ? ` (${i.blasLibrary})` : ''}`);
+  if (!i.blasLibrary) console.log(`BLAS:            not loaded: ${i.blasReason}`);
+  console.log(
+    `CUDA compiled:   ${i.cudaCompiled ? `yes (${i.cuda?.compiledArchs ?? ''})` : 'no (nvcc was not found at build time)'}`,
+  );
+  console.log(`CUDA library:    ${i.cudaLibrary ?? 'not loaded'}`);
+  if (i.cudaAvailable) {
+    console.log(
+      `GPU:             ${i.cuda?.name} (sm ${i.cuda?.computeCapability}, ${i.cuda?.smCount} SMs, ${((i.cuda?.totalMemory ?? 0) / 2 ** 30).toFixed(1)} GiB), driver ${i.cuda?.driverVersion}`,
+    );
+  } else {
+    console.log(`GPU:             none usable: ${i.cudaReason}`);
+  }
+  return 0;
+}
+
+async function runBench(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(HELP.bench);
+    return 0;
+  }
+  const { runBench: run } = await import('../bench/run.js');
+  return run(argv);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'train':
+      return runTrain(rest);
+    case 'eval':
+      return runEval(rest);
+    case 'info':
+      return runInfo(rest);
+    case 'bench':
+      return runBench(rest);
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      console.log(HELP.main);
+      return cmd === undefined ? 1 : 0;
+    default:
+      console.error(`crate: unknown command '${cmd}'\n\n${HELP.main}`);
+      return 1;
+  }
+}

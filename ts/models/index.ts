@@ -1,0 +1,2 @@
+// index.ts: the model families.
+export * from './crate.js';
