@@ -4,7 +4,10 @@
 // Build and run (repo root):
 //   g++ -std=gnu++17 -O3 -Inative/include -Inative bench/native/mssa_bench.cc native/cpu/mssa.cc
 //       native/cpu/ista.cc native/cpu/gemm.cc native/core/parallel.cc -lpthread -o /tmp/mssa_bench
-//   (plus native/cpu/blas_loader.cc -ldl if gemm.cc needs it);  /tmp/mssa_bench
+//   (plus native/cpu/blas_loader.cc -ldl if gemm.cc needs it);  /tmp/mssa_bench [overcomplete]
+// With -DMSSA_BENCH_CBLAS (and without gemm.cc, linking -lopenblas instead) the crate::cpu::gemm_*
+// entry points are provided here by CBLAS, to time the ISTA kernels with a fast GEMM before the
+// own blocked GEMM is in place. Set OPENBLAS_NUM_THREADS to the thread count used.
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -18,6 +21,22 @@
 #include "cpu/mssa.h"
 
 using namespace crate::cpu;
+
+#ifdef MSSA_BENCH_CBLAS
+#include <cblas.h>
+namespace crate::cpu {
+void gemm_f32(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+              alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+void gemm_f64(bool tA, bool tB, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+              const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+              alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+}  // namespace crate::cpu
+#endif
 
 #include <ctime>
 // MSSA_BENCH_CPU=1 in the environment: measure process CPU time instead of wall time (robust on a

@@ -3,8 +3,11 @@
 // thresholds, ReLU masks and residual sums are single parallel passes ("epilogues").
 //
 // CRATE ISTA: M = W - W^T W, K = I + eta M (d x d, formed once per call), Z = ReLU(Y K - eta lambda)
-//   (one token GEMM). Backward with G = dZ o [Z > 0]:  dY = G K^T,  dM = eta Y^T G,
-//   dW = dM - W (dM + dM^T)   (from d<dM, W^T W>/dW = W (dM + dM^T)).
+//   (one token GEMM + the threshold/ReLU epilogue). Backward with G = dZ o [Z > 0]:  dY = G K^T,
+//   dM = eta Y^T G,  dW = dM - W (dM + dM^T)   (from d<dM, W^T W>/dW = W (dM + dM^T)).
+//   Few tokens (T < d, e.g. small-batch inference): forming W^T W (d^3) costs more than it saves, so
+//   Z = ReLU(Y + eta (Y - Y W^T) W - eta lambda) and dY = G + eta (V - V W), V = G W^T
+//   (two T x d x d GEMMs instead of d^3 + T d^2).
 // Overcomplete (CRATE-alpha), with G2 = (dOut D1) o [A2 > 0], E = G2 D^T:
 //   dD1 = dOut^T A2;  G1 = (G2 - eta E D) o [A1 > 0];  dY = eta (G1 + G2) D^T;
 //   dD = -eta R^T G2 - eta E^T A1 + eta Y^T G1.
@@ -64,7 +67,9 @@ void check_ptr(const char* fn, const void* p, const char* name) {
 
 // Workspace layout: a list of slots, each 64-byte aligned inside a caller buffer of any alignment.
 constexpr size_t kAlign = 64;
-inline size_t slot_bytes(int64_t n, size_t elem) { return (static_cast<size_t>(n) * elem + kAlign - 1) / kAlign * kAlign; }
+inline size_t slot_bytes(int64_t n, size_t elem) {
+  return (static_cast<size_t>(n) * elem + kAlign - 1) / kAlign * kAlign;
+}
 
 class Workspace {
  public:
@@ -114,8 +119,8 @@ template <class Real>
 size_t ista_workspace_size(int64_t T, int64_t d, bool backward) {
   if (T < 0 || d < 0) return 0;
   const size_t e = sizeof(Real);
-  if (!backward) return kAlign + slot_bytes(d * d, e);
-  return kAlign + 2 * slot_bytes(d * d, e) + slot_bytes(T * d, e);
+  if (!backward) return kAlign + slot_bytes(d * std::min(T, d), e);  // K (d, d) or U (T, d) when T < d
+  return kAlign + 2 * slot_bytes(d * d, e) + 2 * slot_bytes(T * d, e);
 }
 
 template <class Real>
@@ -131,14 +136,26 @@ void ista_forward(const Real* Y, const Real* W, Real* Z, int64_t T, int64_t d, R
   check_ptr(fn, W, "W");
   check_ptr(fn, Z, "Z");
   Workspace ws(workspace, ista_workspace_size<Real>(T, d, false));
-  Real* K = ws.take<Real>(d * d);
-  form_K(W, K, d, eta);
-  // Z (T, d) = Y (T, d) K (d, d), then the threshold + ReLU epilogue.
-  gemm(false, false, T, d, d, Real(1), Y, d, K, d, Real(0), Z, d);
   const Real thr = eta * lambda;
-  pfor(T * d, [&](int64_t lo, int64_t hi) {
-    for (int64_t x = lo; x < hi; ++x) Z[x] = relu(Z[x] - thr);
-  });
+  if (T >= d) {
+    Real* K = ws.take<Real>(d * d);
+    form_K(W, K, d, eta);
+    // Z (T, d) = Y (T, d) K (d, d), then the threshold + ReLU epilogue.
+    gemm(false, false, T, d, d, Real(1), Y, d, K, d, Real(0), Z, d);
+    pfor(T * d, [&](int64_t lo, int64_t hi) {
+      for (int64_t x = lo; x < hi; ++x) Z[x] = relu(Z[x] - thr);
+    });
+  } else {
+    Real* U = ws.take<Real>(T * d);
+    gemm(false, true, T, d, d, Real(-1), Y, d, W, d, Real(0), U, d);  // U = Y - Y W^T
+    pfor(T * d, [&](int64_t lo, int64_t hi) {
+      for (int64_t x = lo; x < hi; ++x) U[x] += Y[x];
+    });
+    gemm(false, false, T, d, d, eta, U, d, W, d, Real(0), Z, d);  // Z = ReLU(Y + eta U W - eta lambda)
+    pfor(T * d, [&](int64_t lo, int64_t hi) {
+      for (int64_t x = lo; x < hi; ++x) Z[x] = relu(Z[x] + Y[x] - thr);
+    });
+  }
 }
 
 template <class Real>
@@ -159,20 +176,29 @@ void ista_backward(const Real* Y, const Real* W, const Real* Z, const Real* dZ, 
   check_ptr(fn, Z, "Z");
   check_ptr(fn, dZ, "dZ");
   Workspace ws(workspace, ista_workspace_size<Real>(T, d, true));
-  Real* K = ws.take<Real>(d * d);
-  Real* G = ws.take<Real>(T * d);
+  Real* K = ws.take<Real>(d * d);  // K, later dM + dM^T
   Real* dM = ws.take<Real>(d * d);
+  Real* G = ws.take<Real>(T * d);
+  Real* V = ws.take<Real>(T * d);
   // G (T, d) = dZ o [Z > 0]
   pfor(T * d, [&](int64_t lo, int64_t hi) {
     for (int64_t x = lo; x < hi; ++x) G[x] = Z[x] > Real(0) ? dZ[x] : Real(0);
   });
   if (dY) {
-    form_K(W, K, d, eta);
-    gemm(false, true, T, d, d, Real(1), G, d, K, d, Real(0), dY, d);  // dY = G K^T
+    if (T >= d) {
+      form_K(W, K, d, eta);
+      gemm(false, true, T, d, d, Real(1), G, d, K, d, Real(0), dY, d);  // dY = G K^T
+    } else {
+      gemm(false, true, T, d, d, Real(1), G, d, W, d, Real(0), V, d);  // V = G W^T
+      gemm(false, false, T, d, d, -eta, V, d, W, d, Real(0), dY, d);   // dY = G + eta (V - V W)
+      pfor(T * d, [&](int64_t lo, int64_t hi) {
+        for (int64_t x = lo; x < hi; ++x) dY[x] += G[x] + eta * V[x];
+      });
+    }
   }
   if (dW) {
     gemm(true, false, d, d, T, eta, Y, d, G, d, Real(0), dM, d);  // dM = eta Y^T G
-    Real* Sym = K;                                                // K is no longer needed
+    Real* Sym = K;
     pfor(d * d, [&](int64_t lo, int64_t hi) {
       for (int64_t x = lo; x < hi; ++x) {
         const int64_t i = x / d, j = x % d;

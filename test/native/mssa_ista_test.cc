@@ -363,6 +363,8 @@ static void test_ista_tied(int64_t Tn, int64_t d, int64_t m, double tol) {
 static void test_ista() {
   test_ista_complete<double>(13, 8, 1e-12);
   test_ista_complete<float>(37, 24, 1e-5);
+  test_ista_complete<double>(5, 16, 1e-12);  // T < d: the two-GEMM path
+  test_ista_complete<float>(6, 32, 1e-5);
   test_ista_overcomplete<double>(11, 6, 24, 1e-12);
   test_ista_overcomplete<float>(29, 16, 64, 1e-5);
   test_ista_tied<double>(11, 6, 24, 1e-12);
