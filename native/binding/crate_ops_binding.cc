@@ -164,8 +164,14 @@ Napi::Value IstaBackward(const Napi::CallbackInfo& info) {
 }
 
 // mode 0 = overcomplete (CRATE-α: dictionaries D, D1 (d, m)), 1 = tied (CRATE-GPT: W (m, d)).
+const char* overcomplete_name(const Napi::CallbackInfo& info, bool backward) {
+  const bool tied = info.Length() > 0 && info[0].IsNumber() && info[0].As<Napi::Number>().Int32Value() == 1;
+  if (backward) return tied ? "istaTied backward" : "istaOvercomplete backward";
+  return tied ? "istaTied" : "istaOvercomplete";
+}
+
 Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
-  Args a(info, "istaOvercomplete");
+  Args a(info, overcomplete_name(info, false));
   int64_t mode = a.i64(0, "mode");
   Storage* Y = a.storage(1, "Y");
   Storage* D = a.storage(2, "D");
@@ -201,7 +207,7 @@ Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
-  Args a(info, "istaOvercomplete backward");
+  Args a(info, overcomplete_name(info, true));
   int64_t mode = a.i64(0, "mode");
   Storage* Y = a.storage(1, "Y");
   Storage* D = a.storage(2, "D");

@@ -10,14 +10,16 @@ import { checkFloat, checkSame, checkTensor } from './util.js';
 
 export type { MssaOptions } from './crate_composite.js';
 
-function check3(op: string, t: Tensor, name: string, heads?: number): [number, number, number] {
+function check3(op: string, t: Tensor, name: string, heads: number | null): [number, number, number] {
   checkTensor(op, t, name);
   checkFloat(op, t, name);
   if (t.ndim !== 3) throw new Error(`${op}: '${name}' must be (B, N, H*p), got ${formatShape(t.shape)}`);
   const [B, N, HP] = t.shape as [number, number, number];
-  if (heads !== undefined) {
-    if (!Number.isInteger(heads) || heads < 1) throw new Error(`${op}: heads must be a positive integer, got ${heads}`);
-    if (HP % heads !== 0) throw new Error(`${op}: '${name}' width ${HP} is not divisible by heads=${heads}`);
+  if (heads !== null) {
+    if (!Number.isInteger(heads) || (heads as number) < 1)
+      throw new Error(`${op}: heads must be a positive integer, got ${heads}`);
+    if (HP % (heads as number) !== 0)
+      throw new Error(`${op}: '${name}' width ${HP} is not divisible by heads=${heads}`);
   }
   return [B, N, HP];
 }
@@ -29,6 +31,7 @@ function check3(op: string, t: Tensor, name: string, heads?: number): [number, n
  */
 export function mssa(P: Tensor, o: MssaOptions): Tensor {
   const op = 'mssa';
+  if (typeof o !== 'object' || o === null) throw new TypeError(`${op}: options { heads } are required`);
   const [B, N, HP] = check3(op, P, 'P', o.heads);
   const H = o.heads;
   const p = HP / H;

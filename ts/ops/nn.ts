@@ -63,7 +63,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
     [weight, 'weight'],
     [bias, 'bias'],
   ] as const) {
-    if (!t) continue;
+    if (t === null || t === undefined) continue;
     checkTensor(op, t, name);
     checkSame(op, x, t, ['x', name]);
     if (t.ndim !== 1 || t.shape[0] !== cols) {

@@ -123,6 +123,7 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
   const n = x.shape[a] as number;
   checkInt('slice', step, 'step', 1);
   checkInt('slice', start, 'start');
+  if (end !== undefined) checkInt('slice', end, 'end');
   let s = start < 0 ? start + n : start;
   let e = end === undefined ? n : end < 0 ? end + n : end;
   s = Math.min(Math.max(s, 0), n);
