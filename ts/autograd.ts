@@ -2,6 +2,7 @@
 // a backward closure that maps dL/dout to dL/dinput (null where no gradient flows) and the
 // tensors it owns only for backward. backward() walks the graph in reverse topological order,
 // accumulates gradients (micrograd-style) and frees what the graph held.
+import { native } from './native.js';
 import type { Tensor } from './tensor.js';
 
 export interface GradNode {
@@ -17,6 +18,41 @@ export interface GradNode {
 }
 
 let gradEnabled = true;
+let anomaly = false;
+
+/**
+ * Anomaly mode (like torch.autograd.detect_anomaly): every op's output, and every gradient in
+ * backward, is checked for NaN/Inf, and the first op that produces one is named in the error.
+ * Costs one scan per op; for debugging. Returns the previous setting.
+ */
+export function setAnomalyMode(on: boolean): boolean {
+  const prev = anomaly;
+  anomaly = on;
+  return prev;
+}
+export function isAnomalyMode(): boolean {
+  return anomaly;
+}
+/** Runs fn with anomaly mode on. */
+export function detectAnomaly<T>(fn: () => T): T {
+  const prev = setAnomalyMode(true);
+  try {
+    return fn();
+  } finally {
+    setAnomalyMode(prev);
+  }
+}
+
+function checkFinite(t: Tensor, what: () => string): void {
+  if (t.dtype === 'i32') return;
+  const i = native.findNonFinite(t._h('anomaly'));
+  if (i >= 0) {
+    const v = t.dataSync()[i];
+    throw new Error(
+      `anomaly: ${what()} produced ${v} at flat index ${i} of a [${t.shape.join(', ')}] ${t.dtype} tensor`,
+    );
+  }
+}
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -62,6 +98,10 @@ export function record<S extends Tensor[]>(
   saved: [...S] | [] = [],
   owned: Tensor[] = [],
 ): Tensor {
+  if (anomaly) {
+    const inputsFinite = inputs.every((t) => t.dtype === 'i32' || native.findNonFinite(t._h(op)) < 0);
+    checkFinite(out, () => `op '${op}' (forward, inputs ${inputsFinite ? 'all finite' : 'already non-finite'})`);
+  }
   if (!needsGrad(inputs)) {
     for (const t of owned) t.dispose();
     return out;
@@ -151,6 +191,11 @@ export function backward(root: Tensor, seed: Tensor | undefined, retainGraph: bo
         );
       }
       const inGrads = node.backward(g, node.saved);
+      if (anomaly) {
+        inGrads.forEach((gi, i) => {
+          if (gi) checkFinite(gi, () => `the backward of '${node.op}' (gradient of input ${i})`);
+        });
+      }
       g.dispose();
       node.inputs.forEach((inp, i) => {
         const gi = inGrads[i];

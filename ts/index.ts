@@ -14,7 +14,7 @@ _bindAutograd({
   registerNode,
 });
 
-export { isGradEnabled, noGrad, setGradEnabled } from './autograd.js';
+export { detectAnomaly, isAnomalyMode, isGradEnabled, noGrad, setAnomalyMode, setGradEnabled } from './autograd.js';
 export { cudaAvailable } from './device.js';
 export type { Device, DType, TypedArray } from './dtype.js';
 export type { MemoryInfo } from './memory.js';
@@ -55,3 +55,7 @@ export * as composite from './ops/crate_composite.js';
 export * as optim from './optim/index.js';
 export type { TrainConfig, TrainResult } from './train/trainer.js';
 export { DEFAULT_CONFIG, evaluate, train } from './train/trainer.js';
+/** Returns the CPU caching allocator's free blocks to the OS; returns the bytes released. */
+export function emptyCache(): number {
+  return native.emptyCache();
+}

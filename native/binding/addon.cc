@@ -109,9 +109,14 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
     m["buffers"] = static_cast<double>(s.live_buffers);
     m["bytes"] = static_cast<double>(s.live_bytes);
     m["peakBytes"] = static_cast<double>(s.peak_bytes);
+    if (d == 0) m["cachedBytes"] = static_cast<double>(host_cache_bytes());
     o[names[d]] = m;
   }
   return o;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(host_empty_cache()));
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -140,6 +145,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["info"] = Napi::Function::New(env, Info, "info");
   exports["memory"] = Napi::Function::New(env, Memory, "memory");
   exports["setNumThreads"] = Napi::Function::New(env, SetNumThreads, "setNumThreads");
+  exports["emptyCache"] = Napi::Function::New(env, EmptyCache, "emptyCache");
   exports["setGemmBackend"] = Napi::Function::New(env, SetGemmBackend, "setGemmBackend");
   register_ops(env, exports);
   register_crate_ops(env, exports);

@@ -14,7 +14,6 @@ namespace crate::binding {
 class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
-  static Napi::FunctionReference* constructor;
   explicit StorageWrap(const Napi::CallbackInfo& info);
   ~StorageWrap() override;
   Storage* get() const { return storage_; }

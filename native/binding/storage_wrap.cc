@@ -6,14 +6,21 @@
 namespace crate::binding {
 
 static const napi_type_tag kStorageTag = {0x5c1a7e0dc0de4a11ULL, 0x9b7c6d5e4f3a2b10ULL};
-Napi::FunctionReference* StorageWrap::constructor = nullptr;
+
+// Per-environment data: the main thread and every worker_thread that loads the addon get their
+// own constructor reference (a FunctionReference must not cross environments).
+struct EnvData {
+  Napi::FunctionReference storage_ctor;
+};
 
 Napi::Function StorageWrap::Init(Napi::Env env) {
   Napi::Function fn = DefineClass(env, "NativeStorage",
                                   {InstanceMethod("dispose", &StorageWrap::Dispose),
                                    InstanceAccessor("disposed", &StorageWrap::IsDisposed, nullptr),
                                    InstanceAccessor("byteLength", &StorageWrap::ByteLength, nullptr)});
-  constructor = new Napi::FunctionReference(Napi::Persistent(fn));
+  auto* data = new EnvData();
+  data->storage_ctor = Napi::Persistent(fn);
+  env.SetInstanceData<EnvData>(data);  // deleted by node when the environment is torn down
   return fn;
 }
 
@@ -35,7 +42,19 @@ StorageWrap::~StorageWrap() {
 }
 
 Napi::Object StorageWrap::Wrap(Napi::Env env, Storage* s) {
-  return constructor->New({Napi::External<Storage>::New(env, s)});
+  EnvData* data = env.GetInstanceData<EnvData>();
+  if (!data) {
+    storage_release(s);
+    delete s;
+    throw Napi::Error::New(env, "crate: the addon is not initialised in this environment");
+  }
+  try {
+    return data->storage_ctor.New({Napi::External<Storage>::New(env, s)});
+  } catch (...) {
+    storage_release(s);
+    delete s;
+    throw;
+  }
 }
 
 Napi::Value StorageWrap::Dispose(const Napi::CallbackInfo& info) {

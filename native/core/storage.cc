@@ -1,10 +1,21 @@
-// storage.cc: aligned host allocation and per-device accounting for Storage.
+// storage.cc: host allocation and per-device accounting for Storage.
+// Every buffer comes from a caching allocator: sizes are rounded to classes (4 per power of two,
+// <= 25% slack); blocks of 64 KiB and more are mmap'd (page aligned, returned to the OS on
+// release), smaller ones come from aligned malloc; freed blocks are kept per class for reuse, up
+// to a cap (CRATE_CPU_CACHE_MB, default 2048). Why: a training step allocates the same sizes every
+// step, and glibc's heap fragments badly under aligned large allocations interleaved with the
+// small long-lived N-API wrappers (measured: RSS grew by GBs over 20k steps with flat live bytes).
 #include "storage.h"
+
+#include <sys/mman.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 namespace crate {
 namespace {
@@ -14,6 +25,96 @@ struct Counters {
 };
 Counters g_counters[2];
 DeviceAllocator g_cuda;
+
+constexpr size_t kLargeBytes = 64 * 1024;
+
+size_t size_class(size_t bytes) {
+  // 4 classes per power of two (multiples of 64 B; of the 4 KiB page from 64 KiB up).
+  size_t p = 64;
+  while (p * 2 <= bytes) p *= 2;
+  const size_t step = p >= 256 ? p / 4 : 64;
+  size_t c = (bytes + step - 1) / step * step;
+  return c >= kLargeBytes ? (c + 4095) / 4096 * 4096 : c;
+}
+void* os_alloc(size_t cls) {
+  if (cls >= kLargeBytes) {
+    void* p = mmap(nullptr, cls, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  return std::aligned_alloc(64, cls);
+}
+void os_free(void* p, size_t cls) {
+  if (cls >= kLargeBytes) munmap(p, cls);
+  else std::free(p);
+}
+
+class HostCache {
+ public:
+  void* take(size_t cls) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= cls;
+        return p;
+      }
+    }
+    void* p = os_alloc(cls);
+    if (!p) {
+      release_all();  // out of memory: give the cache back and retry once
+      p = os_alloc(cls);
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+  void give(void* p, size_t cls) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (cached_ + cls <= limit()) {
+        free_[cls].push_back(p);
+        cached_ += cls;
+        return;
+      }
+    }
+    os_free(p, cls);
+  }
+  size_t release_all() {
+    std::unordered_map<size_t, std::vector<void*>> drop;
+    size_t n = 0;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      drop.swap(free_);
+      n = cached_;
+      cached_ = 0;
+    }
+    for (auto& [cls, v] : drop)
+      for (void* p : v) os_free(p, cls);
+    return n;
+  }
+  size_t cached() {
+    std::lock_guard<std::mutex> g(mu_);
+    return cached_;
+  }
+
+ private:
+  static size_t limit() {
+    static const size_t l = [] {
+      const char* e = std::getenv("CRATE_CPU_CACHE_MB");
+      return (e ? static_cast<size_t>(std::atoll(e)) : size_t(2048)) << 20;
+    }();
+    return l;
+  }
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+HostCache& host_cache() {
+  static HostCache* c = new HostCache();  // never destroyed: buffers may be freed at exit by GC
+  return *c;
+}
 
 void account(Device d, int64_t dbuf, int64_t dbytes) {
   Counters& c = g_counters[static_cast<int>(d)];
@@ -39,10 +140,11 @@ Storage* storage_new(Device device, DType dtype, int64_t numel, bool zero) {
   s->nbytes = static_cast<size_t>(numel) * esize;
   const size_t alloc_bytes = s->nbytes == 0 ? 64 : (s->nbytes + 63) / 64 * 64;
   if (device == Device::cpu) {
-    s->data = std::aligned_alloc(64, alloc_bytes);
-    if (!s->data) {
+    try {
+      s->data = host_cache().take(size_class(alloc_bytes));
+    } catch (...) {
       delete s;
-      throw std::bad_alloc();
+      throw;
     }
     if (zero) std::memset(s->data, 0, alloc_bytes);
   } else {
@@ -59,7 +161,8 @@ Storage* storage_new(Device device, DType dtype, int64_t numel, bool zero) {
 void storage_release(Storage* s) {
   if (!s || s->freed) return;
   if (s->device == Device::cpu) {
-    std::free(s->data);
+    const size_t alloc_bytes = s->nbytes == 0 ? 64 : (s->nbytes + 63) / 64 * 64;
+    host_cache().give(s->data, size_class(alloc_bytes));
   } else if (g_cuda.free) {
     g_cuda.free(s->data, s->nbytes);
   }
@@ -74,5 +177,8 @@ MemStats mem_stats(Device device) {
 }
 
 void set_cuda_allocator(const DeviceAllocator& a) { g_cuda = a; }
+
+size_t host_cache_bytes() { return host_cache().cached(); }
+size_t host_empty_cache() { return host_cache().release_all(); }
 
 }  // namespace crate

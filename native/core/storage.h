@@ -35,6 +35,9 @@ Storage* storage_new(Device device, DType dtype, int64_t numel, bool zero);
 // Releases the memory (idempotent); the Storage object itself stays valid and says "freed".
 void storage_release(Storage* s);
 MemStats mem_stats(Device device);
+// Bytes held by the host caching allocator for reuse, and a call that returns them to the OS.
+size_t host_cache_bytes();
+size_t host_empty_cache();
 
 // CUDA hooks, set by the binding once the CUDA backend library is loaded.
 struct DeviceAllocator {
