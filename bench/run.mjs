@@ -166,14 +166,23 @@ if (want('layerNorm')) {
   record({ op: 'layerNorm fwd+bwd', shape: '8192x384', path: 'fused', ...t, flops: 8192 * 384 * 16, bytes: 4 * 8192 * 384 * 5 });
 }
 if (want('matmul')) {
-  for (const n of quick ? [1024] : [256, 1024, 2048]) {
-    const a = C.randn([n, n], { seed: 7 });
-    const bb = C.randn([n, n], { seed: 8 });
+  // square sizes, then the CRATE-T token GEMMs (B·N = 2080 tokens at 32×32/patch 4, batch 32):
+  // x·W (384→384), x·W (384→1536), x·W (1536→384), and the Linear layout x·Wᵀ.
+  const cases = quick
+    ? [[1024, 1024, 1024, false]]
+    : [[256, 256, 256, false], [1024, 1024, 1024, false], [2048, 2048, 2048, false], [2080, 384, 384, false], [2080, 1536, 384, false], [2080, 384, 1536, false], [2080, 384, 384, true]];
+  for (const [M, N, K, tB] of cases) {
+    const a = C.randn([M, K], { seed: 7 });
+    const bb = C.randn(tB ? [N, K] : [K, N], { seed: 8 });
+    const ratio = {};
     for (const backend of ['own', ...(info.blasLibrary ? ['blas'] : [])]) {
       C.setGemmBackend(backend);
-      const t = timeIt(() => C.tidy(() => C.matmul(a, bb)), { reps: quick ? 3 : 5 });
-      record({ op: 'matmul f32', shape: `${n}³`, path: backend, ...t, flops: 2 * n * n * n, bytes: 3 * 4 * n * n });
+      const t = timeIt(() => C.tidy(() => C.matmul(a, bb, { transB: tB })), { reps: quick ? 3 : 9 });
+      ratio[backend] = t.median;
+      const shape = M === N && N === K ? `${M}³` : `${M}x${N}x${K}${tB ? ' (x·Wᵀ)' : ''}`;
+      record({ op: 'matmul f32', shape, path: backend, ...t, flops: 2 * M * N * K, bytes: 4 * (M * K + K * N + M * N), ...(backend === 'own' ? {} : { speedup: undefined }) });
     }
+    if (ratio.blas) rows[rows.length - 2].ownVsBlas = ratio.blas / ratio.own;
     C.setGemmBackend(info.gemmBackend);
     a.dispose();
     bb.dispose();
@@ -209,9 +218,9 @@ const md = [
   `- peak used for %: ${peakGflops} GFLOP/s (AVX2 FMA, 32 FLOP/cycle/core × 3.0 GHz × threads); bandwidth reference ${peakGBs} GB/s`,
   '- timings: median (min) of the timed repeats after 2 warm-up runs; fwd+bwd includes the tape and allocation, as a training step sees it',
   '',
-  '| op | shape | path | median ms | min ms | GFLOP/s | % peak | GB/s | fused speed-up |',
-  '|---|---|---|---:|---:|---:|---:|---:|---:|',
-  ...rows.map((r) => `| ${r.op} | ${r.shape} | ${r.path} | ${f(r.median, 2)} | ${f(r.min, 2)} | ${f(r.gflops)} | ${f(r.pctPeak)} | ${f(r.gbs)} | ${r.speedup ? `${r.speedup.toFixed(2)}×` : ''} |`),
+  '| op | shape | path | median ms | min ms | GFLOP/s | % peak | GB/s | fused vs composite | own / OpenBLAS |',
+  '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ...rows.map((r) => `| ${r.op} | ${r.shape} | ${r.path} | ${f(r.median, 2)} | ${f(r.min, 2)} | ${f(r.gflops)} | ${f(r.pctPeak)} | ${f(r.gbs)} | ${r.speedup ? `${r.speedup.toFixed(2)}×` : ''} | ${r.ownVsBlas ? `${(100 * r.ownVsBlas).toFixed(0)}%` : ''} |`),
   '',
   ...(memRows.length
     ? [
