@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""crate_torch.py: the PyTorch peer for the training-step benchmark. A self-contained rewrite of
+the authors' CRATE classifier (Ma-Lab-Berkeley/CRATE model/crate.py: Attention with a shared qkv,
+FeedForward = one ISTA step, PreNorm, Transformer, CRATE) with einops replaced by reshape/permute,
+run as one AdamW training step per iteration (forward, cross-entropy with label smoothing,
+backward, step), in f32 on the CPU with the given thread count. Prints one JSON line.
+
+  /usr/bin/python3 bench/peers/crate_torch.py --threads 2 --batch 32 --image 32 --patch 4
+(Debian's python3-torch 1.13 with libopenblas0-pthread; torch.compile is not available there.)
+"""
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class PreNorm(nn.Module):
+    def __init__(self, dim, fn):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self.norm(x))
+
+
+class FeedForward(nn.Module):  # the ISTA step, as in model/crate.py
+    def __init__(self, dim, step_size=0.1, lambd=0.1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.Tensor(dim, dim))
+        nn.init.kaiming_uniform_(self.weight)
+        self.step_size = step_size
+        self.lambd = lambd
+
+    def forward(self, x):
+        x1 = F.linear(x, self.weight, bias=None)
+        grad_1 = F.linear(x1, self.weight.t(), bias=None)
+        grad_2 = F.linear(x, self.weight.t(), bias=None)
+        grad_update = self.step_size * (grad_2 - grad_1) - self.step_size * self.lambd
+        return F.relu(x + grad_update)
+
+
+class Attention(nn.Module):  # MSSA with Q = K = V = qkv(x)
+    def __init__(self, dim, heads, dim_head):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.scale = dim_head ** -0.5
+        self.attend = nn.Softmax(dim=-1)
+        self.qkv = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(0.0))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        w = self.qkv(x).reshape(b, n, self.heads, -1).permute(0, 2, 1, 3)
+        dots = torch.matmul(w, w.transpose(-1, -2)) * self.scale
+        out = torch.matmul(self.attend(dots), w)
+        return self.to_out(out.permute(0, 2, 1, 3).reshape(b, n, -1))
+
+
+class CRATE(nn.Module):
+    def __init__(self, image, patch, classes, dim, depth, heads, dim_head, channels=3):
+        super().__init__()
+        self.patch = patch
+        n = (image // patch) ** 2
+        pdim = channels * patch * patch
+        self.to_patch_embedding = nn.Sequential(nn.Identity(), nn.LayerNorm(pdim), nn.Linear(pdim, dim), nn.LayerNorm(dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, n + 1, dim))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.layers = nn.ModuleList(
+            [nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)), PreNorm(dim, FeedForward(dim))]) for _ in range(depth)]
+        )
+        self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, classes))
+
+    def forward(self, img):
+        b, c, h, w = img.shape
+        p = self.patch
+        x = img.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+        x = self.to_patch_embedding(x)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + self.pos_embedding
+        for attn, ff in self.layers:
+            x = x + attn(x)
+            x = ff(x)
+        return self.mlp_head(x[:, 0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--image", type=int, default=32)
+    ap.add_argument("--patch", type=int, default=4)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--depth", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--dim-head", type=int, default=64)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=6)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = CRATE(a.image, a.patch, a.classes, a.dim, a.depth, a.heads, a.dim_head)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    x = torch.randn(a.batch, 3, a.image, a.image)
+    y = torch.randint(0, a.classes, (a.batch,))
+    times = []
+    for i in range(a.steps + 2):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps({
+        "peer": "pytorch-eager", "torch": torch.__version__, "threads": a.threads,
+        "blas": "openblas" if "openblas" in torch.__config__.show().lower() else "other",
+        "batch": a.batch, "image": a.image, "patch": a.patch, "params": sum(p.numel() for p in model.parameters()),
+        "ms_median": statistics.median(times), "ms_min": min(times), "loss": float(loss),
+    }))
+
+
+if __name__ == "__main__":
+    main()
