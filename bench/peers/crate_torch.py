@@ -63,6 +63,20 @@ class Attention(nn.Module):  # MSSA with Q = K = V = qkv(x)
         return self.to_out(out.permute(0, 2, 1, 3).reshape(b, n, -1))
 
 
+class Transformer(nn.Module):
+    def __init__(self, dim, depth, heads, dim_head):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)), PreNorm(dim, FeedForward(dim))]) for _ in range(depth)]
+        )
+
+    def forward(self, x):
+        for attn, ff in self.layers:
+            x = x + attn(x)  # Z^{l+1/2} = Z^l + MSSA(LN Z^l)
+            x = ff(x)  # Z^{l+1} = ISTA(LN Z^{l+1/2}), no residual
+        return x
+
+
 class CRATE(nn.Module):
     def __init__(self, image, patch, classes, dim, depth, heads, dim_head, channels=3):
         super().__init__()
@@ -72,9 +86,7 @@ class CRATE(nn.Module):
         self.to_patch_embedding = nn.Sequential(nn.Identity(), nn.LayerNorm(pdim), nn.Linear(pdim, dim), nn.LayerNorm(dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, n + 1, dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.layers = nn.ModuleList(
-            [nn.ModuleList([PreNorm(dim, Attention(dim, heads, dim_head)), PreNorm(dim, FeedForward(dim))]) for _ in range(depth)]
-        )
+        self.transformer = Transformer(dim, depth, heads, dim_head)
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, classes))
 
     def forward(self, img):
@@ -83,9 +95,7 @@ class CRATE(nn.Module):
         x = img.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
         x = self.to_patch_embedding(x)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + self.pos_embedding
-        for attn, ff in self.layers:
-            x = x + attn(x)
-            x = ff(x)
+        x = self.transformer(x)
         return self.mlp_head(x[:, 0])
 
 
