@@ -433,6 +433,26 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+  Args a(info, "AdamW.step");
+  Storage* p = a.storage(0, "param");
+  Storage* g = a.storage(1, "grad");
+  Storage* m = a.storage(2, "exp_avg");
+  Storage* v = a.storage(3, "exp_avg_sq");
+  double lr = a.f64(4, "lr"), b1 = a.f64(5, "beta1"), b2 = a.f64(6, "beta2"), eps = a.f64(7, "eps"),
+         wd = a.f64(8, "weightDecay"), bc1 = a.f64(9, "bc1"), bc2 = a.f64(10, "bc2");
+  const DType dt = p->dtype;
+  const int64_t n = p->numel;
+  a.expect(p, "param", dt, n);
+  a.expect(g, "grad", dt, n);
+  a.expect(m, "exp_avg", dt, n);
+  a.expect(v, "exp_avg_sq", dt, n);
+  if (!(bc1 > 0) || !(bc2 > 0)) a.fail("bias corrections must be > 0");
+  DISPATCH_FLOAT(a, dt, T,
+                 cpu::adamw_step<T>(p->as<T>(), g->as<T>(), m->as<T>(), v->as<T>(), n, lr, b1, b2, eps, wd, bc1, bc2));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void register_ops(Napi::Env env, Napi::Object e) {
@@ -459,6 +479,7 @@ void register_ops(Napi::Env env, Napi::Object e) {
   e["layerNormBackward"] = Napi::Function::New(env, LayerNormBackward, "layerNormBackward");
   e["crossEntropy"] = Napi::Function::New(env, CrossEntropy, "crossEntropy");
   e["crossEntropyBackward"] = Napi::Function::New(env, CrossEntropyBackward, "crossEntropyBackward");
+  e["adamwStep"] = Napi::Function::New(env, AdamwStep, "adamwStep");
 }
 
 }  // namespace crate::binding

@@ -104,4 +104,10 @@ template <class T>
 void cross_entropy_backward(const T* logits, const int32_t* target, const T* lse, const T* g_row, T* dlogits,
                             int64_t rows, int64_t classes, double smoothing, int64_t ignore_index);
 
+// ---------------------------------------------------------------------------- optimizers
+// One fused AdamW update in place (see optim.cc); bc1 = 1 − β1^t, bc2 = 1 − β2^t.
+template <class T>
+void adamw_step(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
+                double bc1, double bc2);
+
 }  // namespace crate::cpu

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "../core/parallel.h"
 #include "kernels.h"
@@ -108,19 +109,35 @@ void layernorm_backward(const T* x, const T* w, const T* mean, const T* rstd, co
     }
   });
   if (dw || db) {
-    // Column sums: parallel over column chunks, serial over rows (no races).
-    parallel_for(0, cols, 64, [&](int64_t lo, int64_t hi) {
-      for (int64_t j = lo; j < hi; ++j) {
-        double sw = 0, sb = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          const double gj = g[r * cols + j];
-          sw += gj * (x[r * cols + j] - mean[r]) * rstd[r];
-          sb += gj;
+    // Column sums of g·x̂ and g: each task sums a block of rows into its own contiguous partials
+    // (row-major friendly), then the partials are added in task order (deterministic).
+    const int64_t chunk = std::max<int64_t>(64, (rows + 7) / 8);
+    const int64_t tasks = (rows + chunk - 1) / chunk;
+    std::vector<double> part(static_cast<size_t>(tasks) * 2 * cols, 0.0);
+    parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        double* sw = part.data() + t * 2 * cols;
+        double* sb = sw + cols;
+        for (int64_t r = t * chunk; r < std::min(rows, (t + 1) * chunk); ++r) {
+          const T* xr = x + r * cols;
+          const T* gr = g + r * cols;
+          const double m = mean[r], rs = rstd[r];
+          for (int64_t j = 0; j < cols; ++j) {
+            sw[j] += static_cast<double>(gr[j]) * ((xr[j] - m) * rs);
+            sb[j] += gr[j];
+          }
         }
-        if (dw) dw[j] += static_cast<T>(sw);
-        if (db) db[j] += static_cast<T>(sb);
       }
     });
+    for (int64_t j = 0; j < cols; ++j) {
+      double sw = 0, sb = 0;
+      for (int64_t t = 0; t < tasks; ++t) {
+        sw += part[t * 2 * cols + j];
+        sb += part[t * 2 * cols + cols + j];
+      }
+      if (dw) dw[j] += static_cast<T>(sw);
+      if (db) db[j] += static_cast<T>(sb);
+    }
   }
 }
 

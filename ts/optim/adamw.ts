@@ -1,6 +1,7 @@
 // adamw.ts: AdamW (Loshchilov & Hutter) exactly as torch.optim.AdamW (amsgrad off): decoupled
 // weight decay p *= 1 - lr * wd, bias-corrected moments, denom = sqrt(v) / sqrt(1 - b2^t) + eps.
 
+import { native } from '../native.js';
 import { zerosLike } from '../ops/creation.js';
 import { add, affine, div, sqrt, square } from '../ops/elementwise.js';
 import type { Tensor } from '../tensor.js';
@@ -50,6 +51,23 @@ export class AdamW extends Optimizer<AdamWHyper> {
     const v = st.exp_avg_sq as Tensor;
     const t = (st.step as number) + 1;
     st.step = t;
+    if (p.device === 'cpu') {
+      // one fused native pass over p, g, m, v (same math as below)
+      native.adamwStep(
+        p._h('AdamW.step'),
+        g._h('AdamW.step'),
+        m._h('AdamW.step'),
+        v._h('AdamW.step'),
+        lr,
+        b1,
+        b2,
+        eps,
+        weightDecay,
+        1 - b1 ** t,
+        1 - b2 ** t,
+      );
+      return;
+    }
     m.copy_(add(affine(m, b1, 0), affine(g, 1 - b1, 0)));
     v.copy_(add(affine(v, b2, 0), affine(square(g), 1 - b2, 0)));
     const bc1 = 1 - b1 ** t;
