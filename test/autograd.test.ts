@@ -76,4 +76,23 @@ describe('autograd', () => {
     y.backward();
     expect(x.grad?.item()).toBe(1);
   });
+  test('leaf gradients own their buffers: in-place updates touch neither another leaf nor the seed', () => {
+    // add's backward routes the same gradient (a view) to both inputs, and the seed reaches the
+    // leaves through it: an in-place clip of one .grad must not scale the other or the seed.
+    const a = C.tensor([1, 2, 3], { dtype: 'f64', requiresGrad: true });
+    const b = C.tensor([4, 5, 6], { dtype: 'f64', requiresGrad: true });
+    const seed = C.tensor([1, 10, 100], { dtype: 'f64' });
+    C.tidy(() => a.add(b).backward(seed));
+    a.grad?.copy_(C.tidy(() => (a.grad as C.Tensor).mul(0.5)));
+    expect(Array.from(a.grad?.dataSync() ?? [])).toEqual([0.5, 5, 50]);
+    expect(Array.from(b.grad?.dataSync() ?? [])).toEqual([1, 10, 100]);
+    expect(Array.from(seed.dataSync())).toEqual([1, 10, 100]);
+    // and backward of a leaf itself with a seed copies the seed into .grad
+    const c = C.tensor([1, 2], { dtype: 'f64', requiresGrad: true });
+    const s2 = C.tensor([3, 4], { dtype: 'f64' });
+    c.backward(s2);
+    c.grad?.copy_(C.zerosLike(s2));
+    expect(Array.from(s2.dataSync())).toEqual([3, 4]);
+    for (const t of [a, b, seed, c, s2]) t.dispose();
+  });
 });

@@ -171,7 +171,9 @@ export function backward(root: Tensor, seed: Tensor | undefined, retainGraph: bo
   const prevEnabled = setGradEnabled(false);
   const grads = new Map<Tensor, Tensor>();
   try {
-    grads.set(root, seed ? seed.mul(1) : onesLikeScalar(root));
+    // The seed is aliased, not copied: backward functions never write to their incoming gradient,
+    // and accumulateLeaf copies any gradient whose storage is shared before a leaf keeps it.
+    grads.set(root, seed ? aliasOf(seed) : onesLikeScalar(root));
     for (let k = order.length - 1; k >= 0; k--) {
       const t = order[k] as Tensor;
       const g = grads.get(t);
@@ -222,6 +224,14 @@ export function backward(root: Tensor, seed: Tensor | undefined, retainGraph: bo
 }
 
 function accumulateLeaf(t: Tensor, g: Tensor): void {
+  if (g._ref.refs > 1) {
+    // g is a view of storage something else holds (the caller's seed, or the same gradient
+    // routed to two leaves by add/reshape backward): .grad must own its buffer, since optimizers
+    // and clipping update it in place.
+    const own = g.mul(1);
+    g.dispose();
+    g = own;
+  }
   keepTensor(g);
   if (t.grad && !t.grad.isDisposed) {
     const sum = t.grad.add(g);

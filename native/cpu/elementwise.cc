@@ -2,6 +2,8 @@
 // Contiguous fast paths run a flat loop the compiler vectorizes; the general path walks the
 // output in rows of the last dimension. Work is split over the thread pool in large chunks.
 #include <cmath>
+#include <string>
+#include <type_traits>
 #include <cstring>
 #include <limits>
 
@@ -14,6 +16,38 @@ namespace {
 constexpr int64_t kGrain = 1 << 15;  // elements per task: small tensors stay on one thread
 constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kInvSqrt2 = 0.7071067811865476;
+
+template <UnaryOp Op>
+using UnaryTag = std::integral_constant<UnaryOp, Op>;
+
+/** Calls f(UnaryTag<op>{}) with the op as a compile-time constant. */
+template <class F>
+void with_unary_op(UnaryOp op, F&& f) {
+  switch (op) {
+#define CRATE_UNARY_CASE(name) \
+  case UnaryOp::name: return f(UnaryTag<UnaryOp::name>{});
+    CRATE_UNARY_CASE(neg)
+    CRATE_UNARY_CASE(exp)
+    CRATE_UNARY_CASE(log)
+    CRATE_UNARY_CASE(sqrt)
+    CRATE_UNARY_CASE(abs)
+    CRATE_UNARY_CASE(relu)
+    CRATE_UNARY_CASE(gelu)
+    CRATE_UNARY_CASE(gelu_tanh)
+    CRATE_UNARY_CASE(tanh)
+    CRATE_UNARY_CASE(sigmoid)
+    CRATE_UNARY_CASE(pow_scalar)
+    CRATE_UNARY_CASE(clamp)
+    CRATE_UNARY_CASE(affine)
+    CRATE_UNARY_CASE(sign)
+    CRATE_UNARY_CASE(square)
+    CRATE_UNARY_CASE(rsqrt)
+    CRATE_UNARY_CASE(sin)
+    CRATE_UNARY_CASE(cos)
+#undef CRATE_UNARY_CASE
+    default: throw Error("unary: unknown op " + std::to_string(static_cast<int>(op)));
+  }
+}
 
 template <class T>
 inline T unary_value(UnaryOp op, T x, double a, double b) {
@@ -75,6 +109,33 @@ inline T unary_grad(UnaryOp op, T x, T y, T g, double a, double b) {
     case UnaryOp::sin: return g * std::cos(x);
     case UnaryOp::cos: return -g * std::sin(x);
     default: return T(0);
+  }
+}
+
+template <BinaryOp Op>
+using BinaryTag = std::integral_constant<BinaryOp, Op>;
+
+/** Calls f(BinaryTag<op>{}) with the op as a compile-time constant. */
+template <class F>
+void with_binary_op(BinaryOp op, F&& f) {
+  switch (op) {
+#define CRATE_BINARY_CASE(name) \
+  case BinaryOp::name: return f(BinaryTag<BinaryOp::name>{});
+    CRATE_BINARY_CASE(add)
+    CRATE_BINARY_CASE(sub)
+    CRATE_BINARY_CASE(mul)
+    CRATE_BINARY_CASE(div)
+    CRATE_BINARY_CASE(pow)
+    CRATE_BINARY_CASE(maximum)
+    CRATE_BINARY_CASE(minimum)
+    CRATE_BINARY_CASE(eq)
+    CRATE_BINARY_CASE(ne)
+    CRATE_BINARY_CASE(lt)
+    CRATE_BINARY_CASE(le)
+    CRATE_BINARY_CASE(gt)
+    CRATE_BINARY_CASE(ge)
+#undef CRATE_BINARY_CASE
+    default: throw Error("binary: unknown op " + std::to_string(static_cast<int>(op)));
   }
 }
 
@@ -156,15 +217,23 @@ int64_t numel_of(const int64_t* shape, int ndim) {
 
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, int64_t n, double a, double b) {
-  parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) y[i] = unary_value<T>(op, x[i], a, b);
+  // The op is a template argument of the loop (one switch per call, not per element), so each
+  // loop body is straight-line code the compiler can vectorise.
+  with_unary_op(op, [&](auto tag) {
+    constexpr UnaryOp kOp = decltype(tag)::value;
+    parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) y[i] = unary_value<T>(kOp, x[i], a, b);
+    });
   });
 }
 
 template <class T>
 void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* dx, int64_t n, double a, double b) {
-  parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) dx[i] = unary_grad<T>(op, x ? x[i] : T(0), y ? y[i] : T(0), g[i], a, b);
+  with_unary_op(op, [&](auto tag) {
+    constexpr UnaryOp kOp = decltype(tag)::value;
+    parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) dx[i] = unary_grad<T>(kOp, x ? x[i] : T(0), y ? y[i] : T(0), g[i], a, b);
+    });
   });
 }
 
@@ -183,23 +252,26 @@ void binary(BinaryOp op, const T* a, const int64_t* astr, const T* b, const int6
   const int64_t* strides[2] = {astr, bstr};
   const int64_t as = astr[ndim - 1], bs = bstr[ndim - 1];
   const int64_t grain_rows = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, shape[ndim - 1]));
-  parallel_for(0, rows, grain_rows, [&](int64_t lo, int64_t hi) {
-    T* o = out + lo * shape[ndim - 1];
-    for_rows<2>(shape, ndim, strides, lo, hi, [&](const int64_t* off, int64_t len) {
-      const T* pa = a + off[0];
-      const T* pb = b + off[1];
-      if (as == 1 && bs == 1) {
-        for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(op, pa[j], pb[j]);
-      } else if (as == 1 && bs == 0) {
-        const T vb = pb[0];
-        for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(op, pa[j], vb);
-      } else if (as == 0 && bs == 1) {
-        const T va = pa[0];
-        for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(op, va, pb[j]);
-      } else {
-        for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(op, pa[j * as], pb[j * bs]);
-      }
-      o += len * ostr_last;
+  with_binary_op(op, [&](auto tag) {
+    constexpr BinaryOp kOp = decltype(tag)::value;
+    parallel_for(0, rows, grain_rows, [&](int64_t lo, int64_t hi) {
+      T* o = out + lo * shape[ndim - 1];
+      for_rows<2>(shape, ndim, strides, lo, hi, [&](const int64_t* off, int64_t len) {
+        const T* pa = a + off[0];
+        const T* pb = b + off[1];
+        if (as == 1 && bs == 1) {
+          for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(kOp, pa[j], pb[j]);
+        } else if (as == 1 && bs == 0) {
+          const T vb = pb[0];
+          for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(kOp, pa[j], vb);
+        } else if (as == 0 && bs == 1) {
+          const T va = pa[0];
+          for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(kOp, va, pb[j]);
+        } else {
+          for (int64_t j = 0; j < len; ++j) o[j] = binary_value<T>(kOp, pa[j * as], pb[j * bs]);
+        }
+        o += len * ostr_last;
+      });
     });
   });
 }
