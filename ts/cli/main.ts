@@ -197,7 +197,11 @@ async function runEval(argv: string[]): Promise<number> {
   if (!values.out) throw new Error('crate eval: --out <dir> (the training output folder) is required');
   const { evaluateCheckpoint } = await import('../train/evaluate.js');
   const r = await evaluateCheckpoint(values.out, Number(values['limit-test'] ?? 0));
-  console.log(`test accuracy ${(100 * r.acc).toFixed(2)}%, test loss ${r.loss.toFixed(4)} (${r.samples} samples)`);
+  console.log(
+    Number.isFinite(r.acc)
+      ? `${r.model}: test accuracy ${(100 * r.acc).toFixed(2)}%, test loss ${r.loss.toFixed(4)}`
+      : `${r.model} (${r.kind}): test loss ${r.loss.toFixed(4)}`,
+  );
   console.log(`per-layer R^c:     ${r.layers.map((l) => l.rc.toFixed(1)).join('  ')}`);
   console.log(`per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => (1 - l.sparsity).toFixed(3)).join('  ')}`);
   return 0;

@@ -1,28 +1,20 @@
-// trainer.ts: the image-classification training loop behind `crate train`: seeded model init,
+// trainer.ts: the training loop behind `crate train`, for every task of tasks.ts (classification,
+// masked autoencoding, causal language modelling): seeded model init,
 // AdamW/SGD/Lion with weight-decay exclusion, per-step warmup + cosine, label smoothing,
 // global-norm clipping, gradient accumulation, per-epoch evaluation with the white-box
 // diagnostics (per-layer R^c and sparsity, the authors' measurement), JSON-lines metrics,
 // atomic checkpoints and exact resume, and a clean stop on a non-finite loss.
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { noGrad } from '../autograd.js';
-import {
-  cifarDataset,
-  DataLoader,
-  type Dataset,
-  mnistDataset,
-  readCifar10,
-  type TransformSpec,
-} from '../data/index.js';
-import { keep, tidy } from '../memory.js';
-import { type CRATE, CRATE_PRESETS, crateFromPreset } from '../models/crate.js';
-import { measureCodingRate, measureSparsity } from '../objectives/coding_rate.js';
+import { tidy } from '../memory.js';
+import type { Module } from '../nn/module.js';
 import { manualSeed } from '../ops/creation.js';
-import { crossEntropy } from '../ops/nn.js';
 import { AdamW, clipGradNorm, decayGroups, Lion, SGD, warmupCosine } from '../optim/index.js';
-import type { Tensor } from '../tensor.js';
 import { type LayerStat, type TrainHistory, trainingFigure, writeFigure } from '../viz/plot.js';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { makeTask } from './tasks.js';
+
+export { buildModel, DEMO_PRESETS, evaluateClassifier as evaluate } from './tasks.js';
 
 export interface TrainConfig {
   model: string;
@@ -79,15 +71,6 @@ export const DEFAULT_CONFIG: TrainConfig = {
   augment: false,
 };
 
-/** Small CRATE configs for the embedded data (the published presets are for 224×224 ImageNet). */
-export const DEMO_PRESETS: Record<
-  string,
-  { dim: number; depth: number; heads: number; dimHead: number; patch: number }
-> = {
-  'crate-demo': { dim: 96, depth: 4, heads: 4, dimHead: 24, patch: 7 },
-  'crate-mini': { dim: 64, depth: 2, heads: 2, dimHead: 32, patch: 7 },
-};
-
 export interface EpochReport {
   epoch: number;
   trainLoss: number;
@@ -121,164 +104,14 @@ export interface TrainHooks {
   log?: (line: string) => void;
 }
 
-interface Data {
-  train: Dataset;
-  test: Dataset;
-  shape: [number, number, number];
-  classes: number;
-  transform: TransformSpec[];
-  evalTransform: TransformSpec[];
-}
-
-function subset(ds: Dataset, n: number): Dataset {
-  if (!n || n >= ds.length) return ds;
-  return new Proxy(ds, { get: (t, k, r) => (k === 'length' ? n : Reflect.get(t, k, r)) });
-}
-
-function loadData(c: TrainConfig): Data {
-  if (c.data === 'mnist') {
-    const norm: TransformSpec = { type: 'normalize', mean: [0.1307], std: [0.3081] };
-    return {
-      train: subset(mnistDataset('train'), c.limitTrain),
-      test: subset(mnistDataset('test'), c.limitTest),
-      shape: [1, 28, 28],
-      classes: 10,
-      transform: c.augment
-        ? [{ type: 'toFloat' }, { type: 'randomCrop', size: 28, padding: 2 }, norm]
-        : [{ type: 'toFloat' }, norm],
-      evalTransform: [{ type: 'toFloat' }, norm],
-    };
-  }
-  if (c.data === 'cifar10') {
-    if (!c.dataDir) throw new Error('train: --data cifar10 needs --data-dir with data_batch_1.bin … test_batch.bin');
-    const trainFiles = [1, 2, 3, 4, 5].map((i) => join(c.dataDir as string, `data_batch_${i}.bin`));
-    const norm: TransformSpec = { type: 'normalize', mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] };
-    return {
-      train: subset(cifarDataset(readCifar10(trainFiles)), c.limitTrain),
-      test: subset(cifarDataset(readCifar10(join(c.dataDir, 'test_batch.bin'))), c.limitTest),
-      shape: [3, 32, 32],
-      classes: 10,
-      transform: c.augment
-        ? [{ type: 'toFloat' }, { type: 'randomCrop', size: 32, padding: 4 }, { type: 'randomHorizontalFlip' }, norm]
-        : [{ type: 'toFloat' }, norm],
-      evalTransform: [{ type: 'toFloat' }, norm],
-    };
-  }
-  throw new Error(`train: unknown dataset '${String(c.data)}' (mnist, cifar10)`);
-}
-
-export function buildModel(name: string, shape: [number, number, number], classes: number): CRATE {
-  const [ch, hw] = shape;
-  const demo = DEMO_PRESETS[name];
-  if (demo) {
-    const patch = hw % demo.patch === 0 ? demo.patch : 4;
-    return crateFromPreset('crate-tiny', {
-      ...demo,
-      imageSize: hw,
-      patchSize: patch,
-      numClasses: classes,
-      channels: ch,
-    });
-  }
-  if (CRATE_PRESETS[name])
-    return crateFromPreset(name, {
-      imageSize: hw,
-      patchSize: hw % 16 === 0 ? 16 : 4,
-      numClasses: classes,
-      channels: ch,
-    });
-  throw new Error(
-    `train: unknown model '${name}' (${[...Object.keys(DEMO_PRESETS), ...Object.keys(CRATE_PRESETS)].join(', ')})`,
-  );
-}
-
 type AnyOptimizer = AdamW | SGD | Lion;
 
-function makeOptimizer(c: TrainConfig, model: CRATE): AnyOptimizer {
+function makeOptimizer(c: TrainConfig, model: Module): AnyOptimizer {
   const groups = decayGroups(model.namedParameters(), { weightDecay: c.weightDecay });
   if (c.optimizer === 'adamw') return new AdamW(groups, { lr: c.lr, betas: [0.9, 0.999] });
   if (c.optimizer === 'lion') return new Lion(groups, { lr: c.lr });
   if (c.optimizer === 'sgd') return new SGD(groups, { lr: c.lr, momentum: 0.9, nesterov: true });
   throw new Error(`train: unknown optimizer '${String(c.optimizer)}' (adamw, sgd, lion)`);
-}
-
-/** Accuracy and mean loss over a dataset (no gradients). */
-export async function evaluate(
-  model: CRATE,
-  ds: Dataset,
-  transform: TransformSpec[],
-  batchSize = 500,
-): Promise<{ acc: number; loss: number }> {
-  const loader = new DataLoader(ds, { batchSize, transform });
-  let correct = 0;
-  let lossSum = 0;
-  let n = 0;
-  model.eval();
-  try {
-    for await (const b of loader.epoch(0)) {
-      const r = noGrad(() =>
-        tidy(() => {
-          const logits = model.forward(b.x);
-          const l = crossEntropy(logits, b.y, { reduction: 'sum' }).item();
-          const d = logits.dataSync();
-          const y = b.y.dataSync();
-          const C = logits.shape[1] as number;
-          let ok = 0;
-          for (let i = 0; i < y.length; i++) {
-            let arg = 0;
-            for (let j = 1; j < C; j++) if ((d[i * C + j] as number) > (d[i * C + arg] as number)) arg = j;
-            if (arg === y[i]) ok++;
-          }
-          return { l, ok, n: y.length };
-        }),
-      );
-      lossSum += r.l;
-      correct += r.ok;
-      n += r.n;
-      b.x.dispose();
-      b.y.dispose();
-    }
-  } finally {
-    await loader.close();
-    model.train();
-  }
-  return { acc: correct / Math.max(n, 1), loss: lossSum / Math.max(n, 1) };
-}
-
-/** Per-layer R^c (input side of each MSSA, as vis_utils hooks qkv) and sparsity (ISTA output). */
-export function diagnostics(model: CRATE, x: Tensor): LayerStat[] {
-  const depth = model.config.depth;
-  const stats: LayerStat[] = Array.from({ length: depth }, (_, layer) => ({
-    layer,
-    rc: 0,
-    rcStd: 0,
-    sparsity: 0,
-    sparsityStd: 0,
-  }));
-  const removers: (() => void)[] = [];
-  for (let i = 0; i < depth; i++) {
-    const { attn, ista } = model.transformer.layer(i);
-    removers.push(
-      attn.fn.qkv.registerForwardHook((_m, _in, out) => {
-        const r = measureCodingRate(out as Tensor, model.config.heads, 0.01);
-        (stats[i] as LayerStat).rc = r.mean;
-        (stats[i] as LayerStat).rcStd = r.std;
-      }),
-      ista.registerForwardHook((_m, _in, out) => {
-        const s = measureSparsity(out as Tensor);
-        (stats[i] as LayerStat).sparsity = s.mean;
-        (stats[i] as LayerStat).sparsityStd = s.std;
-      }),
-    );
-  }
-  model.eval();
-  try {
-    noGrad(() => tidy(() => model.forward(x).dispose()));
-  } finally {
-    model.train();
-    for (const r of removers) r();
-  }
-  return stats;
 }
 
 export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {}): Promise<TrainResult> {
@@ -292,8 +125,8 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
 
   const resuming = c.resume && hasCheckpoint(c.outDir);
   manualSeed(c.seed);
-  const data = loadData(c);
-  const model = buildModel(c.model, data.shape, data.classes);
+  const task = await makeTask(c);
+  const model = task.model;
   const opt = makeOptimizer(c, model);
   let step = 0;
   let startEpoch = 0;
@@ -325,15 +158,7 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
   } else {
     writeFileSync(metricsPath, '');
   }
-  const loader = new DataLoader(data.train, {
-    batchSize: c.batchSize,
-    shuffle: true,
-    seed: c.seed,
-    dropLast: true,
-    transform: data.transform,
-    prefetch: true,
-  });
-  const batches = loader.numBatches;
+  const batches = task.numBatches;
   const stepsPerEpoch = Math.floor(batches / c.accumulate);
   const totalSteps = stepsPerEpoch * c.epochs;
   const sched = warmupCosine({
@@ -342,26 +167,14 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
     totalSteps,
     minLr: c.minLr,
   });
-  const diagLoader = new DataLoader(data.test, {
-    batchSize: Math.min(c.diagSamples, data.test.length),
-    transform: data.evalTransform,
-  });
-  let diagX: Tensor | null = null;
-  for await (const b of diagLoader.epoch(0)) {
-    diagX = keep(b.x);
-    b.y.dispose();
-    break;
-  }
-  await diagLoader.close();
-  if (!diagX) throw new Error('train: empty test set');
   log(
-    `[crate] ${c.model} (${(model.numParameters() / 1e6).toFixed(3)}M params) on ${c.data}: ${data.train.length} train / ${data.test.length} test, ` +
+    `[crate] ${c.model} (${(model.numParameters() / 1e6).toFixed(3)}M params, ${task.kind}) on ${task.describe}, ` +
       `${c.epochs} epochs × ${stepsPerEpoch} steps, batch ${c.batchSize}${c.accumulate > 1 ? `×${c.accumulate}` : ''}, ${c.optimizer} lr ${c.lr}`,
   );
   const saveState = (epoch: number, batch: number) =>
     saveCheckpoint(c.outDir, model, opt, { step, epoch, batch, config: { ...c }, extra: { history } });
   if (!resuming) {
-    const layers = diagnostics(model, diagX);
+    const layers = task.diagnostics();
     history.evals.push({ epoch: 0, acc: Number.NaN, layers });
     metric({ type: 'eval', epoch: 0, layers });
   }
@@ -376,11 +189,11 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
     let micro = 0;
     let accLoss = 0;
     const first = epoch === startEpoch ? startBatch : 0;
-    for await (const b of loader.epoch(epoch, { startBatch: first })) {
+    for await (const b of task.batches(epoch, first)) {
       const lr = sched(step);
       for (const g of opt.paramGroups) g.lr = lr;
       const loss = tidy(() => {
-        const l = crossEntropy(model.forward(b.x), b.y, { labelSmoothing: c.labelSmoothing });
+        const l = task.loss(b, epoch);
         const v = l.item();
         if (Number.isFinite(v)) {
           if (c.accumulate > 1) {
@@ -390,8 +203,7 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
         }
         return v;
       });
-      b.x.dispose();
-      b.y.dispose();
+      b.dispose();
       if (!Number.isFinite(loss)) {
         status = 'nonfinite';
         log(
@@ -403,7 +215,7 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
       }
       accLoss += loss;
       micro++;
-      seen += c.batchSize;
+      seen += task.samplesPerBatch;
       if (micro < c.accumulate) continue;
       if (c.clip > 0) clipGradNorm(model.parameters(), c.clip);
       opt.step();
@@ -428,8 +240,8 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
       }
     }
     const seconds = (performance.now() - te) / 1000;
-    const ev = await evaluate(model, data.test, data.evalTransform);
-    const layers = diagnostics(model, diagX);
+    const ev = await task.evaluate();
+    const layers = task.diagnostics();
     const rep: EpochReport = {
       epoch: epoch + 1,
       trainLoss: lossSum / Math.max(lossCount, 1),
@@ -440,13 +252,11 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
       layers,
     };
     epochs.push(rep);
-    history.evals.push({ epoch: epoch + 1, acc: ev.acc, layers });
+    history.evals.push({ epoch: epoch + 1, acc: ev.acc, testLoss: ev.loss, layers });
     metric({ type: 'eval', ...rep });
     hooks.onEpoch?.(rep);
     saveState(epoch + 1, 0);
   }
-  await loader.close();
-  diagX.dispose();
   const files = [join(c.outDir, 'metrics.jsonl'), join(c.outDir, 'checkpoint.safetensors')];
   if (history.evals.length > 1) {
     files.push(...(await writeFigure(join(c.outDir, 'report'), trainingFigure(`${c.model} on ${c.data}`, history))));
@@ -460,7 +270,7 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
     seconds: (performance.now() - t0) / 1000,
     files,
   };
-  model.dispose();
+  await task.close();
   opt.dispose();
   return result;
 }

@@ -119,7 +119,8 @@ export interface LayerStat {
 }
 export interface TrainHistory {
   steps: { step: number; loss: number }[];
-  evals: { epoch: number; acc: number; layers: LayerStat[] }[];
+  /** acc is NaN for tasks without accuracy (MAE, language models): the figure shows test loss */
+  evals: { epoch: number; acc: number; testLoss?: number; layers: LayerStat[] }[];
 }
 
 /** The four-panel training report: loss, accuracy, R^c per layer, sparsity per layer. */
@@ -141,11 +142,19 @@ export function trainingFigure(title: string, h: TrainHistory): string {
       xLabel: 'step',
       series: [{ label: 'loss', x: h.steps.map((s) => s.step), y: h.steps.map((s) => s.loss) }],
     },
-    {
-      title: 'test accuracy (%)',
-      xLabel: 'epoch',
-      series: [{ label: 'accuracy', x: h.evals.map((e) => e.epoch), y: h.evals.map((e) => 100 * e.acc) }],
-    },
+    h.evals.some((e) => Number.isFinite(e.acc))
+      ? {
+          title: 'test accuracy (%)',
+          xLabel: 'epoch',
+          series: [{ label: 'accuracy', x: h.evals.map((e) => e.epoch), y: h.evals.map((e) => 100 * e.acc) }],
+        }
+      : {
+          title: 'test loss',
+          xLabel: 'epoch',
+          series: [
+            { label: 'test loss', x: h.evals.map((e) => e.epoch), y: h.evals.map((e) => e.testLoss ?? Number.NaN) },
+          ],
+        },
     {
       title: 'compression R^c per layer (lower = more compressed)',
       xLabel: 'layer',

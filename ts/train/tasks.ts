@@ -1,0 +1,300 @@
+// tasks.ts: what `crate train` trains, behind one interface the training loop drives: image
+// classification (CRATE, CRATE-α, ToST), masked autoencoding (CRATE-MAE) and causal language
+// modelling (causal CRATE, causal ToST). A task owns its model, data, per-batch loss, evaluation
+// and white-box diagnostics; batches are a pure function of (seed, epoch, index) so a resumed
+// run sees exactly the batches an uninterrupted one would.
+import { noGrad } from '../autograd.js';
+import {
+  cifarDataset,
+  DataLoader,
+  type Dataset,
+  mnistDataset,
+  readCifar10,
+  type TransformSpec,
+} from '../data/index.js';
+import { keep, tidy } from '../memory.js';
+import { CRATE_PRESETS, crateFromPreset } from '../models/crate.js';
+import type { Module } from '../nn/module.js';
+import { crossEntropy } from '../ops/nn.js';
+import type { Tensor } from '../tensor.js';
+import type { LayerStat } from '../viz/plot.js';
+import { layerDiagnostics } from './diagnostics.js';
+
+export type TaskKind = 'classify' | 'mae' | 'lm';
+
+export interface TaskBatch {
+  x: Tensor;
+  y: Tensor;
+  index: number;
+  dispose(): void;
+}
+
+export interface EvalResult {
+  /** mean loss over the evaluation set (cross-entropy; masked-patch MSE for MAE) */
+  loss: number;
+  /** top-1 accuracy for classification, NaN otherwise */
+  acc: number;
+}
+
+export interface Task {
+  readonly kind: TaskKind;
+  readonly model: Module;
+  /** e.g. 'mnist: 60000 train / 10000 test' */
+  readonly describe: string;
+  readonly numBatches: number;
+  readonly samplesPerBatch: number;
+  batches(epoch: number, startBatch: number): AsyncIterable<TaskBatch>;
+  /** Scalar training loss of one batch, with the graph attached. */
+  loss(b: TaskBatch, epoch: number): Tensor;
+  evaluate(): Promise<EvalResult>;
+  diagnostics(): LayerStat[];
+  close(): Promise<void>;
+}
+
+/** The settings a task reads (a subset of TrainConfig). */
+export interface TaskConfig {
+  model: string;
+  data: string;
+  dataDir?: string;
+  batchSize: number;
+  seed: number;
+  limitTrain: number;
+  limitTest: number;
+  diagSamples: number;
+  augment: boolean;
+  labelSmoothing: number;
+}
+
+// ------------------------------------------------------------------ image data
+
+interface ImageData {
+  name: string;
+  train: Dataset;
+  test: Dataset;
+  shape: [number, number, number];
+  classes: number;
+  transform: TransformSpec[];
+  evalTransform: TransformSpec[];
+}
+
+function subset(ds: Dataset, n: number): Dataset {
+  if (!n || n >= ds.length) return ds;
+  return new Proxy(ds, { get: (t, k, r) => (k === 'length' ? n : Reflect.get(t, k, r)) });
+}
+
+export function loadImageData(
+  c: Pick<TaskConfig, 'data' | 'dataDir' | 'limitTrain' | 'limitTest' | 'augment'>,
+): ImageData {
+  if (c.data === 'mnist') {
+    const norm: TransformSpec = { type: 'normalize', mean: [0.1307], std: [0.3081] };
+    return {
+      name: 'mnist',
+      train: subset(mnistDataset('train'), c.limitTrain),
+      test: subset(mnistDataset('test'), c.limitTest),
+      shape: [1, 28, 28],
+      classes: 10,
+      transform: c.augment
+        ? [{ type: 'toFloat' }, { type: 'randomCrop', size: 28, padding: 2 }, norm]
+        : [{ type: 'toFloat' }, norm],
+      evalTransform: [{ type: 'toFloat' }, norm],
+    };
+  }
+  if (c.data === 'cifar10') {
+    if (!c.dataDir) throw new Error('train: --data cifar10 needs --data-dir with data_batch_1.bin … test_batch.bin');
+    const dir = c.dataDir;
+    const trainFiles = [1, 2, 3, 4, 5].map((i) => `${dir}/data_batch_${i}.bin`);
+    const norm: TransformSpec = { type: 'normalize', mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] };
+    return {
+      name: 'cifar10',
+      train: subset(cifarDataset(readCifar10(trainFiles)), c.limitTrain),
+      test: subset(cifarDataset(readCifar10(`${dir}/test_batch.bin`)), c.limitTest),
+      shape: [3, 32, 32],
+      classes: 10,
+      transform: c.augment
+        ? [{ type: 'toFloat' }, { type: 'randomCrop', size: 32, padding: 4 }, { type: 'randomHorizontalFlip' }, norm]
+        : [{ type: 'toFloat' }, norm],
+      evalTransform: [{ type: 'toFloat' }, norm],
+    };
+  }
+  throw new Error(`train: unknown image dataset '${String(c.data)}' (mnist, cifar10)`);
+}
+
+// ------------------------------------------------------------------ models by name
+
+/** A model the CLI can build: its task and a constructor from the data's shape. */
+export interface ModelEntry {
+  task: TaskKind;
+  summary: string;
+  /** classification / MAE: image shape (C, H, W) and classes; LM: vocabulary size in `classes` */
+  build(shape: [number, number, number], classes: number): Module & { forward(...a: never[]): unknown };
+}
+
+/** Small CRATE configs for the embedded data (the published presets are for 224×224 ImageNet). */
+export const DEMO_PRESETS: Record<
+  string,
+  { dim: number; depth: number; heads: number; dimHead: number; patch: number }
+> = {
+  'crate-demo': { dim: 96, depth: 4, heads: 4, dimHead: 24, patch: 7 },
+  'crate-mini': { dim: 64, depth: 2, heads: 2, dimHead: 32, patch: 7 },
+};
+
+const registry = new Map<string, ModelEntry>();
+
+/** Adds a model name to `crate train --model` (the model families register themselves below). */
+export function registerModel(name: string, e: ModelEntry): void {
+  registry.set(name, e);
+}
+export function modelNames(): string[] {
+  return [...registry.keys()];
+}
+export function modelEntry(name: string): ModelEntry {
+  const e = registry.get(name);
+  if (!e) throw new Error(`train: unknown model '${name}'; choose one of ${modelNames().join(', ')}`);
+  return e;
+}
+
+for (const [name, demo] of Object.entries(DEMO_PRESETS)) {
+  registerModel(name, {
+    task: 'classify',
+    summary: `CRATE classifier, dim ${demo.dim}, depth ${demo.depth}, ${demo.heads} heads (for 28×28/32×32 data)`,
+    build: ([ch, hw], classes) =>
+      crateFromPreset('crate-tiny', {
+        ...demo,
+        imageSize: hw,
+        patchSize: hw % demo.patch === 0 ? demo.patch : 4,
+        numClasses: classes,
+        channels: ch,
+      }),
+  });
+}
+for (const name of Object.keys(CRATE_PRESETS)) {
+  registerModel(name, {
+    task: 'classify',
+    summary: `CRATE classifier, published preset ${name}`,
+    build: ([ch, hw], classes) =>
+      crateFromPreset(name, { imageSize: hw, patchSize: hw % 16 === 0 ? 16 : 4, numClasses: classes, channels: ch }),
+  });
+}
+
+/** A classifier by model name for images of `shape` (kept for callers of the old trainer API). */
+export function buildModel(name: string, shape: [number, number, number], classes: number): Module {
+  const e = modelEntry(name);
+  if (e.task !== 'classify') throw new Error(`buildModel: '${name}' is a ${e.task} model, not a classifier`);
+  return e.build(shape, classes);
+}
+
+// ------------------------------------------------------------------ classification
+
+type Classifier = Module & { forward(x: Tensor): Tensor };
+
+/** Accuracy and mean cross-entropy of a classifier over a dataset (no gradients). */
+export async function evaluateClassifier(
+  model: Classifier,
+  ds: Dataset,
+  transform: TransformSpec[],
+  batchSize = 500,
+): Promise<EvalResult> {
+  const loader = new DataLoader(ds, { batchSize, transform });
+  let correct = 0;
+  let lossSum = 0;
+  let n = 0;
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    for await (const b of loader.epoch(0)) {
+      const r = noGrad(() =>
+        tidy(() => {
+          const logits = model.forward(b.x);
+          const l = crossEntropy(logits, b.y, { reduction: 'sum' }).item();
+          const d = logits.dataSync();
+          const y = b.y.dataSync();
+          const C = logits.shape[1] as number;
+          let ok = 0;
+          for (let i = 0; i < y.length; i++) {
+            let arg = 0;
+            for (let j = 1; j < C; j++) if ((d[i * C + j] as number) > (d[i * C + arg] as number)) arg = j;
+            if (arg === y[i]) ok++;
+          }
+          return { l, ok, n: y.length };
+        }),
+      );
+      lossSum += r.l;
+      correct += r.ok;
+      n += r.n;
+      b.dispose();
+    }
+  } finally {
+    await loader.close();
+    model.train(wasTraining);
+  }
+  return { acc: correct / Math.max(n, 1), loss: lossSum / Math.max(n, 1) };
+}
+
+/** The first `n` evaluation images, kept for the per-epoch diagnostics. */
+async function diagnosticBatch(ds: Dataset, n: number, transform: TransformSpec[]): Promise<Tensor> {
+  const dl = new DataLoader(ds, { batchSize: Math.max(1, Math.min(n, ds.length)), transform });
+  try {
+    for await (const b of dl.epoch(0)) {
+      const x = keep(b.x);
+      b.y.dispose();
+      return x;
+    }
+  } finally {
+    await dl.close();
+  }
+  throw new Error('train: empty test set');
+}
+
+/** A task over image batches: the shared part of classification and MAE. */
+async function imageTask(
+  c: TaskConfig,
+  kind: TaskKind,
+  lossOf: (model: Module, b: TaskBatch, epoch: number) => Tensor,
+  evaluateOn: (model: Module, data: ImageData) => Promise<EvalResult>,
+  diagForward: (model: Module, x: Tensor) => unknown,
+): Promise<Task> {
+  const data = loadImageData(c);
+  const model = modelEntry(c.model).build(data.shape, data.classes);
+  const loader = new DataLoader(data.train, {
+    batchSize: c.batchSize,
+    shuffle: true,
+    seed: c.seed,
+    dropLast: true,
+    transform: data.transform,
+    prefetch: true,
+  });
+  const diagX = await diagnosticBatch(data.test, c.diagSamples, data.evalTransform);
+  return {
+    kind,
+    model,
+    describe: `${data.name}: ${data.train.length} train / ${data.test.length} test`,
+    numBatches: loader.numBatches,
+    samplesPerBatch: c.batchSize,
+    batches: (epoch, startBatch) => loader.epoch(epoch, { startBatch }),
+    loss: (b, epoch) => lossOf(model, b, epoch),
+    evaluate: () => evaluateOn(model, data),
+    diagnostics: () => layerDiagnostics(model, () => diagForward(model, diagX)),
+    close: async () => {
+      await loader.close();
+      diagX.dispose();
+      model.dispose();
+    },
+  };
+}
+
+export function classificationTask(c: TaskConfig): Promise<Task> {
+  return imageTask(
+    c,
+    'classify',
+    (model, b) => crossEntropy((model as Classifier).forward(b.x), b.y, { labelSmoothing: c.labelSmoothing }),
+    (model, data) => evaluateClassifier(model as Classifier, data.test, data.evalTransform),
+    (model, x) => (model as Classifier).forward(x),
+  );
+}
+
+/** The task for a model name and config. */
+export function makeTask(c: TaskConfig): Promise<Task> {
+  const e = modelEntry(c.model);
+  if (e.task === 'classify') return classificationTask(c);
+  throw new Error(`train: task '${e.task}' of model '${c.model}' is not available`);
+}
