@@ -1,2 +1,4 @@
 // index.ts: the model families.
 export * from './crate.js';
+export * from './crate_alpha.js';
+export * from './crate_mae.js';
