@@ -1,5 +1,6 @@
 // index.ts: the data pipeline's public API (datasets, readers, tokenizers, transforms, loader).
 export * from './cifar.js';
+export * from './corpus.js';
 export * from './dataset.js';
 export * from './idx.js';
 export * from './imagefolder.js';
