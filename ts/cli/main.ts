@@ -4,13 +4,22 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { info } from '../index.js';
+import { modelEntry, modelNames } from '../train/tasks.js';
 import { DEFAULT_CONFIG, type TrainConfig, train } from '../train/trainer.js';
 
-const HELP: Record<string, string> = {
+/** A number for the console; '—' for a measurement a layer does not have (NaN). */
+const fmt = (v: number, d: number) => (Number.isFinite(v) ? v.toFixed(d) : '—');
+
+const modelList = () =>
+  modelNames()
+    .map((n) => `      ${n.padEnd(20)} ${modelEntry(n).task.padEnd(9)} ${modelEntry(n).summary}`)
+    .join('\n');
+
+const HELP = (): Record<string, string> => ({
   main: `crate <command> [options]
 
 Commands:
-  train   train a CRATE model (default: a small CRATE on the embedded MNIST, CPU)
+  train   train a model of the CRATE family (default: a small CRATE on the embedded MNIST, CPU)
   eval    evaluate a checkpoint on the test split
   info    what the native build holds (CUDA, GPU, BLAS, threads) and why anything is missing
   bench   run the benchmark suite (see bench/README.md)
@@ -18,9 +27,13 @@ Commands:
 Run 'crate <command> --help' for the options of a command.`,
   train: `crate train [options]
 
-  --model <name>        crate-demo (default), crate-mini, crate-tiny, crate-small, crate-base, crate-large
-  --data <name>         mnist (embedded, default) or cifar10 (needs --data-dir)
+  --model <name>        default crate-demo; the task follows from the model:
+${modelList()}
+  --data <name>         images: mnist (embedded, default) or cifar10 (needs --data-dir);
+                        language models always read text (the embedded corpus or --text-file)
   --data-dir <dir>      folder of the CIFAR-10 binary batches
+  --text-file <file>    language models: train on this UTF-8 file (byte tokens) instead
+  --mask-ratio <x>      CRATE-MAE: fraction of patches masked, default ${DEFAULT_CONFIG.maskRatio}
   --epochs <n>          default ${DEFAULT_CONFIG.epochs}
   --batch <n>           batch size, default ${DEFAULT_CONFIG.batchSize}
   --accumulate <n>      gradient accumulation steps, default 1
@@ -54,7 +67,7 @@ Run 'crate <command> --help' for the options of a command.`,
 
   Runs the kernel and training-step benchmarks (bench/run.mjs) and writes JSON lines and a
   markdown table to bench/results/.`,
-};
+});
 
 function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string; threads: number } {
   const { values } = parseArgs({
@@ -63,6 +76,8 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
       model: { type: 'string' },
       data: { type: 'string' },
       'data-dir': { type: 'string' },
+      'text-file': { type: 'string' },
+      'mask-ratio': { type: 'string' },
       epochs: { type: 'string' },
       batch: { type: 'string' },
       accumulate: { type: 'string' },
@@ -101,6 +116,8 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
   set('model', values.model);
   set('data', values.data as TrainConfig['data'] | undefined);
   set('dataDir', values['data-dir']);
+  set('textFile', values['text-file']);
+  set('maskRatio', num('mask-ratio', values['mask-ratio']));
   set('epochs', num('epochs', values.epochs));
   set('batchSize', num('batch', values.batch));
   set('accumulate', num('accumulate', values.accumulate));
@@ -124,7 +141,7 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
 
 async function runTrain(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(HELP.train);
+    console.log(HELP().train);
     return 0;
   }
   const { cfg, device, threads } = trainArgs(argv);
@@ -169,17 +186,23 @@ async function runTrain(argv: string[]): Promise<number> {
         bar.stop();
         bar = null;
       }
+      const acc = Number.isFinite(r.acc) ? `, test accuracy ${(100 * r.acc).toFixed(2)}%` : '';
       console.log(
-        `epoch ${r.epoch}: train loss ${r.trainLoss.toFixed(4)}, test loss ${r.testLoss.toFixed(4)}, test accuracy ${(100 * r.acc).toFixed(2)}%, ${r.seconds.toFixed(1)}s (${r.samplesPerSec.toFixed(0)} samples/s)`,
+        `epoch ${r.epoch}: train loss ${r.trainLoss.toFixed(4)}, test loss ${r.testLoss.toFixed(4)}${acc}, ${r.seconds.toFixed(1)}s (${r.samplesPerSec.toFixed(0)} samples/s)`,
       );
-      console.log(`  per-layer R^c:     ${r.layers.map((l) => l.rc.toFixed(1)).join('  ')}`);
-      console.log(`  per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => (1 - l.sparsity).toFixed(3)).join('  ')}`);
+      console.log(`  per-layer R^c:     ${r.layers.map((l) => fmt(l.rc, 1)).join('  ')}`);
+      if (r.layers.some((l) => Number.isFinite(l.sparsity)))
+        console.log(`  per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => fmt(1 - l.sparsity, 3)).join('  ')}`);
     },
   });
   if (bar) (bar as { stop(): void }).stop();
+  const final = Number.isFinite(res.finalAcc)
+    ? `test accuracy ${(100 * res.finalAcc).toFixed(2)}%`
+    : `test loss ${res.finalLoss.toFixed(4)}`;
   console.log(
-    `done (${res.status}) in ${((performance.now() - startedAt) / 1000).toFixed(1)}s: ${res.steps} steps, test accuracy ${(100 * res.finalAcc).toFixed(2)}%`,
+    `done (${res.status}) in ${((performance.now() - startedAt) / 1000).toFixed(1)}s: ${res.steps} steps, ${final}`,
   );
+  if (res.sample !== undefined) console.log(`sample from the model:\n${res.sample}`);
   console.log(`files: ${res.files.join(', ')}`);
   return res.status === 'nonfinite' ? 2 : 0;
 }
@@ -190,7 +213,7 @@ const require_ = createRequire(import.meta.url);
 
 async function runEval(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(HELP.eval);
+    console.log(HELP().eval);
     return 0;
   }
   const { values } = parseArgs({ args: argv, options: { out: { type: 'string' }, 'limit-test': { type: 'string' } } });
@@ -202,14 +225,14 @@ async function runEval(argv: string[]): Promise<number> {
       ? `${r.model}: test accuracy ${(100 * r.acc).toFixed(2)}%, test loss ${r.loss.toFixed(4)}`
       : `${r.model} (${r.kind}): test loss ${r.loss.toFixed(4)}`,
   );
-  console.log(`per-layer R^c:     ${r.layers.map((l) => l.rc.toFixed(1)).join('  ')}`);
-  console.log(`per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => (1 - l.sparsity).toFixed(3)).join('  ')}`);
+  console.log(`per-layer R^c:     ${r.layers.map((l) => fmt(l.rc, 1)).join('  ')}`);
+  console.log(`per-layer sparsity (‖Z‖₀/ND): ${r.layers.map((l) => fmt(1 - l.sparsity, 3)).join('  ')}`);
   return 0;
 }
 
 function runInfo(argv: string[]): number {
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(HELP.info);
+    console.log(HELP().info);
     return 0;
   }
   const i = info();
@@ -237,7 +260,7 @@ function runInfo(argv: string[]): number {
 
 async function runBench(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(HELP.bench);
+    console.log(HELP().bench);
     return 0;
   }
   const { runBench: run } = await import('../bench/run.js');
@@ -259,10 +282,10 @@ export async function main(argv: string[]): Promise<number> {
     case '--help':
     case '-h':
     case 'help':
-      console.log(HELP.main);
+      console.log(HELP().main);
       return cmd === undefined ? 1 : 0;
     default:
-      console.error(`crate: unknown command '${cmd}'\n\n${HELP.main}`);
+      console.error(`crate: unknown command '${cmd}'\n\n${HELP().main}`);
       return 1;
   }
 }

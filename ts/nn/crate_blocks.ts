@@ -1,10 +1,10 @@
 // crate_blocks.ts: the CRATE building blocks with the authors' module layout (so state-dict keys
 // match model/crate.py): Attention (MSSA: shared qkv projection, fused subspace attention,
 // to_out), FeedForward (the ISTA step), PreNorm, and the overcomplete / tied ISTA blocks of
-// CRATE-α and causal CRATE, and the TSSA attention of ToST.
+// CRATE-α and causal CRATE. (ToST's TSSA modules, with the authors' layout, are in models/tost.ts.)
 import type { DType } from '../dtype.js';
 import { tidy } from '../memory.js';
-import { ista, istaOvercomplete, istaTied, type MssaOptions, mssa, tssa, tssaCausal } from '../ops/crate.js';
+import { ista, istaOvercomplete, istaTied, type MssaOptions, mssa } from '../ops/crate.js';
 import { ones, zeros } from '../ops/creation.js';
 import type { Tensor } from '../tensor.js';
 import { kaimingUniform } from './init.js';
@@ -117,56 +117,5 @@ export class TiedISTA extends Module {
   }
   forward(x: Tensor): Tensor {
     return this.hooked([x], istaTied(x, this.weight, this.eta, this.lambda));
-  }
-}
-
-/** ToST token-statistics attention (vision, tost.py AttentionTSSA): qkv (D→D, bias), TSSA, to_out. */
-export class AttentionTSSA extends Module {
-  readonly qkv: Linear;
-  readonly temp: Tensor;
-  readonly proj: Linear;
-  constructor(
-    readonly dim: number,
-    readonly heads: number,
-    opts: { qkvBias?: boolean; dtype?: DType } = {},
-  ) {
-    super();
-    const dt = opts.dtype === undefined ? {} : { dtype: opts.dtype };
-    this.qkv = this.child('qkv', new Linear(dim, dim, { bias: opts.qkvBias ?? true, ...dt }));
-    this.temp = this.param('temp', ones([heads], dt));
-    this.proj = this.child('proj', new Linear(dim, dim, dt));
-  }
-  forward(x: Tensor): Tensor {
-    return this.hooked(
-      [x],
-      tidy(() => this.proj.forward(tssa(this.qkv.forward(x), this.temp, this.heads))),
-    );
-  }
-}
-
-/** ToST causal TSSA (model_TSSA.py): c_attn (no bias by default), temp, denom_bias, c_proj. */
-export class CausalTSSA extends Module {
-  readonly c_attn: Linear;
-  readonly c_proj: Linear;
-  readonly temp: Tensor;
-  readonly denom_bias: Tensor;
-  constructor(
-    readonly dim: number,
-    readonly heads: number,
-    readonly blockSize: number,
-    opts: { bias?: boolean; dtype?: DType } = {},
-  ) {
-    super();
-    const dt = opts.dtype === undefined ? {} : { dtype: opts.dtype };
-    this.c_attn = this.child('c_attn', new Linear(dim, dim, { bias: opts.bias ?? false, ...dt }));
-    this.c_proj = this.child('c_proj', new Linear(dim, dim, { bias: opts.bias ?? false, ...dt }));
-    this.temp = this.param('temp', ones([heads], dt));
-    this.denom_bias = this.param('denom_bias', zeros([heads, blockSize], dt));
-  }
-  forward(x: Tensor): Tensor {
-    return this.hooked(
-      [x],
-      tidy(() => this.c_proj.forward(tssaCausal(this.c_attn.forward(x), this.temp, this.denom_bias, this.heads))),
-    );
   }
 }

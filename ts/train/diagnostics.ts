@@ -3,9 +3,13 @@
 // shared projection (the MSSA/TSSA input subspace coordinates) give the coding rate R^c of the
 // tokens per head, and hooks on each ISTA block's output give the sparsity (fraction of zeros).
 // Layers are numbered in module order (for CRATE-MAE: encoder layers, then decoder layers).
+// For the overcomplete and tied ISTA blocks (CRATE-α, causal CRATE) the block output is the
+// decoded dictionary product, so its measured sparsity is that of the output, not of the code.
 import { noGrad } from '../autograd.js';
 import { tidy } from '../memory.js';
-import { Attention, AttentionTSSA, CausalTSSA, FeedForward, OvercompleteISTA, TiedISTA } from '../nn/crate_blocks.js';
+import { CausalSelfAttention } from '../models/crate_lm.js';
+import { CausalSelfAttentionTSSA, ToSTAttention } from '../models/tost.js';
+import { Attention, FeedForward, OvercompleteISTA, TiedISTA } from '../nn/crate_blocks.js';
 import type { Module } from '../nn/module.js';
 import { measureCodingRate, measureSparsity } from '../objectives/coding_rate.js';
 import type { Tensor } from '../tensor.js';
@@ -23,10 +27,10 @@ interface Probe {
 export function whiteBoxLayers(model: Module): Probe[] {
   const probes: Probe[] = [];
   for (const [, m] of model.modules()) {
-    if (m instanceof Attention) probes.push({ proj: m.qkv, heads: m.heads, ista: null });
-    else if (m instanceof AttentionTSSA) probes.push({ proj: m.qkv, heads: m.heads, ista: null });
-    else if (m instanceof CausalTSSA) probes.push({ proj: m.c_attn, heads: m.heads, ista: null });
-    else if (m instanceof FeedForward || m instanceof OvercompleteISTA || m instanceof TiedISTA) {
+    if (m instanceof Attention || m instanceof ToSTAttention) probes.push({ proj: m.qkv, heads: m.heads, ista: null });
+    else if (m instanceof CausalSelfAttention || m instanceof CausalSelfAttentionTSSA) {
+      probes.push({ proj: m.c_attn, heads: m.heads, ista: null });
+    } else if (m instanceof FeedForward || m instanceof OvercompleteISTA || m instanceof TiedISTA) {
       const last = probes[probes.length - 1];
       if (last && last.ista === null) last.ista = m;
     }

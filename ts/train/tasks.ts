@@ -3,7 +3,10 @@
 // modelling (causal CRATE, causal ToST). A task owns its model, data, per-batch loss, evaluation
 // and white-box diagnostics; batches are a pure function of (seed, epoch, index) so a resumed
 // run sees exactly the batches an uninterrupted one would.
+
+import { readFileSync } from 'node:fs';
 import { noGrad } from '../autograd.js';
+import { loadDefaultCorpus, trainValSplit } from '../data/corpus.js';
 import {
   cifarDataset,
   DataLoader,
@@ -12,9 +15,15 @@ import {
   readCifar10,
   type TransformSpec,
 } from '../data/index.js';
+import { ByteTokenizer, CorpusSampler } from '../data/text.js';
 import { keep, tidy } from '../memory.js';
 import { CRATE_PRESETS, crateFromPreset } from '../models/crate.js';
+import { CRATE_ALPHA_PRESETS, crateAlphaFromPreset } from '../models/crate_alpha.js';
+import { type CausalLM, CRATE_LM_PRESETS, crateLMFromPreset } from '../models/crate_lm.js';
+import { CRATE_MAE_PRESETS, type CrateMAE, crateMaeFromPreset } from '../models/crate_mae.js';
+import { TOST_LM_PRESETS, TOST_PRESETS, tostFromPreset, tostLMFromPreset } from '../models/tost.js';
 import type { Module } from '../nn/module.js';
+import { tensor } from '../ops/creation.js';
 import { crossEntropy } from '../ops/nn.js';
 import type { Tensor } from '../tensor.js';
 import type { LayerStat } from '../viz/plot.js';
@@ -48,6 +57,8 @@ export interface Task {
   loss(b: TaskBatch, epoch: number): Tensor;
   evaluate(): Promise<EvalResult>;
   diagnostics(): LayerStat[];
+  /** LM: text generated from a prompt by the current model */
+  sample?(prompt?: string, tokens?: number): string;
   close(): Promise<void>;
 }
 
@@ -63,6 +74,10 @@ export interface TaskConfig {
   diagSamples: number;
   augment: boolean;
   labelSmoothing: number;
+  /** MAE: fraction of patches masked (0.75) */
+  maskRatio: number;
+  /** LM: a UTF-8 text file to train on instead of the embedded corpus */
+  textFile?: string;
 }
 
 // ------------------------------------------------------------------ image data
@@ -173,6 +188,60 @@ for (const name of Object.keys(CRATE_PRESETS)) {
     summary: `CRATE classifier, published preset ${name}`,
     build: ([ch, hw], classes) =>
       crateFromPreset(name, { imageSize: hw, patchSize: hw % 16 === 0 ? 16 : 4, numClasses: classes, channels: ch }),
+  });
+}
+
+for (const [name, p] of Object.entries(CRATE_ALPHA_PRESETS)) {
+  registerModel(name, {
+    task: 'classify',
+    summary: `CRATE-α classifier (overcomplete ISTA ×${p.overcomplete ?? 4}), dim ${p.dim}, depth ${p.depth}, ${p.heads} heads`,
+    build: ([ch, hw], classes) =>
+      crateAlphaFromPreset(name, {
+        imageSize: hw,
+        channels: ch,
+        numClasses: classes,
+        patchSize: hw % p.patchSize === 0 ? p.patchSize : hw % 16 === 0 ? 16 : 4,
+      }),
+  });
+}
+for (const [name, p] of Object.entries(CRATE_MAE_PRESETS)) {
+  registerModel(name, {
+    task: 'mae',
+    summary: `CRATE-MAE masked autoencoder, dim ${p.dim}, depth ${p.depth}+${p.decoderDepth ?? p.depth}, ${p.heads} heads`,
+    build: ([ch, hw]) =>
+      crateMaeFromPreset(name, {
+        imageSize: hw,
+        channels: ch,
+        patchSize: hw % p.patchSize === 0 ? p.patchSize : hw % 16 === 0 ? 16 : 4,
+      }),
+  });
+}
+for (const [name, p] of Object.entries(CRATE_LM_PRESETS)) {
+  registerModel(name, {
+    task: 'lm',
+    summary: `causal CRATE language model, dim ${p.dim}, depth ${p.depth}, ${p.heads} heads, block ${p.blockSize}`,
+    build: (_shape, vocab) => crateLMFromPreset(name, { vocabSize: vocab }),
+  });
+}
+
+for (const [name, p] of Object.entries(TOST_PRESETS)) {
+  registerModel(name, {
+    task: 'classify',
+    summary: `ToST classifier (TSSA, linear in tokens), dim ${p.dim}, depth ${p.depth}, ${p.heads} heads`,
+    build: ([ch, hw], classes) =>
+      tostFromPreset(name, {
+        imageSize: hw,
+        channels: ch,
+        numClasses: classes,
+        ...(hw % p.patchSize === 0 ? {} : { patchSize: hw % 16 === 0 ? 16 : 4, patchEmbed: 'linear' as const }),
+      }),
+  });
+}
+for (const [name, p] of Object.entries(TOST_LM_PRESETS)) {
+  registerModel(name, {
+    task: 'lm',
+    summary: `causal ToST language model (causal TSSA), dim ${p.dim}, depth ${p.depth}, ${p.heads} heads, block ${p.blockSize}`,
+    build: (_shape, vocab) => tostLMFromPreset(name, { vocabSize: vocab }),
   });
 }
 
@@ -292,9 +361,142 @@ export function classificationTask(c: TaskConfig): Promise<Task> {
   );
 }
 
+// ------------------------------------------------------------------ masked autoencoding
+
+/** The masking seed of a training batch: a pure function of (seed, epoch, batch). */
+const maskSeed = (seed: number, epoch: number, index: number) =>
+  (((seed * 1000003) ^ (epoch * 7919)) + index * 104729) >>> 0;
+
+/** Mean masked-patch MSE over a dataset, each batch masked with a fixed seed (no gradients). */
+export async function evaluateMae(
+  model: CrateMAE,
+  ds: Dataset,
+  transform: TransformSpec[],
+  batchSize = 500,
+): Promise<EvalResult> {
+  const loader = new DataLoader(ds, { batchSize, transform });
+  let sum = 0;
+  let n = 0;
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    for await (const b of loader.epoch(0)) {
+      const B = b.x.shape[0] as number;
+      sum += noGrad(() => tidy(() => model.forward(b.x, { seed: maskSeed(12345, 0, b.index) }).loss.item())) * B;
+      n += B;
+      b.dispose();
+    }
+  } finally {
+    await loader.close();
+    model.train(wasTraining);
+  }
+  return { loss: sum / Math.max(n, 1), acc: Number.NaN };
+}
+
+export function maeTask(c: TaskConfig): Promise<Task> {
+  return imageTask(
+    c,
+    'mae',
+    (model, b, epoch) =>
+      (model as CrateMAE).forward(b.x, { maskRatio: c.maskRatio, seed: maskSeed(c.seed, epoch, b.index) }).loss,
+    (model, data) => evaluateMae(model as CrateMAE, data.test, data.evalTransform),
+    (model, x) => (model as CrateMAE).forward(x, { maskRatio: c.maskRatio, seed: 0 }),
+  );
+}
+
+// ------------------------------------------------------------------ causal language modelling
+
+type LanguageModel = CausalLM;
+
+/** Next-token loss of a causal LM over non-overlapping windows of a token stream (no gradients). */
+export function evaluateLm(
+  model: LanguageModel,
+  tokens: Int32Array,
+  blockSize: number,
+  maxWindows: number,
+  batchSize = 32,
+): EvalResult {
+  const windows = Math.min(maxWindows, Math.floor((tokens.length - 1) / blockSize));
+  if (windows < 1)
+    throw new Error(`evaluate: ${tokens.length} validation tokens, need more than blockSize ${blockSize}`);
+  let sum = 0;
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    for (let w0 = 0; w0 < windows; w0 += batchSize) {
+      const nb = Math.min(batchSize, windows - w0);
+      const x = new Int32Array(nb * blockSize);
+      const y = new Int32Array(nb * blockSize);
+      for (let i = 0; i < nb; i++) {
+        const s = (w0 + i) * blockSize;
+        x.set(tokens.subarray(s, s + blockSize), i * blockSize);
+        y.set(tokens.subarray(s + 1, s + 1 + blockSize), i * blockSize);
+      }
+      sum +=
+        noGrad(() =>
+          tidy(() => {
+            const shape = [nb, blockSize];
+            const out = model.forward(tensor(x, { shape, dtype: 'i32' }), tensor(y, { shape, dtype: 'i32' }));
+            return (out.loss as Tensor).item();
+          }),
+        ) * nb;
+    }
+  } finally {
+    model.train(wasTraining);
+  }
+  return { loss: sum / windows, acc: Number.NaN };
+}
+
+export async function lmTask(c: TaskConfig): Promise<Task> {
+  const corpus = c.textFile ? { text: readFileSync(c.textFile, 'utf8'), name: c.textFile } : loadDefaultCorpus();
+  const tok = new ByteTokenizer();
+  const { train, val } = trainValSplit(tok.encode(corpus.text), 0.9);
+  const model = modelEntry(c.model).build([1, 1, 1], tok.vocabSize) as LanguageModel;
+  const T = model.blockSize;
+  const trainTokens = c.limitTrain > 0 ? train.subarray(0, Math.min(train.length, c.limitTrain * T + 1)) : train;
+  const sampler = new CorpusSampler(trainTokens, { blockSize: T, batchSize: c.batchSize, seed: c.seed });
+  // an epoch = as many random windows as tokens in the training split
+  const numBatches = Math.max(1, Math.floor(trainTokens.length / (c.batchSize * T)));
+  const evalWindows = c.limitTest > 0 ? c.limitTest : 256;
+  const diagTokens = val.subarray(0, Math.min(val.length, Math.min(c.diagSamples, 16) * T));
+  const diagX = tensor(diagTokens.subarray(0, Math.floor(diagTokens.length / T) * T), {
+    shape: [Math.floor(diagTokens.length / T), T],
+    dtype: 'i32',
+  });
+  keep(diagX);
+  return {
+    kind: 'lm',
+    model,
+    describe: `${corpus.name}: ${trainTokens.length} train / ${val.length} validation byte tokens, block ${T}`,
+    numBatches,
+    samplesPerBatch: c.batchSize,
+    async *batches(epoch, startBatch) {
+      for (let i = startBatch; i < numBatches; i++) {
+        const { x, y } = sampler.batch(epoch * numBatches + i);
+        yield { x, y, index: i, dispose: () => (x.dispose(), y.dispose()) };
+      }
+    },
+    loss: (b) => model.forward(b.x, b.y).loss as Tensor,
+    evaluate: async () => evaluateLm(model, val, T, evalWindows),
+    diagnostics: () => layerDiagnostics(model, () => model.forward(diagX)),
+    sample: (prompt = '\n', n = 200) =>
+      noGrad(() =>
+        tidy(() => {
+          const ids = model.generate(tok.encode(prompt), n, { temperature: 0.8, topK: 40, seed: c.seed });
+          return tok.decode(ids.dataSync());
+        }),
+      ),
+    close: async () => {
+      diagX.dispose();
+      model.dispose();
+    },
+  };
+}
+
 /** The task for a model name and config. */
 export function makeTask(c: TaskConfig): Promise<Task> {
   const e = modelEntry(c.model);
   if (e.task === 'classify') return classificationTask(c);
-  throw new Error(`train: task '${e.task}' of model '${c.model}' is not available`);
+  if (e.task === 'mae') return maeTask(c);
+  return lmTask(c);
 }

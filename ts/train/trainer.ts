@@ -12,13 +12,18 @@ import { manualSeed } from '../ops/creation.js';
 import { AdamW, clipGradNorm, decayGroups, Lion, SGD, warmupCosine } from '../optim/index.js';
 import { type LayerStat, type TrainHistory, trainingFigure, writeFigure } from '../viz/plot.js';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { makeTask } from './tasks.js';
+import { makeTask, modelEntry } from './tasks.js';
 
 export { buildModel, DEMO_PRESETS, evaluateClassifier as evaluate } from './tasks.js';
 
 export interface TrainConfig {
   model: string;
-  data: 'mnist' | 'cifar10';
+  /** images: 'mnist' (embedded) or 'cifar10' (binary batches in dataDir); language models: 'text' */
+  data: 'mnist' | 'cifar10' | 'text';
+  /** LM: a UTF-8 text file instead of the embedded corpus */
+  textFile?: string;
+  /** MAE: fraction of patches masked */
+  maskRatio: number;
   /** folder of the CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin) */
   dataDir?: string;
   epochs: number;
@@ -69,6 +74,7 @@ export const DEFAULT_CONFIG: TrainConfig = {
   diagSamples: 64,
   maxSteps: 0,
   augment: false,
+  maskRatio: 0.75,
 };
 
 export interface EpochReport {
@@ -85,7 +91,12 @@ export interface TrainResult {
   epochs: EpochReport[];
   steps: number;
   losses: number[];
+  /** top-1 test accuracy after the last epoch (NaN for MAE and language models) */
   finalAcc: number;
+  /** test loss after the last epoch */
+  finalLoss: number;
+  /** language models: text sampled from the trained model */
+  sample?: string;
   seconds: number;
   files: string[];
 }
@@ -117,6 +128,10 @@ function makeOptimizer(c: TrainConfig, model: Module): AnyOptimizer {
 export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {}): Promise<TrainResult> {
   const t0 = performance.now();
   let c: TrainConfig = { ...DEFAULT_CONFIG, ...partial };
+  // language models read text whatever the (image) default data is
+  if (modelEntry(c.model).task === 'lm') c = { ...c, data: 'text' };
+  else if (c.data === 'text')
+    throw new Error(`train: --data text needs a language model, '${c.model}' is an image model`);
   const log = hooks.log ?? ((s: string) => process.stdout.write(`${s}\n`));
   mkdirSync(c.outDir, { recursive: true });
   const metricsPath = join(c.outDir, 'metrics.jsonl');
@@ -267,9 +282,11 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
     steps: step,
     losses,
     finalAcc: epochs[epochs.length - 1]?.acc ?? Number.NaN,
+    finalLoss: epochs[epochs.length - 1]?.testLoss ?? Number.NaN,
     seconds: (performance.now() - t0) / 1000,
     files,
   };
+  if (task.sample) result.sample = task.sample();
   await task.close();
   opt.dispose();
   return result;
