@@ -159,11 +159,22 @@ if (want('codingRate')) {
   }
 }
 if (want('layerNorm')) {
-  const x = g([8192, 384], 6);
-  const w = C.ones([384], { requiresGrad: true });
-  const b = C.zeros([384], { requiresGrad: true });
-  const t = timeIt(fwdBwd((a, ww, bb) => C.layerNorm(a, ww, bb), [x, w, b]));
-  record({ op: 'layerNorm fwd+bwd', shape: '8192x384', path: 'fused', ...t, flops: 8192 * 384 * 16, bytes: 4 * 8192 * 384 * 5 });
+  // fused row kernel vs the same math from primitives: (x − mean)/√(var + eps)·w + b
+  const lnComposite = (x, w, b) => {
+    const m = C.mean(x, -1, true);
+    const d = C.sub(x, m);
+    const v = C.mean(C.mul(d, d), -1, true);
+    return C.add(C.mul(C.div(d, C.sqrt(C.add(v, 1e-5))), w), b);
+  };
+  cratePair(
+    'layerNorm fwd+bwd',
+    '8192x384',
+    () => [g([8192, 384], 6), C.ones([384], { requiresGrad: true }), C.zeros([384], { requiresGrad: true })],
+    (x, w, b) => C.layerNorm(x, w, b),
+    lnComposite,
+    8192 * 384 * 16,
+    4 * 8192 * 384 * 5,
+  );
 }
 if (want('matmul')) {
   // square sizes, then the CRATE-T token GEMMs (B·N = 2080 tokens at 32×32/patch 4, batch 32):
