@@ -1,0 +1,2 @@
+// coding_rate.cu: placeholder (being written).
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// gemm.cu: placeholder (being written).
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// ista.cu: placeholder (being written).
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// mssa.cu: placeholder (being written).
+#include "common.cuh"

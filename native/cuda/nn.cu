@@ -1,0 +1,2 @@
+// nn.cu: placeholder (being written).
+#include "common.cuh"

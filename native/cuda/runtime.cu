@@ -1,0 +1,2 @@
+// runtime.cu: placeholder (being written).
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// tssa.cu: placeholder (being written).
+#include "common.cuh"

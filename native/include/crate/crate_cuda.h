@@ -1,0 +1,159 @@
+/* crate_cuda.h: the plain C ABI of the CUDA backend (libcrate_cuda.so): device pointers and a
+ * CUDA stream, for other native code or PyTorch via ctypes (pass tensor.data_ptr() and
+ * torch.cuda.current_stream().cuda_stream). The Node addon loads the same library with dlopen and
+ * calls these same entry points, so what the C ABI serves is exactly what the TS layer runs.
+ *
+ * Conventions (as crate.h):
+ * - Every function returns a crate_status; on failure crate_cuda_last_error() returns a message
+ *   (thread-local; valid until the next call on the same thread). A launch error or an error
+ *   the device reports later (illegal address, ...) is "sticky": the CUDA context is unusable,
+ *   and every later call returns CRATE_ERR_CUDA with a message that says so (crate_cuda_status).
+ * - All tensors are dense row-major device pointers with the layouts of the CPU ABI: the CUDA
+ *   function crate_cuda_X computes exactly what crate_X (crate.h family) computes on the CPU,
+ *   to f32 rounding; the CPU functions are the reference the CUDA tests compare against.
+ * - `stream` is a cudaStream_t (NULL: the library's own stream of the current device, see
+ *   crate_cuda_default_stream). Work is queued on it and the call returns without waiting.
+ * - Scratch memory comes from the library's caching allocator, stream-ordered on `stream`.
+ * - CRATE_SYNC=1 in the environment synchronizes after every launch and reports errors at the
+ *   call that caused them (for debugging).
+ * - Kernels support f32 everywhere (f32 accumulation); bf16 where the function name says so.
+ */
+#ifndef CRATE_CRATE_CUDA_H
+#define CRATE_CRATE_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crate/crate.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ runtime */
+
+typedef struct crate_cuda_memory_stats {
+  size_t allocated_bytes; /* handed out by crate_cuda_malloc and not yet freed */
+  size_t cached_bytes;    /* held by the caching allocator for reuse (not handed out) */
+  size_t peak_allocated_bytes;
+  size_t device_free_bytes; /* cudaMemGetInfo at the time of the call */
+  size_t device_total_bytes;
+  int64_t num_allocs;       /* crate_cuda_malloc calls served */
+  int64_t num_device_allocs; /* cudaMalloc calls made (cache misses) */
+  int64_t num_oom_retries;   /* times the cache was emptied to satisfy a request */
+} crate_cuda_memory_stats;
+
+CRATE_API const char* crate_cuda_last_error(void);
+/* CRATE_OK, or CRATE_ERR_CUDA when the context is poisoned by a sticky error (message says which). */
+CRATE_API crate_status crate_cuda_status(void);
+/* Selects and initialises device `device` for the calling thread (creates the library's stream). */
+CRATE_API crate_status crate_cuda_init(int device);
+CRATE_API void* crate_cuda_default_stream(void);
+
+/* Caching allocator: size classes (512 B granularity below 1 MiB, 2 MiB above), per-stream free
+ * lists; a block freed on stream s is reused by a later request on s at once (stream order), by
+ * another stream only after an event recorded on s completes. On cudaErrorMemoryAllocation the
+ * cache is emptied and the cudaMalloc retried once; then CRATE_ERR_OUT_OF_MEMORY with the bytes
+ * asked, free and cached in the message. crate_cuda_malloc(0) gives NULL and CRATE_OK. */
+CRATE_API crate_status crate_cuda_malloc(void** ptr, size_t bytes, void* stream);
+CRATE_API crate_status crate_cuda_free(void* ptr, void* stream);
+/* Returns cached (unused) blocks to the driver; returns the bytes released. */
+CRATE_API size_t crate_cuda_empty_cache(void);
+CRATE_API crate_status crate_cuda_memory_stats_get(crate_cuda_memory_stats* out);
+
+/* kind: 0 host->device, 1 device->host, 2 device->device. Host->device and device->device are
+ * stream-ordered and return at once (host memory is staged, so the caller may reuse it on
+ * return); device->host waits for the stream and then copies (synchronous). */
+CRATE_API crate_status crate_cuda_memcpy(void* dst, const void* src, size_t bytes, int kind, void* stream);
+/* Device->host without blocking: copies into pinned staging memory on `stream` and calls
+ * done(user, status) from a CUDA host callback thread when the bytes are in `dst`. The caller
+ * must not touch dst until then. */
+CRATE_API crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, size_t bytes, void* stream,
+                                                   void (*done)(void* user, crate_status status), void* user);
+CRATE_API crate_status crate_cuda_synchronize(void* stream);
+
+/* ------------------------------------------------------------------ GEMM
+ * C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], row-major, for b < batch with element strides
+ * stride_a/b/c between matrices (0 broadcasts one matrix). op(A) is M x K, op(B) is K x N.
+ * Backed by cuBLASLt (else cuBLAS) loaded at run time with dlopen (CRATE_CUBLAS_LIB /
+ * CRATE_CUBLASLT_LIB, the CUDA folders, pip's nvidia/{cublas}/lib folders), else by the own
+ * tensor-core GEMM. allow_tf32 != 0 lets f32 GEMMs use TF32 tensor cores. */
+CRATE_API crate_status crate_cuda_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                           const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                                           float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
+                                           int64_t stride_c, int allow_tf32, void* stream);
+/* bf16 inputs (uint16_t bit patterns), f32 accumulation, f32 output. */
+CRATE_API crate_status crate_cuda_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                            const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                                            float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
+                                            int64_t stride_b, int64_t stride_c, void* stream);
+/* Which GEMM is in use: "cublasLt <version> (<path>)", "cublas <version> (<path>)" or
+ * "own tensor-core GEMM (cuBLAS not found: <why>)". */
+CRATE_API const char* crate_cuda_gemm_backend(void);
+/* Forces the own GEMM (1) or the loaded cuBLAS (0) for tests and benchmarks. */
+CRATE_API crate_status crate_cuda_gemm_force_own(int own);
+
+/* ------------------------------------------------------------------ CRATE kernels
+ * Same arguments and layouts as the CPU functions of mssa.h, ista.h, coding_rate.h, tssa.h, plus
+ * the stream; workspaces come from the caching allocator. */
+
+CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N,
+                                                   int64_t H, int64_t p, float scale, int causal,
+                                                   const uint8_t* key_mask, void* stream);
+CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const float* L, const float* dO,
+                                                    float* dP, int64_t B, int64_t N, int64_t H, int64_t p,
+                                                    float scale, int causal, const uint8_t* key_mask, void* stream);
+
+CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d,
+                                                   float eta, float lambd, void* stream);
+CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float* W, const float* Z, const float* dZ,
+                                                    float* dY, float* dW, int64_t T, int64_t d, float eta,
+                                                    void* stream);
+
+/* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) elements (device memory) that the
+ * forward fills and the backward reads, as on the CPU. */
+CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R,
+                                                          int64_t batch, int64_t m, int64_t n, double* chol,
+                                                          void* stream);
+CRATE_API crate_status crate_cuda_logdet_gram_backward_f32(const float* Z, const float* alpha, const float* dR,
+                                                           float* dZ, int64_t batch, int64_t m, int64_t n,
+                                                           const double* chol, void* stream);
+
+CRATE_API crate_status crate_cuda_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi,
+                                                   float* colnorm, float* mstat, int64_t B, int64_t N, int64_t H,
+                                                   int64_t p, void* stream);
+CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, const float* dY,
+                                                    const float* Pi, const float* colnorm, const float* mstat,
+                                                    float* dW, float* dtemp, int64_t B, int64_t N, int64_t H,
+                                                    int64_t p, void* stream);
+
+/* ------------------------------------------------------------------ fused row ops
+ * Same math and saved statistics as the CPU kernels of native/cpu/nn.cc. */
+CRATE_API crate_status crate_cuda_layernorm_forward_f32(const float* x, const float* w, const float* b, float* y,
+                                                        float* mean, float* rstd, int64_t rows, int64_t cols,
+                                                        double eps, void* stream);
+/* dw, db (may be NULL) are accumulated into (+=), dx is overwritten. */
+CRATE_API crate_status crate_cuda_layernorm_backward_f32(const float* x, const float* w, const float* mean,
+                                                         const float* rstd, const float* g, float* dx, float* dw,
+                                                         float* db, int64_t rows, int64_t cols, void* stream);
+CRATE_API crate_status crate_cuda_softmax_forward_f32(const float* x, float* y, int64_t rows, int64_t cols, int log,
+                                                      void* stream);
+CRATE_API crate_status crate_cuda_softmax_backward_f32(const float* y, const float* g, float* dx, int64_t rows,
+                                                       int64_t cols, int log, void* stream);
+/* loss_row (rows) per-row loss (0 for ignored rows), lse (rows) saved for the backward;
+ * counted (device int64, 1 element) receives the number of rows not ignored. */
+CRATE_API crate_status crate_cuda_cross_entropy_forward_f32(const float* logits, const int32_t* target,
+                                                            float* loss_row, float* lse, int64_t* counted,
+                                                            int64_t rows, int64_t classes, double smoothing,
+                                                            int64_t ignore_index, void* stream);
+/* dlogits = g_row[r] * (softmax - smoothed one-hot); g_row (rows) the upstream gradient per row. */
+CRATE_API crate_status crate_cuda_cross_entropy_backward_f32(const float* logits, const int32_t* target,
+                                                             const float* lse, const float* g_row, float* dlogits,
+                                                             int64_t rows, int64_t classes, double smoothing,
+                                                             int64_t ignore_index, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRATE_CRATE_CUDA_H */
