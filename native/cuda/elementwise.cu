@@ -1,0 +1,2 @@
+// elementwise.cu: placeholder (being written).
+#include "common.cuh"

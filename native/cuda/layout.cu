@@ -1,0 +1,2 @@
+// layout.cu: placeholder (being written).
+#include "common.cuh"

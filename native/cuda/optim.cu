@@ -1,0 +1,2 @@
+// optim.cu: placeholder (being written).
+#include "common.cuh"

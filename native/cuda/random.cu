@@ -1,0 +1,2 @@
+// random.cu: placeholder (being written).
+#include "common.cuh"

@@ -1,0 +1,2 @@
+// reduce.cu: placeholder (being written).
+#include "common.cuh"

@@ -1,0 +1,94 @@
+/* crate_cuda_prim.h: the CUDA primitive kernels behind the core tensor ops (elementwise,
+ * reductions, layout, random, optimizer), exported by libcrate_cuda.so with a C ABI. Each is the
+ * CUDA twin of a CPU kernel in native/cpu/kernels.h, with the same arguments plus the stream, and
+ * computes the same result (to f32 rounding; random draws are bit-identical for uniform and
+ * bernoulli, since both use the counter-based Philox4x32-10 of native/core/philox.h).
+ *
+ * Conventions: as crate_cuda.h. Op codes are the integer values of crate::cpu::UnaryOp,
+ * BinaryOp, ReduceOp and RandomKind. Shape and stride arrays (`shape`, `*_str`, `reduced`,
+ * batch arrays) are HOST arrays of at most 16 entries, copied by value into the launch; data
+ * pointers are device pointers. Sizes and offsets are int64 element counts. Supported dtypes:
+ * f32 for math, i32 where the name says so (labels, indices, comparisons).
+ */
+#ifndef CRATE_CRATE_CUDA_PRIM_H
+#define CRATE_CRATE_CUDA_PRIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crate/crate.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CRATE_CUDA_MAX_DIMS 16
+
+/* elementwise */
+CRATE_API crate_status crate_cuda_unary_f32(int op, const float* x, float* y, int64_t n, double alpha, double beta,
+                                            void* stream);
+CRATE_API crate_status crate_cuda_unary_backward_f32(int op, const float* x, const float* y, const float* g,
+                                                     float* dx, int64_t n, double alpha, double beta, void* stream);
+CRATE_API crate_status crate_cuda_binary_f32(int op, const float* a, const int64_t* a_str, const float* b,
+                                             const int64_t* b_str, float* out, const int64_t* shape, int ndim,
+                                             void* stream);
+CRATE_API crate_status crate_cuda_binary_i32(int op, const int32_t* a, const int64_t* a_str, const int32_t* b,
+                                             const int64_t* b_str, int32_t* out, const int64_t* shape, int ndim,
+                                             void* stream);
+CRATE_API crate_status crate_cuda_where_f32(const float* c, const int64_t* c_str, const float* a,
+                                            const int64_t* a_str, const float* b, const int64_t* b_str, float* out,
+                                            const int64_t* shape, int ndim, void* stream);
+CRATE_API crate_status crate_cuda_fill_f32(float* y, int64_t n, double value, void* stream);
+CRATE_API crate_status crate_cuda_fill_i32(int32_t* y, int64_t n, double value, void* stream);
+CRATE_API crate_status crate_cuda_arange_f32(float* y, int64_t n, double start, double step, void* stream);
+CRATE_API crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double start, double step, void* stream);
+/* dtype codes: 0 f32, 2 i32, 3 bf16 (uint16 bit pattern, round-to-nearest-even from f32). */
+CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, int dst_dtype, int64_t n,
+                                       void* stream);
+/* First index of a NaN/Inf in x, or -1, written to *host_result (synchronous). */
+CRATE_API crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* host_result, void* stream);
+
+/* reductions: x has `shape` (ndim dims); reduced[d] != 0 marks reduced dims; out holds the kept
+ * dims in order. Sums accumulate in f32 with a deterministic tree order. */
+CRATE_API crate_status crate_cuda_reduce_f32(int op, const float* x, const int64_t* shape, const uint8_t* reduced,
+                                             int ndim, float* out, void* stream);
+
+/* layout: dst[dst_off + Σ i_d·dst_str[d]] (= or +=) src[src_off + Σ i_d·src_str[d]] over `shape`.
+ * accumulate (+=) must not be used where two indices map to the same dst element (no atomics). */
+CRATE_API crate_status crate_cuda_strided_copy_f32(const float* src, int64_t src_off, const int64_t* src_str,
+                                                   float* dst, int64_t dst_off, const int64_t* dst_str,
+                                                   const int64_t* shape, int ndim, int accumulate, void* stream);
+CRATE_API crate_status crate_cuda_strided_copy_i32(const int32_t* src, int64_t src_off, const int64_t* src_str,
+                                                   int32_t* dst, int64_t dst_off, const int64_t* dst_str,
+                                                   const int64_t* shape, int ndim, void* stream);
+/* x (outer, dim, inner) -> out (outer, k, inner) = x[:, idx[j], :]; an index outside [0, dim)
+ * gives CRATE_ERR_INVALID_ARGUMENT naming it (checked on the device, reported synchronously). */
+CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer,
+                                             int64_t dim, int64_t inner, int64_t k, void* stream);
+CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t outer,
+                                             int64_t dim, int64_t inner, int64_t k, void* stream);
+/* dx (outer, dim, inner) += g (outer, k, inner) at idx (atomicAdd: order of additions not fixed). */
+CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t outer,
+                                                int64_t dim, int64_t inner, int64_t k, void* stream);
+
+/* batched matmul with broadcast batch dims: out (batch..., M, N) = op(A) op(B); a_bstr/b_bstr
+ * are element strides of A and B over the nbatch batch dims (0 = broadcast). */
+CRATE_API crate_status crate_cuda_matmul_f32(const float* A, const float* B, float* C, const int64_t* batch_shape,
+                                             const int64_t* a_bstr, const int64_t* b_bstr, int nbatch, int64_t M,
+                                             int64_t N, int64_t K, int trans_a, int trans_b, int allow_tf32,
+                                             void* stream);
+
+/* random: element i of a draw is a pure function of (seed, offset + i), as on the CPU. */
+CRATE_API crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t offset,
+                                             double a, double b, void* stream);
+
+/* One fused AdamW update in place, as crate::cpu::adamw_step. */
+CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n,
+                                                 double lr, double b1, double b2, double eps, double wd, double bc1,
+                                                 double bc2, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRATE_CRATE_CUDA_PRIM_H */
