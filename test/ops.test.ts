@@ -2,8 +2,8 @@
 // f64 and f32, backward vs central finite differences in f64, and no leaked tensors or bytes.
 import { describe, expect, test } from 'vitest';
 import * as C from '../ts/index.js';
-import { gradCheck, makeData, relErr, toTensors } from './helpers/harness.js';
 import { CRATE_REGISTRY } from './helpers/crate_registry.js';
+import { gradCheck, makeData, relErr, toTensors } from './helpers/harness.js';
 import { REGISTRY as CORE_REGISTRY } from './helpers/registry.js';
 
 const REGISTRY = [...CORE_REGISTRY, ...CRATE_REGISTRY];
@@ -11,6 +11,65 @@ const REGISTRY = [...CORE_REGISTRY, ...CRATE_REGISTRY];
 const device = process.env.CRATE_TEST_DEVICE ?? 'cpu';
 const cudaMissing = device === 'cuda' && !C.cudaAvailable();
 if (cudaMissing) console.warn(`[crate] CRATE_TEST_DEVICE=cuda but no usable GPU: ${C.info().cudaReason}; skipping`);
+
+/** Gradients of sum(out ∘ seed) w.r.t. every float input, with a fixed pseudo-random seed. */
+function grads(spec: (typeof REGISTRY)[number], xs: C.Tensor[], args: unknown): number[][] {
+  return C.tidy(() => {
+    const out = spec.run(xs, args);
+    const seed = C.randn(out.shape, { seed: 7 }).to(out.device);
+    out.backward(seed);
+    return xs.map((x) => (x.grad ? Array.from(x.grad.dataSync()) : []));
+  });
+}
+
+if (device === 'cuda') {
+  // CUDA vs the CPU path: the CUDA f32 error against the f64 reference must be within 2× the CPU
+  // f32 error (plus a small absolute slack), FlashAttention's test criterion; the same for every
+  // input gradient, with the f64 CPU gradient as the ground truth.
+  for (const spec of REGISTRY) {
+    describe.skipIf(cudaMissing)(`${spec.name} [cuda]`, () => {
+      for (const c of spec.cases) {
+        test(`${c.label}: forward cuda vs cpu`, () => {
+          const data = makeData(c);
+          const expected = spec.ref(data, c.args);
+          C.tidy(() => {
+            const cpu = spec.run(toTensors(c, data, 'f32', false), c.args);
+            const gpu = spec.run(toTensors(c, data, 'f32', false, 'cuda'), c.args);
+            expect(gpu.device).toBe('cuda');
+            expect(gpu.shape).toEqual(expected.shape);
+            const eCpu = relErr(cpu.dataSync(), expected.data);
+            expect(relErr(gpu.dataSync(), expected.data)).toBeLessThanOrEqual(2 * eCpu + 1e-6);
+          });
+        });
+        if (!spec.noGrad) {
+          test(`${c.label}: gradients cuda vs cpu`, () => {
+            const data = makeData(c);
+            const truth = grads(spec, toTensors(c, data, 'f64', true), c.args);
+            const cpu = grads(spec, toTensors(c, data, 'f32', true), c.args);
+            const gpu = grads(spec, toTensors(c, data, 'f32', true, 'cuda'), c.args);
+            truth.forEach((t, i) => {
+              if (!t.length) return;
+              const eCpu = relErr(cpu[i] as number[], t);
+              expect(relErr(gpu[i] as number[], t)).toBeLessThanOrEqual(2 * eCpu + 1e-5);
+            });
+          });
+        }
+        test(`${c.label}: no leaks on cuda`, () => {
+          const before = C.memory();
+          C.tidy(() => {
+            const xs = toTensors(c, makeData(c), 'f32', !spec.noGrad, 'cuda');
+            const out = spec.run(xs, c.args);
+            if (!spec.noGrad && out.requiresGrad) out.backward(C.onesLike(out));
+            for (const x of xs) x.zeroGrad();
+          });
+          const after = C.memory();
+          expect(after.numTensors).toBe(before.numTensors);
+          expect(after.cuda.bytes).toBe(before.cuda.bytes);
+        });
+      }
+    });
+  }
+}
 
 for (const spec of REGISTRY) {
   describe.skipIf(cudaMissing)(spec.name, () => {

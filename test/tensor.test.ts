@@ -150,3 +150,23 @@ describe('in-place updates', () => {
     expect(p.dataSync()[5]).toBe(0.5);
   });
 });
+
+describe('devices', () => {
+  test.skipIf(C.cudaAvailable())('without a usable GPU, cuda tensors are refused with the reason', () => {
+    expect(() => C.zeros([2], { device: 'cuda' })).toThrow(/device 'cuda' is not available: .+/);
+    const x = C.ones([3]);
+    expect(() => x.to('cuda')).toThrow(/device 'cuda' is not available/);
+    expect(x.to('cpu').dataSync()).toEqual(new Float32Array([1, 1, 1])); // a copy on the same device
+    x.dispose();
+  });
+  test.skipIf(!C.cudaAvailable())('cpu -> cuda -> cpu round trip keeps values, await data() works', async () => {
+    const x = C.randn([33, 7], { seed: 3 });
+    const g = x.to('cuda');
+    expect(g.device).toBe('cuda');
+    expect(Array.from(await g.data())).toEqual(Array.from(x.dataSync()));
+    const back = g.to('cpu');
+    expect(Array.from(back.dataSync())).toEqual(Array.from(x.dataSync()));
+    expect(() => C.zeros([2], { device: 'cuda', dtype: 'f64' })).toThrow(/f64.*not supported on device 'cuda'/);
+    for (const t of [x, g, back]) t.dispose();
+  });
+});

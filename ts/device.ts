@@ -19,5 +19,8 @@ export function resolveDevice(device: unknown, where: string): Device {
   if (!cudaAvailable()) {
     throw new Error(`${where}: device 'cuda' is not available: ${cudaStatus?.reason}. See \`npx crate info\`.`);
   }
-  throw new Error(`${where}: device 'cuda' was found but this build has no CUDA tensor kernels yet`);
+  return 'cuda';
 }
+
+/** The addon's device code. */
+export const DEVICE_CODE: Record<Device, number> = { cpu: 0, cuda: 1 };

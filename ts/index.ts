@@ -56,6 +56,14 @@ export * as optim from './optim/index.js';
 export type { TrainConfig, TrainResult } from './train/trainer.js';
 export { DEFAULT_CONFIG, evaluate, train } from './train/trainer.js';
 /** Returns the CPU caching allocator's free blocks to the OS; returns the bytes released. */
+/** Waits for all queued CUDA work (no-op without CUDA). */
+export function synchronize(): void {
+  native.synchronize();
+}
+/** Lets f32 matmuls on CUDA use TF32 tensor cores (default off, or CRATE_ALLOW_TF32=1). */
+export function setAllowTF32(on: boolean): void {
+  native.setAllowTF32(on);
+}
 export function emptyCache(): number {
   return native.emptyCache();
 }

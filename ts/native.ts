@@ -43,9 +43,12 @@ export interface NativeAddon {
   memory(): Record<'cpu' | 'cuda', { buffers: number; bytes: number; peakBytes: number }>;
   setNumThreads(n: number): number;
   setGemmBackend(b: 'own' | 'blas'): void;
-  empty(dtype: number, numel: number, zero: boolean): S;
-  fromBuffer(dtype: number, data: ArrayBufferView): S;
+  empty(dtype: number, numel: number, zero: boolean, device?: number): S;
+  fromBuffer(dtype: number, data: ArrayBufferView, device?: number): S;
   read(x: S): ArrayBuffer;
+  readAsync(x: S): Promise<ArrayBuffer>;
+  synchronize(): void;
+  setAllowTF32(on: boolean): void;
   fill(out: S, value: number): void;
   arange(out: S, start: number, step: number): void;
   random(out: S, kind: number, seed: number, offset: number, a: number, b: number): void;

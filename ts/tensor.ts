@@ -3,6 +3,7 @@
 
 import type { GradNode } from './autograd.js';
 import { backward as runBackward } from './autograd.js';
+import { DEVICE_CODE } from './device.js';
 import { type Device, DTYPE_CODE, type DType, type TypedArray, viewOf } from './dtype.js';
 import { StorageRef, trackTensor, untrackTensor } from './memory.js';
 import type { NativeStorage } from './native.js';
@@ -115,7 +116,16 @@ export class Tensor {
   }
   /** Copies the data out; resolves without blocking the event loop on device work. */
   async data(): Promise<TypedArray> {
-    return this.dataSync();
+    // CUDA: the copy runs on the stream and the promise resolves from a host callback, so the
+    // event loop keeps running; CPU: resolved at once.
+    if (this.device === 'cpu') return this.dataSync();
+    const h = this._h('data');
+    const keepAlive = this._ref.retain();
+    try {
+      return viewOf(this.dtype, await native.readAsync(h));
+    } finally {
+      keepAlive.release();
+    }
   }
   /** The value of a one-element tensor. */
   item(): number {
@@ -305,17 +315,22 @@ export class Tensor {
   softmax(axis = -1): Tensor {
     return N.softmax(this, axis);
   }
-  /** Converts to another dtype (a copy; no-op copy when the same). */
-  to(dtype: DType): Tensor {
-    return E.cast(this, dtype);
+  /**
+   * Converts to another dtype or moves to another device (a copy either way; a same-dtype cast
+   * copies too). Moving keeps the dtype; f64 cannot go to 'cuda'. Gradients flow across a move.
+   */
+  to(target: DType | Device): Tensor {
+    if (target === 'cpu' || target === 'cuda') return E.toDevice(this, target);
+    return E.cast(this, target);
   }
 }
 
 /** @internal Allocates an uninitialised (or zeroed) tensor. */
 export function empty(shape: Shape, dtype: DType, device: Device, zero = false): Tensor {
-  if (device !== 'cpu') throw new Error(`device '${device}' has no kernels in this build`);
-  if (dtype === 'bf16') throw new TypeError("dtype 'bf16' is only available on device 'cuda'");
-  const h = native.empty(DTYPE_CODE[dtype], numelOf(shape), zero);
+  if (dtype === 'bf16' && device !== 'cuda') throw new TypeError("dtype 'bf16' is only available on device 'cuda'");
+  if (dtype === 'f64' && device === 'cuda')
+    throw new TypeError("dtype 'f64' is not supported on device 'cuda' (use f32)");
+  const h = native.empty(DTYPE_CODE[dtype], numelOf(shape), zero, DEVICE_CODE[device]);
   return new Tensor(new StorageRef(h), shape, dtype, device);
 }
 

@@ -1,72 +1,23 @@
 // addon.cc: module entry: registers the op functions and the library-level calls
-// (info, memory stats, thread count, GEMM backend) and loads the CUDA backend library
-// (libcrate_cuda.so beside the addon, or CRATE_CUDA_LIB) with dlopen when present.
+// (info, memory stats, thread count, GEMM backend, async reads) and reports on the CUDA backend
+// (loaded by cuda_api.cc).
 #include <dlfcn.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "../core/parallel.h"
 #include "../cpu/gemm.h"
-#include "../cuda/cuda_backend_api.h"
 #include "binding.h"
+#include "cuda_api.h"
 
 namespace crate::binding {
 namespace {
 
-struct CudaState {
-  bool tried = false;
-  void* handle = nullptr;
-  std::string path, load_error;
-  crate_cuda_info info{};
-  bool usable = false;
-};
-CudaState g_cuda;
-
-std::string addon_dir() {
-  Dl_info di;
-  if (dladdr(reinterpret_cast<void*>(&addon_dir), &di) && di.dli_fname) {
-    std::string p = di.dli_fname;
-    auto slash = p.rfind('/');
-    return slash == std::string::npos ? "." : p.substr(0, slash);
-  }
-  return ".";
-}
-
-void load_cuda() {
-  if (g_cuda.tried) return;
-  g_cuda.tried = true;
-  std::string tried;
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("CRATE_CUDA_LIB")) candidates.push_back(env);
-  candidates.push_back(addon_dir() + "/libcrate_cuda.so");
-  for (const auto& c : candidates) {
-    void* h = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-      const char* e = dlerror();
-      tried += "  " + c + ": " + (e ? e : "unknown error") + "\n";
-      continue;
-    }
-    g_cuda.handle = h;
-    g_cuda.path = c;
-    break;
-  }
-  if (!g_cuda.handle) {
-    g_cuda.load_error = "the CUDA backend library was not found or failed to load:\n" + tried +
-                        "(built only when nvcc is present at install time; rebuild with `npm run build:native`)";
-    return;
-  }
-  auto query = reinterpret_cast<crate_cuda_query_fn>(dlsym(g_cuda.handle, "crate_cuda_query"));
-  if (!query) {
-    g_cuda.load_error = g_cuda.path + " has no crate_cuda_query symbol";
-    return;
-  }
-  g_cuda.usable = query(&g_cuda.info) == 0;
-  if (!g_cuda.usable) g_cuda.load_error = g_cuda.info.error;
-}
-
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  load_cuda();
+  const CudaState& g_cuda = cuda_state();
   Napi::Object o = Napi::Object::New(env);
   o["version"] = "0.1.0";
 #ifdef CRATE_CUDA_BUILT
@@ -89,6 +40,10 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
       c["smCount"] = g_cuda.info.sm_count;
       c["totalMemory"] = static_cast<double>(g_cuda.info.total_mem);
     }
+    if (g_cuda.usable) {
+      c["gemm"] = std::string(g_cuda.api.crate_cuda_gemm_backend());
+      c["allowTF32"] = cuda_allow_tf32();
+    }
     o["cuda"] = c;
   }
   const auto& bi = cpu::blas_info();
@@ -110,13 +65,90 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
     m["bytes"] = static_cast<double>(s.live_bytes);
     m["peakBytes"] = static_cast<double>(s.peak_bytes);
     if (d == 0) m["cachedBytes"] = static_cast<double>(host_cache_bytes());
+    if (d == 1 && cuda_state().usable) {
+      crate_cuda_memory_stats st{};
+      if (cuda_state().api.crate_cuda_memory_stats_get(&st) == CRATE_OK) {
+        m["cachedBytes"] = static_cast<double>(st.cached_bytes);
+        m["deviceFreeBytes"] = static_cast<double>(st.device_free_bytes);
+        m["deviceTotalBytes"] = static_cast<double>(st.device_total_bytes);
+        m["oomRetries"] = static_cast<double>(st.num_oom_retries);
+      }
+    }
     o[names[d]] = m;
   }
   return o;
 }
 
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(host_empty_cache()));
+  size_t n = host_empty_cache();
+  if (cuda_state().usable) n += cuda_state().api.crate_cuda_empty_cache();
+  return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+Napi::Value SetAllowTF32(const Napi::CallbackInfo& info) {
+  Args a(info, "setAllowTF32");
+  set_cuda_allow_tf32(a.boolean(0, "on"));
+  return info.Env().Undefined();
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  Args a(info, "synchronize");
+  if (cuda_state().usable) cuda_check(a, cuda_state().api.crate_cuda_synchronize(nullptr));
+  return info.Env().Undefined();
+}
+
+// readAsync(storage): a Promise of an ArrayBuffer with the bytes. CPU: resolved at once. CUDA:
+// copied on the stream into pinned memory; the backend's host callback hands the result to the
+// event loop through a thread-safe function, so the event loop is never blocked.
+struct AsyncRead {
+  Napi::Promise::Deferred deferred;
+  Napi::ThreadSafeFunction tsfn;
+  std::vector<uint8_t> bytes;
+  crate_status status = CRATE_OK;
+  std::string error;
+  Napi::ObjectReference keep;  // keeps the source storage alive until the copy is done
+};
+
+void async_read_done(void* user, crate_status st) {
+  auto* r = static_cast<AsyncRead*>(user);
+  r->status = st;
+  if (st != CRATE_OK) r->error = cuda_state().api.crate_cuda_last_error();
+  r->tsfn.BlockingCall(r, [](Napi::Env env, Napi::Function, AsyncRead* rr) {
+    if (rr->status == CRATE_OK) {
+      Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, rr->bytes.size());
+      if (!rr->bytes.empty()) std::memcpy(buf.Data(), rr->bytes.data(), rr->bytes.size());
+      rr->deferred.Resolve(buf);
+    } else {
+      rr->deferred.Reject(Napi::Error::New(env, "data (cuda): " + rr->error).Value());
+    }
+    rr->keep.Reset();
+    rr->tsfn.Release();
+    delete rr;
+  });
+}
+
+Napi::Value ReadAsync(const Napi::CallbackInfo& info) {
+  Args a(info, "data");
+  Storage* s = a.storage(0, "x");
+  Napi::Env env = info.Env();
+  auto deferred = Napi::Promise::Deferred::New(env);
+  if (s->device == Device::cpu) {
+    Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, s->nbytes);
+    if (s->nbytes) std::memcpy(buf.Data(), s->data, s->nbytes);
+    deferred.Resolve(buf);
+    return deferred.Promise();
+  }
+  const CudaApi& api = cuda_api(a);
+  auto* r = new AsyncRead{deferred, Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "crate.readAsync", 0, 1), std::vector<uint8_t>(s->nbytes), CRATE_OK, "", Napi::Persistent(info[0].As<Napi::Object>())};
+  crate_status st = api.crate_cuda_memcpy_d2h_async(r->bytes.data(), s->data, s->nbytes, nullptr, &async_read_done, r);
+  if (st != CRATE_OK) {
+    std::string msg = api.crate_cuda_last_error();
+    r->keep.Reset();
+    r->tsfn.Release();
+    delete r;
+    throw Napi::Error::New(env, "data (cuda): " + msg);
+  }
+  return deferred.Promise();
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -147,6 +179,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["setNumThreads"] = Napi::Function::New(env, SetNumThreads, "setNumThreads");
   exports["emptyCache"] = Napi::Function::New(env, EmptyCache, "emptyCache");
   exports["setGemmBackend"] = Napi::Function::New(env, SetGemmBackend, "setGemmBackend");
+  exports["setAllowTF32"] = Napi::Function::New(env, SetAllowTF32, "setAllowTF32");
+  exports["synchronize"] = Napi::Function::New(env, Synchronize, "synchronize");
+  exports["readAsync"] = Napi::Function::New(env, ReadAsync, "readAsync");
   register_ops(env, exports);
   register_crate_ops(env, exports);
   return exports;

@@ -39,14 +39,20 @@ class Args {
   std::string str(size_t i, const char* name) const;
   std::vector<int64_t> i64s(size_t i, const char* name) const;   // JS array of integers
   [[noreturn]] void fail(const std::string& msg) const;
-  // Checks that `s` holds at least `numel` elements of dtype `dt` on the CPU.
+  // Checks that `s` holds at least `numel` elements of dtype `dt`, on the same device as every
+  // argument checked before it (the first one fixes the op's device).
   void expect(const Storage* s, const char* name, DType dt, int64_t numel) const;
+  // The device of the checked arguments (cpu when none was checked yet).
+  Device device() const { return device_ < 0 ? Device::cpu : static_cast<Device>(device_); }
+  bool on_cuda() const { return device_ == static_cast<int>(Device::cuda); }
   Napi::Env env() const { return info_.Env(); }
   const char* op() const { return op_; }
 
  private:
   const Napi::CallbackInfo& info_;
   const char* op_;
+  mutable int device_ = -1;
+  mutable const char* device_arg_ = nullptr;
 };
 
 // Allocates an output storage (CPU unless device says otherwise).

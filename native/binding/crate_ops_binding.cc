@@ -9,6 +9,7 @@
 #include "../cpu/mssa.h"
 #include "../cpu/tssa.h"
 #include "binding.h"
+#include "cuda_api.h"
 
 namespace crate::binding {
 namespace {
@@ -16,12 +17,23 @@ namespace {
 // Runs a kernel; crate errors become JS errors prefixed with the op name.
 template <class F>
 void run_kernel(const Args& a, F&& fn) {
+  if (a.on_cuda()) a.fail("this op has no CUDA kernel yet; move its inputs to the cpu with .to('cpu')");
   try {
     fn();
   } catch (const NumericalError& e) {
     Napi::Error err = Napi::Error::New(a.env(), std::string(a.op()) + ": " + e.what());
     err.Set("code", Napi::String::New(a.env(), "CRATE_NUMERICAL"));
     throw err;
+  } catch (const Error& e) {
+    throw Napi::Error::New(a.env(), std::string(a.op()) + ": " + e.what());
+  }
+}
+
+// A host-side size query (no device data touched): errors become JS errors for the op.
+template <class F>
+void run_cpu_query(const Args& a, F&& fn) {
+  try {
+    fn();
   } catch (const Error& e) {
     throw Napi::Error::New(a.env(), std::string(a.op()) + ": " + e.what());
   }
@@ -63,6 +75,37 @@ std::vector<uint8_t> key_mask(const Args& a, Storage* m, int64_t n) {
   return out;
 }
 
+// Device scratch from the CUDA caching allocator, freed on scope exit.
+struct DeviceBuf {
+  const CudaApi& api;
+  void* p = nullptr;
+  DeviceBuf(const Args& a, const CudaApi& api_, size_t bytes) : api(api_) {
+    if (bytes) cuda_check(a, api.crate_cuda_malloc(&p, bytes, nullptr));
+  }
+  ~DeviceBuf() {
+    if (p) api.crate_cuda_free(p, nullptr);
+  }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+// A key mask (any dtype, on cuda) as the uint8 device array the CUDA kernels take.
+std::vector<uint8_t> key_mask_host(const Args& a, const CudaApi& api, Storage* m, int64_t n) {
+  std::vector<uint8_t> out(static_cast<size_t>(n));
+  std::vector<uint8_t> raw(static_cast<size_t>(n) * dtype_size(m->dtype));
+  if (n) cuda_check(a, api.crate_cuda_memcpy(raw.data(), m->data, raw.size(), 1, nullptr));
+  for (int64_t i = 0; i < n; ++i) {
+    switch (m->dtype) {
+      case DType::f32: out[i] = reinterpret_cast<float*>(raw.data())[i] != 0.f; break;
+      case DType::i32: out[i] = reinterpret_cast<int32_t*>(raw.data())[i] != 0; break;
+      default: a.fail("keyMask dtype not supported on cuda (f32 or i32)");
+    }
+  }
+  return out;
+}
+
 void sizes_nonneg(const Args& a, std::initializer_list<int64_t> v) {
   for (int64_t x : v)
     if (x < 0) a.fail("negative size");
@@ -83,6 +126,20 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
   a.expect(P, "P", dt, B * N * H * p);
   a.expect(O, "O", dt, B * N * H * p);
   expect_opt(a, L, "L", dt, B * H * N);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    const CudaApi& api = cuda_api(a);
+    DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
+    if (km) {
+      a.expect(km, "keyMask", km->dtype, B * N);
+      auto hm = key_mask_host(a, api, km, B * N);
+      cuda_check(a, api.crate_cuda_memcpy(dmask.p, hm.data(), hm.size(), 0, nullptr));
+    }
+    cuda_check(a, api.crate_cuda_mssa_forward_f32(P->as<float>(), O->as<float>(), ptr<float>(L), B, N, H, p,
+                                                  static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(),
+                                                  nullptr));
+    return info.Env().Undefined();
+  }
   auto mask = key_mask(a, km, B * N);
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::mssa_forward<T>(P->as<T>(), O->as<T>(), ptr<T>(L), B, N, H, p, static_cast<T>(scale), causal,
@@ -110,6 +167,20 @@ Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
   a.expect(L, "L", dt, B * H * N);
   a.expect(dO, "dO", dt, n);
   a.expect(dP, "dP", dt, n);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    const CudaApi& api = cuda_api(a);
+    DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
+    if (km) {
+      a.expect(km, "keyMask", km->dtype, B * N);
+      auto hm = key_mask_host(a, api, km, B * N);
+      cuda_check(a, api.crate_cuda_memcpy(dmask.p, hm.data(), hm.size(), 0, nullptr));
+    }
+    cuda_check(a, api.crate_cuda_mssa_backward_f32(P->as<float>(), O->as<float>(), L->as<float>(), dO->as<float>(),
+                                                   dP->as<float>(), B, N, H, p, static_cast<float>(scale),
+                                                   causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
+    return info.Env().Undefined();
+  }
   auto mask = key_mask(a, km, B * N);
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::mssa_backward<T>(P->as<T>(), O->as<T>(), L->as<T>(), dO->as<T>(), dP->as<T>(), B, N, H, p,
@@ -131,6 +202,13 @@ Napi::Value IstaForward(const Napi::CallbackInfo& info) {
   a.expect(Y, "Y", dt, T_ * d);
   a.expect(W, "W", dt, d * d);
   a.expect(Z, "Z", dt, T_ * d);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_check(a, cuda_api(a).crate_cuda_ista_forward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(), T_, d,
+                                                          static_cast<float>(eta), static_cast<float>(lambda),
+                                                          nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::ista_forward<T>(Y->as<T>(), W->as<T>(), Z->as<T>(), T_, d, static_cast<T>(eta),
                                         static_cast<T>(lambda), nullptr);
@@ -156,6 +234,13 @@ Napi::Value IstaBackward(const Napi::CallbackInfo& info) {
   a.expect(dZ, "dZ", dt, T_ * d);
   a.expect(dY, "dY", dt, T_ * d);
   a.expect(dW, "dW", dt, d * d);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_check(a, cuda_api(a).crate_cuda_ista_backward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(),
+                                                           dZ->as<float>(), dY->as<float>(), dW->as<float>(), T_, d,
+                                                           static_cast<float>(eta), nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::ista_backward<T>(Y->as<T>(), W->as<T>(), Z->as<T>(), dZ->as<T>(), dY->as<T>(), dW->as<T>(), T_,
                                          d, static_cast<T>(eta), nullptr);
@@ -275,8 +360,19 @@ Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
   a.expect(R, "R", dt, items);
   if (chol) {
     size_t need = 0;
-    run_kernel(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+    run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
     a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
+  }
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
+    const CudaApi& api = cuda_api(a);
+    size_t need = 0;
+    run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+    DeviceBuf tmp(a, api, chol ? 0 : need * sizeof(double));
+    cuda_check(a, api.crate_cuda_logdet_gram_forward_f32(Z->as<float>(), alpha->as<float>(), R->as<float>(), batch, m,
+                                                         n, chol ? chol->as<double>() : tmp.as<double>(), nullptr));
+    return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    if (heads > 0)
@@ -306,8 +402,28 @@ Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
   a.expect(dZ, "dZ", dt, numel);
   if (chol) {
     size_t need = 0;
-    run_kernel(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+    run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
     a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
+  }
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
+    const CudaApi& api = cuda_api(a);
+    if (!chol) {
+      // no saved factor: recompute it with a forward pass into scratch
+      size_t need = 0;
+      run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+      DeviceBuf tmp(a, api, need * sizeof(double));
+      DeviceBuf r(a, api, static_cast<size_t>(items) * sizeof(float));
+      cuda_check(a, api.crate_cuda_logdet_gram_forward_f32(Z->as<float>(), alpha->as<float>(), r.as<float>(), batch, m,
+                                                           n, tmp.as<double>(), nullptr));
+      cuda_check(a, api.crate_cuda_logdet_gram_backward_f32(Z->as<float>(), alpha->as<float>(), dR->as<float>(),
+                                                            dZ->as<float>(), batch, m, n, tmp.as<double>(), nullptr));
+    } else {
+      cuda_check(a, api.crate_cuda_logdet_gram_backward_f32(Z->as<float>(), alpha->as<float>(), dR->as<float>(),
+                                                            dZ->as<float>(), batch, m, n, chol->as<double>(), nullptr));
+    }
+    return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    if (heads > 0)
@@ -338,6 +454,18 @@ Napi::Value TssaForward(const Napi::CallbackInfo& info) {
   expect_opt(a, Pi, "Pi", dt, B * H * N);
   expect_opt(a, cn, "colnorm", dt, B * H * p);
   expect_opt(a, ms, "mstat", dt, B * H * p);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    const CudaApi& api = cuda_api(a);
+    DeviceBuf tPi(a, api, Pi ? 0 : static_cast<size_t>(B * H * N) * sizeof(float));
+    DeviceBuf tcn(a, api, cn ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
+    DeviceBuf tms(a, api, ms ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
+    cuda_check(a, api.crate_cuda_tssa_forward_f32(W->as<float>(), temp->as<float>(), Y->as<float>(),
+                                                  Pi ? Pi->as<float>() : tPi.as<float>(),
+                                                  cn ? cn->as<float>() : tcn.as<float>(),
+                                                  ms ? ms->as<float>() : tms.as<float>(), B, N, H, p, nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_forward<T>(W->as<T>(), temp->as<T>(), Y->as<T>(), ptr<T>(Pi), ptr<T>(cn), ptr<T>(ms), B, N,
                                         H, p);
@@ -367,6 +495,26 @@ Napi::Value TssaBackward(const Napi::CallbackInfo& info) {
   expect_opt(a, ms, "mstat", dt, B * H * p);
   a.expect(dW, "dW", dt, n);
   expect_opt(a, dtemp, "dtemp", dt, H);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    const CudaApi& api = cuda_api(a);
+    const bool saved = Pi && cn && ms;
+    // without the saved statistics, recompute them with a forward pass into scratch
+    DeviceBuf tY(a, api, saved ? 0 : static_cast<size_t>(n) * sizeof(float));
+    DeviceBuf tPi(a, api, saved ? 0 : static_cast<size_t>(B * H * N) * sizeof(float));
+    DeviceBuf tcn(a, api, saved ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
+    DeviceBuf tms(a, api, saved ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
+    if (!saved) {
+      cuda_check(a, api.crate_cuda_tssa_forward_f32(W->as<float>(), temp->as<float>(), tY.as<float>(), tPi.as<float>(),
+                                                    tcn.as<float>(), tms.as<float>(), B, N, H, p, nullptr));
+    }
+    DeviceBuf tdt(a, api, dtemp ? 0 : static_cast<size_t>(H) * sizeof(float));
+    cuda_check(a, api.crate_cuda_tssa_backward_f32(
+                      W->as<float>(), temp->as<float>(), dY->as<float>(), saved ? Pi->as<float>() : tPi.as<float>(),
+                      saved ? cn->as<float>() : tcn.as<float>(), saved ? ms->as<float>() : tms.as<float>(),
+                      dW->as<float>(), dtemp ? dtemp->as<float>() : tdt.as<float>(), B, N, H, p, nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_backward<T>(W->as<T>(), temp->as<T>(), dY->as<T>(), ptr<T>(Pi), ptr<T>(cn), ptr<T>(ms),
                                          dW->as<T>(), ptr<T>(dtemp), B, N, H, p, nullptr);

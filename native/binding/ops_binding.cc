@@ -6,6 +6,7 @@
 
 #include "../cpu/kernels.h"
 #include "binding.h"
+#include "cuda_api.h"
 
 namespace crate::binding {
 namespace {
@@ -58,14 +59,33 @@ int64_t strided_extent(const Args& a, int64_t off, const std::vector<int64_t>& s
   return hi + 1;
 }
 
+// The CUDA path of an op: f32 (and i32 where the kernel has it) only.
+#define CUDA_F32_ONLY(a, dt)                                                                          \
+  if ((dt) != DType::f32) a.fail(std::string("dtype ") + dtype_name(dt) + " is not supported on cuda for this op (f32)")
+
+Device device_arg(const Args& a, size_t i) {
+  const int64_t v = a.i64(i, "device");
+  if (v != 0 && v != 1) a.fail("unknown device code " + std::to_string(v));
+  if (v == 1) cuda_api(a);  // a clear error when CUDA is not available
+  return static_cast<Device>(v);
+}
+
 Napi::Value Empty(const Napi::CallbackInfo& info) {
   Args a(info, "empty");
   DType dt = dtype_arg(a, 0);
   int64_t n = a.i64(1, "numel");
   if (n < 0) a.fail("numel must be >= 0, got " + std::to_string(n));
   bool zero = a.boolean(2, "zero");
+  const Device dev = info.Length() > 3 ? device_arg(a, 3) : Device::cpu;
+  if (dev == Device::cuda && dt == DType::f64) a.fail("f64 tensors are not supported on cuda (use f32)");
   Storage* s;
-  return new_storage(info.Env(), Device::cpu, dt, n, zero, &s);
+  try {
+    return new_storage(info.Env(), dev, dt, n, zero, &s);
+  } catch (const Error& e) {
+    Napi::Error err = Napi::Error::New(info.Env(), std::string("empty: ") + e.what());
+    if (dev == Device::cuda) err.Set("code", Napi::String::New(info.Env(), "CRATE_OOM"));
+    throw err;
+  }
 }
 
 Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
@@ -75,19 +95,29 @@ Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
   Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
   const size_t bytes = ta.ByteLength();
   if (bytes % dtype_size(dt) != 0) a.fail("byte length is not a multiple of the dtype size");
+  const Device dev = info.Length() > 2 ? device_arg(a, 2) : Device::cpu;
+  if (dev == Device::cuda && dt == DType::f64) a.fail("f64 tensors are not supported on cuda (use f32)");
   Storage* s;
-  Napi::Object o = new_storage(info.Env(), Device::cpu, dt, static_cast<int64_t>(bytes / dtype_size(dt)), false, &s);
+  Napi::Object o = new_storage(info.Env(), dev, dt, static_cast<int64_t>(bytes / dtype_size(dt)), false, &s);
   Napi::ArrayBuffer buf = ta.ArrayBuffer();
-  if (bytes) std::memcpy(s->data, static_cast<uint8_t*>(buf.Data()) + ta.ByteOffset(), bytes);
+  const uint8_t* src = static_cast<uint8_t*>(buf.Data()) + ta.ByteOffset();
+  if (dev == Device::cuda) {
+    if (bytes) cuda_check(a, cuda_api(a).crate_cuda_memcpy(s->data, src, bytes, 0, nullptr));
+  } else if (bytes) {
+    std::memcpy(s->data, src, bytes);
+  }
   return o;
 }
 
 Napi::Value Read(const Napi::CallbackInfo& info) {
   Args a(info, "read");
   Storage* s = a.storage(0, "x");
-  if (s->device != Device::cpu) a.fail("storage is on cuda; copy it to the cpu first");
   Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(info.Env(), s->nbytes);
-  if (s->nbytes) std::memcpy(buf.Data(), s->data, s->nbytes);
+  if (s->device == Device::cuda) {
+    if (s->nbytes) cuda_check(a, cuda_api(a).crate_cuda_memcpy(buf.Data(), s->data, s->nbytes, 1, nullptr));
+  } else if (s->nbytes) {
+    std::memcpy(buf.Data(), s->data, s->nbytes);
+  }
   return buf;
 }
 
@@ -96,6 +126,16 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
   Storage* y = a.storage(0, "out");
   double v = a.f64(1, "value");
   a.expect(y, "out", y->dtype, y->numel);
+  if (a.on_cuda()) {
+    const CudaApi& api = cuda_api(a);
+    if (y->dtype == DType::i32) {
+      cuda_check(a, api.crate_cuda_fill_i32(y->as<int32_t>(), y->numel, v, nullptr));
+    } else {
+      CUDA_F32_ONLY(a, y->dtype);
+      cuda_check(a, api.crate_cuda_fill_f32(y->as<float>(), y->numel, v, nullptr));
+    }
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, y->dtype, T, cpu::fill<T>(y->as<T>(), y->numel, v));
   return info.Env().Undefined();
 }
@@ -105,6 +145,16 @@ Napi::Value Arange(const Napi::CallbackInfo& info) {
   Storage* y = a.storage(0, "out");
   double start = a.f64(1, "start"), step = a.f64(2, "step");
   a.expect(y, "out", y->dtype, y->numel);
+  if (a.on_cuda()) {
+    const CudaApi& api = cuda_api(a);
+    if (y->dtype == DType::i32) {
+      cuda_check(a, api.crate_cuda_arange_i32(y->as<int32_t>(), y->numel, start, step, nullptr));
+    } else {
+      CUDA_F32_ONLY(a, y->dtype);
+      cuda_check(a, api.crate_cuda_arange_f32(y->as<float>(), y->numel, start, step, nullptr));
+    }
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, y->dtype, T, cpu::arange<T>(y->as<T>(), y->numel, start, step));
   return info.Env().Undefined();
 }
@@ -117,6 +167,13 @@ Napi::Value Random(const Napi::CallbackInfo& info) {
   double p0 = a.f64(4, "a"), p1 = a.f64(5, "b");
   if (kind < 0 || kind > 2) a.fail("unknown random kind");
   a.expect(y, "out", y->dtype, y->numel);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, y->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_random_f32(static_cast<int>(kind), y->as<float>(), y->numel,
+                                                    static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), p0, p1,
+                                                    nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, y->dtype, T,
                  cpu::random<T>(static_cast<cpu::RandomKind>(kind), y->as<T>(), y->numel, static_cast<uint64_t>(seed),
                                 static_cast<uint64_t>(offset), p0, p1));
@@ -132,6 +189,12 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   double p0 = a.f64(3, "alpha"), p1 = a.f64(4, "beta");
   a.expect(y, "out", x->dtype, x->numel);
   a.expect(x, "x", x->dtype, x->numel);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_unary_f32(static_cast<int>(op), x->as<float>(), y->as<float>(), x->numel, p0,
+                                                   p1, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, x->dtype, T, cpu::unary<T>(static_cast<UnaryOp>(op), x->as<T>(), y->as<T>(), x->numel, p0, p1));
   return info.Env().Undefined();
 }
@@ -150,6 +213,13 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   a.expect(dx, "out", g->dtype, n);
   if (x) a.expect(x, "x", g->dtype, n);
   if (y) a.expect(y, "y", g->dtype, n);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, g->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_unary_backward_f32(static_cast<int>(op), x ? x->as<float>() : nullptr,
+                                                            y ? y->as<float>() : nullptr, g->as<float>(),
+                                                            dx->as<float>(), n, p0, p1, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, g->dtype, T,
                  cpu::unary_backward<T>(static_cast<UnaryOp>(op), x ? x->as<T>() : nullptr, y ? y->as<T>() : nullptr,
                                         g->as<T>(), dx->as<T>(), n, p0, p1));
@@ -170,6 +240,19 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   a.expect(x, "a", x->dtype, strided_extent(a, 0, xs, shape, "a"));
   a.expect(y, "b", x->dtype, strided_extent(a, 0, ys, shape, "b"));
   a.expect(o, "out", x->dtype, n);
+  if (a.on_cuda()) {
+    const CudaApi& api = cuda_api(a);
+    const int nd = static_cast<int>(shape.size());
+    if (x->dtype == DType::i32) {
+      cuda_check(a, api.crate_cuda_binary_i32(static_cast<int>(op), x->as<int32_t>(), xs.data(), y->as<int32_t>(),
+                                              ys.data(), o->as<int32_t>(), shape.data(), nd, nullptr));
+    } else {
+      CUDA_F32_ONLY(a, x->dtype);
+      cuda_check(a, api.crate_cuda_binary_f32(static_cast<int>(op), x->as<float>(), xs.data(), y->as<float>(),
+                                              ys.data(), o->as<float>(), shape.data(), nd, nullptr));
+    }
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, x->dtype, T,
                cpu::binary<T>(static_cast<BinaryOp>(op), x->as<T>(), xs.data(), y->as<T>(), ys.data(), o->as<T>(),
                               shape.data(), static_cast<int>(shape.size())));
@@ -191,6 +274,13 @@ Napi::Value Where(const Napi::CallbackInfo& info) {
   a.expect(x, "a", x->dtype, strided_extent(a, 0, xs, shape, "a"));
   a.expect(y, "b", x->dtype, strided_extent(a, 0, ys, shape, "b"));
   a.expect(o, "out", x->dtype, n);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_where_f32(c->as<float>(), cs.data(), x->as<float>(), xs.data(),
+                                                   y->as<float>(), ys.data(), o->as<float>(), shape.data(),
+                                                   static_cast<int>(shape.size()), nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, x->dtype, T,
                cpu::where<T>(c->as<T>(), cs.data(), x->as<T>(), xs.data(), y->as<T>(), ys.data(), o->as<T>(),
                              shape.data(), static_cast<int>(shape.size())));
@@ -203,6 +293,11 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
   Storage* y = a.storage(1, "out");
   a.expect(x, "x", x->dtype, x->numel);
   a.expect(y, "out", y->dtype, x->numel);
+  if (a.on_cuda()) {
+    cuda_check(a, cuda_api(a).crate_cuda_cast(x->data, static_cast<int>(x->dtype), y->data, static_cast<int>(y->dtype),
+                                              x->numel, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, x->dtype, S, DISPATCH_ALL(a, y->dtype, D, cpu::cast<S, D>(x->as<S>(), y->as<D>(), x->numel)));
   return info.Env().Undefined();
 }
@@ -212,6 +307,11 @@ Napi::Value FindNonFinite(const Napi::CallbackInfo& info) {
   Storage* x = a.storage(0, "x");
   a.expect(x, "x", x->dtype, x->numel);
   int64_t r = -1;
+  if (a.on_cuda()) {
+    if (x->dtype == DType::f32)
+      cuda_check(a, cuda_api(a).crate_cuda_find_nonfinite_f32(x->as<float>(), x->numel, &r, nullptr));
+    return Napi::Number::New(info.Env(), static_cast<double>(r));
+  }
   if (x->dtype == DType::f32) r = cpu::find_nonfinite<float>(x->as<float>(), x->numel);
   if (x->dtype == DType::f64) r = cpu::find_nonfinite<double>(x->as<double>(), x->numel);
   return Napi::Number::New(info.Env(), static_cast<double>(r));
@@ -235,6 +335,12 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
   }
   a.expect(x, "x", x->dtype, n);
   a.expect(o, "out", x->dtype, nout);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_reduce_f32(static_cast<int>(op), x->as<float>(), shape.data(), mask.data(),
+                                                    static_cast<int>(shape.size()), o->as<float>(), nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, x->dtype, T,
                cpu::reduce<T>(static_cast<ReduceOp>(op), x->as<T>(), shape.data(), mask.data(),
                               static_cast<int>(shape.size()), o->as<T>()));
@@ -254,6 +360,20 @@ Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
   checked_numel(a, shape, "shape");
   a.expect(s, "src", s->dtype, strided_extent(a, soff, sstr, shape, "src"));
   a.expect(d, "dst", s->dtype, strided_extent(a, doff, dstr, shape, "dst"));
+  if (a.on_cuda()) {
+    const CudaApi& api = cuda_api(a);
+    const int nd = static_cast<int>(shape.size());
+    if (s->dtype == DType::i32) {
+      if (acc) a.fail("accumulate is not supported for i32 on cuda");
+      cuda_check(a, api.crate_cuda_strided_copy_i32(s->as<int32_t>(), soff, sstr.data(), d->as<int32_t>(), doff,
+                                                    dstr.data(), shape.data(), nd, nullptr));
+    } else {
+      CUDA_F32_ONLY(a, s->dtype);
+      cuda_check(a, api.crate_cuda_strided_copy_f32(s->as<float>(), soff, sstr.data(), d->as<float>(), doff,
+                                                    dstr.data(), shape.data(), nd, acc ? 1 : 0, nullptr));
+    }
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, s->dtype, T,
                cpu::strided_copy<T>(s->as<T>(), soff, sstr.data(), d->as<T>(), doff, dstr.data(), shape.data(),
                                     static_cast<int>(shape.size()), acc));
@@ -270,6 +390,18 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   a.expect(x, "x", x->dtype, outer * dim * inner);
   a.expect(idx, "index", DType::i32, k);
   a.expect(o, "out", x->dtype, outer * k * inner);
+  if (a.on_cuda()) {
+    const CudaApi& api = cuda_api(a);
+    if (x->dtype == DType::i32) {
+      cuda_check(a, api.crate_cuda_gather_i32(x->as<int32_t>(), idx->as<int32_t>(), o->as<int32_t>(), outer, dim, inner,
+                                              k, nullptr));
+    } else {
+      CUDA_F32_ONLY(a, x->dtype);
+      cuda_check(a, api.crate_cuda_gather_f32(x->as<float>(), idx->as<int32_t>(), o->as<float>(), outer, dim, inner, k,
+                                              nullptr));
+    }
+    return info.Env().Undefined();
+  }
   DISPATCH_ALL(a, x->dtype, T, cpu::gather<T>(x->as<T>(), idx->as<int32_t>(), o->as<T>(), outer, dim, inner, k));
   return info.Env().Undefined();
 }
@@ -284,6 +416,12 @@ Napi::Value IndexAdd(const Napi::CallbackInfo& info) {
   a.expect(g, "grad", g->dtype, outer * k * inner);
   a.expect(idx, "index", DType::i32, k);
   a.expect(dx, "out", g->dtype, outer * dim * inner);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, g->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_index_add_f32(g->as<float>(), idx->as<int32_t>(), dx->as<float>(), outer, dim,
+                                                       inner, k, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, g->dtype, T, cpu::index_add<T>(g->as<T>(), idx->as<int32_t>(), dx->as<T>(), outer, dim, inner, k));
   return info.Env().Undefined();
 }
@@ -304,6 +442,13 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   a.expect(x, "a", x->dtype, batch == 0 ? 0 : strided_extent(a, 0, astr, bshape, "a") - 1 + M * K);
   a.expect(y, "b", x->dtype, batch == 0 ? 0 : strided_extent(a, 0, bstr, bshape, "b") - 1 + K * N);
   a.expect(o, "out", x->dtype, batch * M * N);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_matmul_f32(x->as<float>(), y->as<float>(), o->as<float>(), bshape.data(),
+                                                    astr.data(), bstr.data(), static_cast<int>(bshape.size()), M, N, K,
+                                                    tA ? 1 : 0, tB ? 1 : 0, cuda_allow_tf32() ? 1 : 0, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, x->dtype, T,
                  cpu::matmul<T>(x->as<T>(), y->as<T>(), o->as<T>(), bshape.data(), astr.data(), bstr.data(),
                                 static_cast<int>(bshape.size()), M, N, K, tA, tB));
@@ -319,6 +464,12 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   if (rows < 0 || cols < 0) a.fail("negative size");
   a.expect(x, "x", x->dtype, rows * cols);
   a.expect(y, "out", x->dtype, rows * cols);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_softmax_forward_f32(x->as<float>(), y->as<float>(), rows, cols, log ? 1 : 0,
+                                                             nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, x->dtype, T, cpu::softmax<T>(x->as<T>(), y->as<T>(), rows, cols, log));
   return info.Env().Undefined();
 }
@@ -334,6 +485,12 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   a.expect(y, "y", y->dtype, rows * cols);
   a.expect(g, "grad", y->dtype, rows * cols);
   a.expect(dx, "out", y->dtype, rows * cols);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, y->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_softmax_backward_f32(y->as<float>(), g->as<float>(), dx->as<float>(), rows,
+                                                              cols, log ? 1 : 0, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, y->dtype, T, cpu::softmax_backward<T>(y->as<T>(), g->as<T>(), dx->as<T>(), rows, cols, log));
   return info.Env().Undefined();
 }
@@ -356,6 +513,14 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   a.expect(y, "out", dt, rows * cols);
   a.expect(mean, "mean", dt, rows);
   a.expect(rstd, "rstd", dt, rows);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, dt);
+    cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_f32(x->as<float>(), w ? w->as<float>() : nullptr,
+                                                               b ? b->as<float>() : nullptr, y->as<float>(),
+                                                               mean->as<float>(), rstd->as<float>(), rows, cols, eps,
+                                                               nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, dt, T,
                  cpu::layernorm<T>(x->as<T>(), w ? w->as<T>() : nullptr, b ? b->as<T>() : nullptr, y->as<T>(),
                                    mean->as<T>(), rstd->as<T>(), rows, cols, eps));
@@ -383,6 +548,14 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   a.expect(dx, "dx", dt, rows * cols);
   if (dw) a.expect(dw, "dweight", dt, cols);
   if (db) a.expect(db, "dbias", dt, cols);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, dt);
+    cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_f32(
+                      x->as<float>(), w ? w->as<float>() : nullptr, mean->as<float>(), rstd->as<float>(),
+                      g->as<float>(), dx->as<float>(), dw ? dw->as<float>() : nullptr, db ? db->as<float>() : nullptr,
+                      rows, cols, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, dt, T,
                  cpu::layernorm_backward<T>(x->as<T>(), w ? w->as<T>() : nullptr, mean->as<T>(), rstd->as<T>(),
                                             g->as<T>(), dx->as<T>(), dw ? dw->as<T>() : nullptr,
@@ -405,6 +578,22 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   a.expect(loss, "lossRow", x->dtype, rows);
   a.expect(lse, "lse", x->dtype, rows);
   int64_t counted = 0;
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    const CudaApi& api = cuda_api(a);
+    void* dcount = nullptr;
+    cuda_check(a, api.crate_cuda_malloc(&dcount, sizeof(int64_t), nullptr));
+    crate_status st = api.crate_cuda_cross_entropy_forward_f32(x->as<float>(), t->as<int32_t>(), loss->as<float>(),
+                                                               lse->as<float>(), static_cast<int64_t*>(dcount), rows,
+                                                               classes, smoothing, ignore, nullptr);
+    if (st == CRATE_OK) st = api.crate_cuda_memcpy(&counted, dcount, sizeof(int64_t), 1, nullptr);
+    if (st != CRATE_OK) {
+      api.crate_cuda_free(dcount, nullptr);
+      cuda_check(a, st);
+    }
+    cuda_check(a, api.crate_cuda_free(dcount, nullptr));
+    return Napi::Number::New(info.Env(), static_cast<double>(counted));
+  }
   DISPATCH_FLOAT(a, x->dtype, T,
                  counted = cpu::cross_entropy<T>(x->as<T>(), t->as<int32_t>(), loss->as<T>(), lse->as<T>(), rows,
                                                  classes, smoothing, ignore));
@@ -427,6 +616,13 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   a.expect(lse, "lse", x->dtype, rows);
   a.expect(g, "gradRow", x->dtype, rows);
   a.expect(dx, "out", x->dtype, rows * classes);
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, x->dtype);
+    cuda_check(a, cuda_api(a).crate_cuda_cross_entropy_backward_f32(x->as<float>(), t->as<int32_t>(), lse->as<float>(),
+                                                                    g->as<float>(), dx->as<float>(), rows, classes,
+                                                                    smoothing, ignore, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, x->dtype, T,
                  cpu::cross_entropy_backward<T>(x->as<T>(), t->as<int32_t>(), lse->as<T>(), g->as<T>(), dx->as<T>(),
                                                 rows, classes, smoothing, ignore));
@@ -448,6 +644,12 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   a.expect(m, "exp_avg", dt, n);
   a.expect(v, "exp_avg_sq", dt, n);
   if (!(bc1 > 0) || !(bc2 > 0)) a.fail("bias corrections must be > 0");
+  if (a.on_cuda()) {
+    CUDA_F32_ONLY(a, dt);
+    cuda_check(a, cuda_api(a).crate_cuda_adamw_step_f32(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
+                                                        n, lr, b1, b2, eps, wd, bc1, bc2, nullptr));
+    return info.Env().Undefined();
+  }
   DISPATCH_FLOAT(a, dt, T,
                  cpu::adamw_step<T>(p->as<T>(), g->as<T>(), m->as<T>(), v->as<T>(), n, lr, b1, b2, eps, wd, bc1, bc2));
   return info.Env().Undefined();

@@ -130,7 +130,14 @@ std::vector<int64_t> Args::i64s(size_t i, const char* name) const {
 void Args::expect(const Storage* s, const char* name, DType dt, int64_t numel) const {
   if (s->dtype != dt)
     fail(std::string("argument '") + name + "' has dtype " + dtype_name(s->dtype) + ", expected " + dtype_name(dt));
-  if (s->device != Device::cpu) fail(std::string("argument '") + name + "' is on cuda; this op runs on cpu here");
+  if (device_ < 0) {
+    device_ = static_cast<int>(s->device);
+    device_arg_ = name;
+  } else if (device_ != static_cast<int>(s->device)) {
+    fail(std::string("argument '") + name + "' is on " + device_name(s->device) + " but '" + device_arg_ + "' is on " +
+         device_name(static_cast<Device>(device_)) + "; move them to one device with .to()");
+  }
+
   if (numel < 0 || s->numel < numel)
     fail(std::string("argument '") + name + "' holds " + std::to_string(s->numel) + " elements, the op needs " +
          std::to_string(numel));

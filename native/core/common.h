@@ -22,6 +22,8 @@ inline size_t dtype_size(DType t) {
   return 0;
 }
 
+inline const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
+
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::f32: return "f32";

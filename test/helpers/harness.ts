@@ -38,11 +38,17 @@ export function makeData(c: Case, seed = 1234): Ref[] {
   });
 }
 
-export function toTensors(c: Case, data: Ref[], dtype: DType, requiresGrad: boolean): Tensor[] {
+export function toTensors(
+  c: Case,
+  data: Ref[],
+  dtype: DType,
+  requiresGrad: boolean,
+  device: 'cpu' | 'cuda' = 'cpu',
+): Tensor[] {
   return c.inputs.map((inp, k) => {
     const r = data[k] as Ref;
-    if (isInt(inp)) return C.tensor(Int32Array.from(r.data), { shape: r.shape, dtype: 'i32' });
-    const t = C.tensor(dtype === 'f64' ? r.data : Float32Array.from(r.data), { shape: r.shape, dtype });
+    if (isInt(inp)) return C.tensor(Int32Array.from(r.data), { shape: r.shape, dtype: 'i32', device });
+    const t = C.tensor(dtype === 'f64' ? r.data : Float32Array.from(r.data), { shape: r.shape, dtype, device });
     if (requiresGrad && inp.grad !== false) t.requiresGrad_(true);
     return t;
   });

@@ -1,6 +1,6 @@
 // creation.ts: tensor factories (tensor, zeros, ones, full, arange, rand, randn, uniform, ...)
 // and the global seeded generator (manualSeed). Every factory takes dtype, device, requiresGrad.
-import { resolveDevice } from '../device.js';
+import { DEVICE_CODE, resolveDevice } from '../device.js';
 import { checkDType, type Device, DTYPE_CODE, type DType, dtypeOfArray } from '../dtype.js';
 import { StorageRef } from '../memory.js';
 import { native } from '../native.js';
@@ -100,7 +100,9 @@ export function tensor(
     }
     src = flat instanceof Int32Array ? flat : Int32Array.from(flat);
   } else throw new TypeError(`${where}: dtype ${dtype} is not supported on ${device}`);
-  const h = native.fromBuffer(DTYPE_CODE[dtype], src);
+  if (dtype === 'f64' && device === 'cuda')
+    throw new TypeError(`${where}: dtype 'f64' is not supported on device 'cuda' (use f32)`);
+  const h = native.fromBuffer(DTYPE_CODE[dtype], src, DEVICE_CODE[device]);
   return finish(new Tensor(new StorageRef(h), shape, dtype, device), options);
 }
 

@@ -1,7 +1,9 @@
 // elementwise.ts: broadcasting binary ops, unary math, comparisons, where, clamp, cast.
 // Gradients of broadcast inputs are summed back to the input shape (sumTo).
 import { record } from '../autograd.js';
-import { DTYPE_CODE, type DType } from '../dtype.js';
+import { DEVICE_CODE, resolveDevice } from '../device.js';
+import { type Device, DTYPE_CODE, type DType } from '../dtype.js';
+import { StorageRef } from '../memory.js';
 import { native } from '../native.js';
 import { empty, formatShape, type Scalar, type Shape, Tensor, viewAs } from '../tensor.js';
 import { reduceSum } from './reduce.js';
@@ -336,6 +338,25 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   native.cast(x._h('cast'), y._h('cast'));
   if (dtype === 'i32' || x.dtype === 'i32') return y;
   return record(y, 'cast', [x], (g) => [cast(g, x.dtype)]);
+}
+
+/** A copy of x on `device` (same dtype); the gradient flows back to x's device. */
+export function toDevice(x: Tensor, device: Device): Tensor {
+  checkTensor('to', x, 'x');
+  const dev = resolveDevice(device, 'to');
+  if (x.dtype === 'f64' && dev === 'cuda')
+    throw new TypeError("to: dtype 'f64' is not supported on device 'cuda' (use f32)");
+  if (dev === x.device) return cast(x, x.dtype);
+  // through host memory: read (device->host) then upload (host->device)
+  const bytes = native.read(x._h('to'));
+  const y = new Tensor(
+    new StorageRef(native.fromBuffer(DTYPE_CODE[x.dtype], new Uint8Array(bytes), DEVICE_CODE[dev])),
+    x.shape,
+    x.dtype,
+    dev,
+  );
+  if (x.dtype === 'i32') return y;
+  return record(y, 'to', [x], (g) => [toDevice(g, x.device)]);
 }
 
 /** Throws if x holds NaN or Inf, naming `what` and the first bad index. */
