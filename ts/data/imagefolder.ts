@@ -1,5 +1,5 @@
 // imagefolder.ts: a folder-of-images dataset (root/<class>/*.png|jpg|...), classes sorted by
-// name, decoded and resized with `sharp` when it can be imported (an optional peer dependency).
+// name, decoded and resized with `sharp` (an optional dependency, installed by default).
 import { readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import type { Dataset, Sample } from './dataset.js';

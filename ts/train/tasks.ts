@@ -11,6 +11,7 @@ import {
   cifarDataset,
   DataLoader,
   type Dataset,
+  ImageFolder,
   mnistDataset,
   readCifar10,
   type TransformSpec,
@@ -78,6 +79,8 @@ export interface TaskConfig {
   maskRatio: number;
   /** LM: a UTF-8 text file to train on instead of the embedded corpus */
   textFile?: string;
+  /** --data folder: images are resized to imageSize × imageSize (32) */
+  imageSize?: number;
 }
 
 // ------------------------------------------------------------------ image data
@@ -97,9 +100,38 @@ function subset(ds: Dataset, n: number): Dataset {
   return new Proxy(ds, { get: (t, k, r) => (k === 'length' ? n : Reflect.get(t, k, r)) });
 }
 
-export function loadImageData(
-  c: Pick<TaskConfig, 'data' | 'dataDir' | 'limitTrain' | 'limitTest' | 'augment'>,
-): ImageData {
+export async function loadImageData(
+  c: Pick<TaskConfig, 'data' | 'dataDir' | 'limitTrain' | 'limitTest' | 'augment' | 'imageSize'>,
+): Promise<ImageData> {
+  if (c.data === 'folder') {
+    // torchvision's ImageFolder layout: <dataDir>/train/<class>/*.png|jpg…, <dataDir>/test/<class>/…
+    if (!c.dataDir) throw new Error('train: --data folder needs --data-dir with train/<class>/ and test/<class>/');
+    const size = c.imageSize ?? 32;
+    const [train, test] = await Promise.all([
+      ImageFolder.open(`${c.dataDir}/train`, { size: [size, size] }),
+      ImageFolder.open(`${c.dataDir}/test`, { size: [size, size] }),
+    ]);
+    if (train.classes.join() !== test.classes.join()) {
+      throw new Error(`train: train/ and test/ class folders differ: [${train.classes}] vs [${test.classes}]`);
+    }
+    const norm: TransformSpec = { type: 'normalize', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
+    return {
+      name: `folder ${c.dataDir}`,
+      train: subset(train, c.limitTrain),
+      test: subset(test, c.limitTest),
+      shape: [3, size, size],
+      classes: train.classes.length,
+      transform: c.augment
+        ? [
+            { type: 'toFloat' },
+            { type: 'randomCrop', size, padding: Math.round(size / 8) },
+            { type: 'randomHorizontalFlip' },
+            norm,
+          ]
+        : [{ type: 'toFloat' }, norm],
+      evalTransform: [{ type: 'toFloat' }, norm],
+    };
+  }
   if (c.data === 'mnist') {
     const norm: TransformSpec = { type: 'normalize', mean: [0.1307], std: [0.3081] };
     return {
@@ -131,7 +163,7 @@ export function loadImageData(
       evalTransform: [{ type: 'toFloat' }, norm],
     };
   }
-  throw new Error(`train: unknown image dataset '${String(c.data)}' (mnist, cifar10)`);
+  throw new Error(`train: unknown image dataset '${String(c.data)}' (mnist, cifar10, folder)`);
 }
 
 // ------------------------------------------------------------------ models by name
@@ -322,7 +354,7 @@ async function imageTask(
   evaluateOn: (model: Module, data: ImageData) => Promise<EvalResult>,
   diagForward: (model: Module, x: Tensor) => unknown,
 ): Promise<Task> {
-  const data = loadImageData(c);
+  const data = await loadImageData(c);
   const model = modelEntry(c.model).build(data.shape, data.classes);
   const loader = new DataLoader(data.train, {
     batchSize: c.batchSize,

@@ -19,7 +19,9 @@ export { buildModel, DEMO_PRESETS, evaluateClassifier as evaluate } from './task
 export interface TrainConfig {
   model: string;
   /** images: 'mnist' (embedded) or 'cifar10' (binary batches in dataDir); language models: 'text' */
-  data: 'mnist' | 'cifar10' | 'text';
+  data: 'mnist' | 'cifar10' | 'folder' | 'text';
+  /** --data folder: side of the square the images are resized to */
+  imageSize?: number;
   /** LM: a UTF-8 text file instead of the embedded corpus */
   textFile?: string;
   /** MAE: fraction of patches masked */
