@@ -169,4 +169,45 @@ describe('devices', () => {
     expect(() => C.zeros([2], { device: 'cuda', dtype: 'f64' })).toThrow(/f64.*not supported on device 'cuda'/);
     for (const t of [x, g, back]) t.dispose();
   });
+  test('autocast leaves CPU matmuls in f32 (bf16 GEMMs are CUDA-only) and nests', () => {
+    const a = C.randn([5, 7], { seed: 1 });
+    const b = C.randn([7, 3], { seed: 2 });
+    const plain = C.tidy(() => Array.from(a.matmul(b).dataSync()));
+    const auto = C.autocast(() => {
+      expect(C.isAutocast()).toBe(true);
+      return C.autocast(() => C.tidy(() => Array.from(a.matmul(b).dataSync())));
+    });
+    expect(C.isAutocast()).toBe(false);
+    expect(auto).toEqual(plain);
+    expect(() => C.autocast(() => 0, { dtype: 'f16' as 'bf16' })).toThrow(/dtype must be 'bf16'/);
+    a.dispose();
+    b.dispose();
+  });
+  test.skipIf(!C.cudaAvailable())('autocast on cuda: bf16 GEMM within bf16 rounding of f32, gradients f32', () => {
+    const a = C.randn([64, 96], { seed: 1 });
+    const b = C.randn([96, 32], { seed: 2 });
+    const ref = C.tidy(() => Array.from(a.matmul(b).dataSync()));
+    const ga = a.to('cuda');
+    const gb = b.to('cuda');
+    ga.requiresGrad_(true);
+    const out = C.autocast(() => C.tidy(() => ga.matmul(gb)));
+    expect(out.dtype).toBe('f32');
+    const got = Array.from(out.dataSync());
+    const scale = Math.max(...ref.map(Math.abs));
+    for (let i = 0; i < ref.length; i++)
+      expect(Math.abs((got[i] as number) - (ref[i] as number))).toBeLessThan(0.02 * scale);
+    out.backward(C.onesLike(out));
+    expect(ga.grad?.dtype).toBe('f32');
+    for (const t of [a, b, ga, gb, out]) t.dispose();
+  });
+  test('Module.to(cpu) keeps the same parameter objects and values', () => {
+    const lin = new C.nn.Linear(4, 3);
+    const w = lin.weight;
+    const before = Array.from(w.dataSync());
+    expect(lin.to('cpu')).toBe(lin);
+    expect(lin.weight).toBe(w);
+    expect(lin.device).toBe('cpu');
+    expect(Array.from(w.dataSync())).toEqual(before);
+    lin.dispose();
+  });
 });

@@ -14,6 +14,7 @@ _bindAutograd({
   registerNode,
 });
 
+export { autocast, isAutocast } from './autocast.js';
 export { detectAnomaly, isAnomalyMode, isGradEnabled, noGrad, setAnomalyMode, setGradEnabled } from './autograd.js';
 export { cudaAvailable } from './device.js';
 export type { Device, DType, TypedArray } from './dtype.js';

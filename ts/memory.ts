@@ -46,6 +46,12 @@ export function trackTensor(t: Disposable & object, ref: StorageRef): void {
   scopes[scopes.length - 1]?.tensors.add(t);
 }
 
+/** Points the GC backstop of a live tensor at its new storage (Tensor._moveTo). */
+export function retrackTensor(t: Disposable & object, ref: StorageRef): void {
+  backstop.unregister(t);
+  backstop.register(t, ref, t);
+}
+
 /** Called by Tensor.dispose(). */
 export function untrackTensor(t: Disposable & object): void {
   liveTensors--;

@@ -71,6 +71,19 @@ export interface NativeAddon {
   ): void;
   gather(x: S, idx: S, out: S, outer: number, dim: number, inner: number, k: number): void;
   indexAdd(g: S, idx: S, dx: S, outer: number, dim: number, inner: number, k: number): void;
+  matmulBf16(
+    a: S,
+    b: S,
+    out: S,
+    batchShape: number[],
+    aBStr: number[],
+    bBStr: number[],
+    M: number,
+    N: number,
+    K: number,
+    transA: boolean,
+    transB: boolean,
+  ): void;
   matmul(
     a: S,
     b: S,

@@ -5,7 +5,7 @@ import type { GradNode } from './autograd.js';
 import { backward as runBackward } from './autograd.js';
 import { DEVICE_CODE } from './device.js';
 import { type Device, DTYPE_CODE, type DType, type TypedArray, viewOf } from './dtype.js';
-import { StorageRef, trackTensor, untrackTensor } from './memory.js';
+import { retrackTensor, StorageRef, trackTensor, untrackTensor } from './memory.js';
 import type { NativeStorage } from './native.js';
 import { native } from './native.js';
 import * as E from './ops/elementwise.js';
@@ -49,7 +49,8 @@ export class Tensor {
   readonly id = nextId++;
   readonly shape: Shape;
   readonly dtype: DType;
-  readonly device: Device;
+  /** Where the data lives; changes only through Module.to() (an in-place move of a leaf). */
+  device: Device;
   /** Whether gradients are computed for this tensor (leaf) or flow through it (intermediate). */
   requiresGrad = false;
   /** Accumulated gradient of a leaf after backward(). */
@@ -92,6 +93,27 @@ export class Tensor {
       throw new Error(`${op}: tensor #${this.id} ${formatShape(this.shape)} ${this.dtype} was used after dispose()`);
     }
     return this._ref.handle;
+  }
+
+  /**
+   * @internal Moves a leaf's data to `device` in place: the tensor object (and every reference
+   * to it: module fields, optimizer state) stays the same and now holds a copy on `device`.
+   * Used by Module.to(); its gradient, if any, is moved too.
+   */
+  _moveTo(device: Device): void {
+    if (this.device === device) return;
+    if (this._node) throw new Error('to: only leaf tensors (parameters, buffers) can be moved in place');
+    const view = this.detach();
+    const moved = E.toDevice(view, device);
+    view.dispose();
+    const old = this._ref;
+    const next = moved._ref.retain();
+    this._ref = next;
+    retrackTensor(this, next);
+    old.release();
+    this.device = device;
+    moved.dispose();
+    if (this.grad) this.grad._moveTo(device);
   }
 
   /** Frees the tensor's memory now (its storage is freed when no view shares it). Idempotent. */

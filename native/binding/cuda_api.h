@@ -17,7 +17,7 @@ class Args;
 #define CRATE_CUDA_FUNCS(X)                                                                                   \
   X(crate_cuda_last_error) X(crate_cuda_status) X(crate_cuda_init) X(crate_cuda_default_stream)               \
   X(crate_cuda_malloc) X(crate_cuda_free) X(crate_cuda_empty_cache) X(crate_cuda_memory_stats_get)             \
-  X(crate_cuda_memcpy) X(crate_cuda_memcpy_d2h_async) X(crate_cuda_synchronize) X(crate_cuda_gemm_backend)     \
+  X(crate_cuda_memcpy) X(crate_cuda_memcpy_d2h_async) X(crate_cuda_synchronize) X(crate_cuda_gemm_backend) X(crate_cuda_gemm_bf16)     \
   X(crate_cuda_mssa_forward_f32) X(crate_cuda_mssa_backward_f32) X(crate_cuda_ista_forward_f32)                \
   X(crate_cuda_ista_backward_f32) X(crate_cuda_logdet_gram_forward_f32) X(crate_cuda_logdet_gram_backward_f32) \
   X(crate_cuda_tssa_forward_f32) X(crate_cuda_tssa_backward_f32) X(crate_cuda_layernorm_forward_f32)           \

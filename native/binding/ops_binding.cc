@@ -455,6 +455,53 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// bf16 autocast GEMM (CUDA only): a, b bf16, out f32, f32 accumulation. The innermost batch dim
+// is the strided batch of one cuBLAS call; outer batch dims loop on the host.
+Napi::Value MatmulBf16(const Napi::CallbackInfo& info) {
+  Args a(info, "matmul (bf16 autocast)");
+  Storage* x = a.storage(0, "a");
+  Storage* y = a.storage(1, "b");
+  Storage* o = a.storage(2, "out");
+  auto bshape = a.i64s(3, "batchShape");
+  auto astr = a.i64s(4, "aBatchStrides");
+  auto bstr = a.i64s(5, "bBatchStrides");
+  int64_t M = a.i64(6, "M"), N = a.i64(7, "N"), K = a.i64(8, "K");
+  bool tA = a.boolean(9, "transA"), tB = a.boolean(10, "transB");
+  if (M < 0 || N < 0 || K < 0) a.fail("negative matrix size");
+  if (astr.size() != bshape.size() || bstr.size() != bshape.size()) a.fail("batch strides and shape differ in rank");
+  const int64_t batch = checked_numel(a, bshape, "batchShape");
+  a.expect(x, "a", DType::bf16, batch == 0 ? 0 : strided_extent(a, 0, astr, bshape, "a") - 1 + M * K);
+  a.expect(y, "b", DType::bf16, batch == 0 ? 0 : strided_extent(a, 0, bstr, bshape, "b") - 1 + K * N);
+  a.expect(o, "out", DType::f32, batch * M * N);
+  if (!a.on_cuda()) a.fail("bf16 matmul runs on cuda only");
+  const CudaApi& api = cuda_api(a);
+  if (batch == 0 || M == 0 || N == 0) return info.Env().Undefined();
+  const int nb = static_cast<int>(bshape.size());
+  const int64_t inner = nb ? bshape[nb - 1] : 1;
+  const int64_t sa = nb ? astr[nb - 1] : 0, sb = nb ? bstr[nb - 1] : 0;
+  const int64_t outer = inner ? batch / inner : 0;
+  const auto* A = static_cast<const uint16_t*>(x->data);
+  const auto* B = static_cast<const uint16_t*>(y->data);
+  float* C = o->as<float>();
+  for (int64_t ob = 0; ob < outer; ++ob) {
+    // offsets of outer batch index ob over dims [0, nb-1)
+    int64_t rem = ob, offa = 0, offb = 0;
+    for (int d = nb - 2; d >= 0; --d) {
+      const int64_t i = rem % bshape[d];
+      rem /= bshape[d];
+      offa += i * astr[d];
+      offb += i * bstr[d];
+    }
+    if (K == 0) {
+      cuda_check(a, api.crate_cuda_fill_f32(C + ob * inner * M * N, inner * M * N, 0.0, nullptr));
+      continue;
+    }
+    cuda_check(a, api.crate_cuda_gemm_bf16(tA ? 1 : 0, tB ? 1 : 0, M, N, K, 1.0f, A + offa, tA ? M : K, B + offb,
+                                           tB ? K : N, 0.0f, C + ob * inner * M * N, N, inner, sa, sb, M * N, nullptr));
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Value Softmax(const Napi::CallbackInfo& info) {
   Args a(info, "softmax");
   Storage* x = a.storage(0, "x");
@@ -675,6 +722,7 @@ void register_ops(Napi::Env env, Napi::Object e) {
   e["gather"] = Napi::Function::New(env, Gather, "gather");
   e["indexAdd"] = Napi::Function::New(env, IndexAdd, "indexAdd");
   e["matmul"] = Napi::Function::New(env, Matmul, "matmul");
+  e["matmulBf16"] = Napi::Function::New(env, MatmulBf16, "matmulBf16");
   e["softmax"] = Napi::Function::New(env, Softmax, "softmax");
   e["softmaxBackward"] = Napi::Function::New(env, SoftmaxBackward, "softmaxBackward");
   e["layerNorm"] = Napi::Function::New(env, LayerNorm, "layerNorm");

@@ -54,7 +54,8 @@ ${modelList()}
   --resume              continue from <out>/checkpoint.safetensors (same loss sequence as an uninterrupted run)
   --save-every <n>      also checkpoint every n steps
   --max-steps <n>       stop after n optimizer steps (checkpoint kept)
-  --device <cpu|cuda>   default cpu
+  --device <cpu|cuda>   default cpu (cuda: the CUDA kernels, f32; diagnostics run on the cpu)
+  --amp                 bf16 autocast for the matrix products on cuda (f32 master weights)
   --threads <n>         CPU threads (default: all cores)
   --config <file.json>  options as JSON (keys as in TrainConfig); flags override it`,
   eval: `crate eval --out <dir> [--limit-test n]
@@ -71,7 +72,7 @@ ${modelList()}
   markdown table to bench/results/.`,
 });
 
-function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string; threads: number } {
+function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; threads: number } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -100,6 +101,7 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
       'save-every': { type: 'string' },
       'max-steps': { type: 'string' },
       device: { type: 'string' },
+      amp: { type: 'boolean' },
       threads: { type: 'string' },
       config: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -140,7 +142,12 @@ function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; device: string;
   set('resume', values.resume);
   set('saveEvery', num('save-every', values['save-every']));
   set('maxSteps', num('max-steps', values['max-steps']));
-  return { cfg, device: values.device ?? 'cpu', threads: num('threads', values.threads) ?? 0 };
+  if (values.device !== undefined && values.device !== 'cpu' && values.device !== 'cuda') {
+    throw new Error(`--device must be cpu or cuda, got '${values.device}'`);
+  }
+  set('device', values.device as TrainConfig['device'] | undefined);
+  set('amp', values.amp);
+  return { cfg, threads: num('threads', values.threads) ?? 0 };
 }
 
 async function runTrain(argv: string[]): Promise<number> {
@@ -148,13 +155,7 @@ async function runTrain(argv: string[]): Promise<number> {
     console.log(HELP().train);
     return 0;
   }
-  const { cfg, device, threads } = trainArgs(argv);
-  if (device !== 'cpu') {
-    const i = info();
-    throw new Error(
-      `--device ${device}: ${i.cudaAvailable ? 'CUDA training kernels are not in this build yet' : `CUDA is not available: ${i.cudaReason}`}`,
-    );
-  }
+  const { cfg, threads } = trainArgs(argv);
   if (threads > 0) (await import('../index.js')).setNumThreads(threads);
   const tty = process.stdout.isTTY;
   let bar: { update(v: number, p?: object): void; start(t: number, v: number, p?: object): void; stop(): void } | null =

@@ -267,7 +267,7 @@ export abstract class CausalLM<B extends Layer = Layer> extends Module {
           ctx.set(r.slice(len - Tc), b * Tc);
         });
         const last = noGradTidy(() => {
-          const x = tensor(ctx, { shape: [B, Tc], dtype: 'i32' });
+          const x = tensor(ctx, { shape: [B, Tc], dtype: 'i32', device: this.device });
           const h = this.transformer.forward(x);
           const hl = reshape(slice(h, 1, Tc - 1, Tc), [B, h.shape[2] as number]);
           return Float64Array.from(linear(hl, this.lmHeadWeight, null).dataSync());

@@ -2,6 +2,7 @@
 // that match the authors' PyTorch state-dict keys, train()/eval(), stateDict()/loadStateDict()
 // (strict or not, with clear messages), forward hooks and dispose().
 import { noGrad } from '../autograd.js';
+import type { Device } from '../dtype.js';
 import { keep } from '../memory.js';
 import { formatShape, Tensor } from '../tensor.js';
 
@@ -67,6 +68,21 @@ export abstract class Module {
     return this.parameters().reduce((n, p) => n + p.numel, 0);
   }
 
+  /**
+   * Moves every parameter and buffer to `device` in place (the same tensor objects, now on the
+   * device), so references held elsewhere stay valid. Create optimizers after moving: their
+   * state is allocated beside the parameters. Returns this.
+   */
+  to(device: Device): this {
+    for (const [, p] of this.namedParameters()) p._moveTo(device);
+    for (const [, b] of this.namedBuffers()) b._moveTo(device);
+    return this;
+  }
+  /** The device of the first parameter ('cpu' for a module without parameters). */
+  get device(): Device {
+    return this.parameters()[0]?.device ?? 'cpu';
+  }
+
   train(on = true): this {
     for (const [, m] of this.modules()) m.training = on;
     return this;
@@ -112,11 +128,14 @@ export abstract class Module {
       for (const [k, t] of Object.entries(own)) {
         const v = incoming.get(k);
         if (!v) continue;
-        if (v.dtype === t.dtype) t.copy_(v);
+        if (v.dtype === t.dtype && v.device === t.device) t.copy_(v);
         else {
-          const c = v.to(t.dtype);
-          t.copy_(c);
-          c.dispose();
+          // convert on the source device (f64 exists on the CPU only), then move beside t
+          const c = v.dtype === t.dtype ? v : v.to(t.dtype);
+          const d = c.device === t.device ? c : c.to(t.device);
+          t.copy_(d);
+          if (d !== v) d.dispose();
+          if (c !== v && c !== d) c.dispose();
         }
       }
     });

@@ -331,6 +331,13 @@ export function where(cond: Tensor, a: Tensor | Scalar, b: Tensor | Scalar): Ten
 }
 
 /** Converts to `dtype` (always a new tensor). Gradients flow between float dtypes. */
+/** @internal A cast that is not recorded on the tape (autocast's bf16 copies). */
+export function castRaw(x: Tensor, dtype: DType): Tensor {
+  const y = empty(x.shape, dtype, x.device);
+  native.cast(x._h('cast'), y._h('cast'));
+  return y;
+}
+
 export function cast(x: Tensor, dtype: DType): Tensor {
   checkTensor('cast', x, 'x');
   if (!(dtype in DTYPE_CODE)) throw new TypeError(`cast: unknown dtype ${String(dtype)}`);

@@ -1,10 +1,12 @@
 // matmul.ts: batched matmul with broadcast batch dims and transpose flags, and linear.
 // A 2-D right operand shared by a batch of left operands folds the batch into M (one GEMM),
 // forward and backward, which is the layout of every Linear layer.
+
+import { isAutocast } from '../autocast.js';
 import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { empty, formatShape, numelOf, type Tensor, viewAs } from '../tensor.js';
-import { add, sumTo } from './elementwise.js';
+import { add, castRaw, sumTo } from './elementwise.js';
 import { reshape } from './shape.js';
 import { broadcastShapes, checkFloat, checkSame, checkTensor, contiguousStrides } from './util.js';
 
@@ -21,8 +23,9 @@ function batchStrides(batch: readonly number[], outBatch: number[], matSize: num
   return r;
 }
 
-/** @internal matmul of >= 2-D operands without recording. */
-function matmulRaw(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Tensor {
+/** @internal matmul of >= 2-D operands without recording; `bf16` runs it as a bf16 GEMM with
+ * f32 accumulation (autocast on CUDA). */
+function matmulRaw(a: Tensor, b: Tensor, tA: boolean, tB: boolean, bf16 = false): Tensor {
   const op = 'matmul';
   const [ar, ac] = a.shape.slice(-2) as [number, number];
   const [br, bc] = b.shape.slice(-2) as [number, number];
@@ -39,6 +42,29 @@ function matmulRaw(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Tensor {
   const bBatch = b.shape.slice(0, -2);
   const outBatch = broadcastShapes(op, aBatch, bBatch, ['a batch', 'b batch']);
   const out = empty([...outBatch, M, N], a.dtype, a.device);
+  if (bf16) {
+    const a16 = castRaw(a, 'bf16');
+    const b16 = castRaw(b, 'bf16');
+    try {
+      native.matmulBf16(
+        a16._h(op),
+        b16._h(op),
+        out._h(op),
+        outBatch,
+        batchStrides(aBatch, outBatch, ar * ac),
+        batchStrides(bBatch, outBatch, br * bc),
+        M,
+        N,
+        K,
+        tA,
+        tB,
+      );
+    } finally {
+      a16.dispose();
+      b16.dispose();
+    }
+    return out;
+  }
   native.matmul(
     a._h(op),
     b._h(op),
@@ -79,7 +105,9 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     for (const t of [a2, b2, r]) if (t !== a && t !== b) t.dispose();
     return out;
   }
-  const out = matmulRaw(a, b, tA, tB);
+  // bf16 autocast: decided once at forward time, so the backward GEMMs match the forward
+  const bf16 = isAutocast() && a.device === 'cuda' && a.dtype === 'f32';
+  const out = matmulRaw(a, b, tA, tB, bf16);
   return record(
     out,
     op,
@@ -91,12 +119,12 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
         if (b.ndim === 2 && a.ndim > 2 && !tA) {
           // fold the batch: (batch*M, N) x op(B)ᵀ
           const g2 = viewAs(g, [numelOf(g.shape.slice(0, -1)), g.shape[g.ndim - 1] as number]);
-          const r = matmulRaw(g2, sb, false, !tB);
+          const r = matmulRaw(g2, sb, false, !tB, bf16);
           da = viewAs(r, a.shape);
           g2.dispose();
           r.dispose();
         } else {
-          const full = tA ? matmulRaw(sb, g, tB, true) : matmulRaw(g, sb, false, !tB);
+          const full = tA ? matmulRaw(sb, g, tB, true, bf16) : matmulRaw(g, sb, false, !tB, bf16);
           da = sumTo(full, a.shape);
           full.dispose();
         }
@@ -107,11 +135,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
           const rows = numelOf(a.shape.slice(0, -1));
           const a2 = viewAs(sa, [rows, a.shape[a.ndim - 1] as number]);
           const g2 = viewAs(g, [rows, g.shape[g.ndim - 1] as number]);
-          db = tB ? matmulRaw(g2, a2, true, false) : matmulRaw(a2, g2, true, false);
+          db = tB ? matmulRaw(g2, a2, true, false, bf16) : matmulRaw(a2, g2, true, false, bf16);
           a2.dispose();
           g2.dispose();
         } else {
-          const full = tB ? matmulRaw(g, sa, true, tA) : matmulRaw(sa, g, !tA, false);
+          const full = tB ? matmulRaw(g, sa, true, tA, bf16) : matmulRaw(sa, g, !tA, false, bf16);
           db = sumTo(full, b.shape);
           full.dispose();
         }

@@ -22,12 +22,14 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { 
   if (grads.length === 0) return 0;
   return noGrad(() =>
     tidy(() => {
-      // One reduction per gradient, accumulated on the device in f64: a single read at the end.
+      // One reduction per gradient, accumulated in f64 (on the CPU for CUDA gradients).
       let acc: Tensor | null = null;
       for (const g of grads) {
         if (g.numel === 0) continue;
         const r = normType === 2 ? sum(square(g)) : max(abs(g));
-        const r64 = r.dtype === 'f64' ? r : r.to('f64');
+        // f64 lives on the CPU only: a CUDA partial (one scalar) is read over first
+        const rc = r.device === 'cpu' ? r : r.to('cpu');
+        const r64 = rc.dtype === 'f64' ? rc : rc.to('f64');
         acc = acc === null ? r64 : normType === 2 ? add(acc, r64) : maximum(acc, r64);
       }
       const total = acc === null ? 0 : acc.item();

@@ -221,7 +221,13 @@ export abstract class Optimizer<H extends Hyper = Hyper> {
       const copy: ParamState = {};
       for (const [name, v] of Object.entries(st)) {
         if (v instanceof Tensor) {
-          const c = noGrad(() => (v.dtype === p.dtype ? clone(v) : v.to(p.dtype)));
+          const c = noGrad(() => {
+            const d = v.dtype === p.dtype ? clone(v) : v.to(p.dtype);
+            if (d.device === p.device) return d;
+            const moved = d.to(p.device); // state lives beside its parameter
+            d.dispose();
+            return moved;
+          });
           copy[name] = keep(c);
         } else copy[name] = v;
       }

@@ -15,6 +15,10 @@ import { measureCodingRate, measureSparsity } from '../objectives/coding_rate.js
 import type { Tensor } from '../tensor.js';
 import type { LayerStat } from '../viz/plot.js';
 
+/** The measurement runs on the CPU (the per-head log-det has no CUDA kernel); the copy is freed
+ * by the tidy() around the diagnostic forward pass. */
+const onCpu = (t: Tensor): Tensor => (t.device === 'cpu' ? t : t.to('cpu'));
+
 interface Probe {
   /** the module whose output is the per-head projection (B, N, H·p) */
   proj: Module;
@@ -57,7 +61,7 @@ export function layerDiagnostics(model: Module, forward: () => unknown): LayerSt
     const s = stats[i] as LayerStat;
     removers.push(
       p.proj.registerForwardHook((_m, _in, out) => {
-        const r = measureCodingRate(out as Tensor, p.heads, 0.01);
+        const r = measureCodingRate(onCpu(out as Tensor), p.heads, 0.01);
         s.rc = r.mean;
         s.rcStd = r.std;
       }),
@@ -65,7 +69,7 @@ export function layerDiagnostics(model: Module, forward: () => unknown): LayerSt
     if (p.ista) {
       removers.push(
         p.ista.registerForwardHook((_m, _in, out) => {
-          const r = measureSparsity(out as Tensor);
+          const r = measureSparsity(onCpu(out as Tensor));
           s.sparsity = r.mean;
           s.sparsityStd = r.std;
         }),

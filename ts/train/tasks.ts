@@ -17,6 +17,7 @@ import {
   type TransformSpec,
 } from '../data/index.js';
 import { ByteTokenizer, CorpusSampler } from '../data/text.js';
+import type { Device } from '../dtype.js';
 import { keep, tidy } from '../memory.js';
 import { CRATE_PRESETS, crateFromPreset } from '../models/crate.js';
 import { CRATE_ALPHA_PRESETS, crateAlphaFromPreset } from '../models/crate_alpha.js';
@@ -81,6 +82,33 @@ export interface TaskConfig {
   textFile?: string;
   /** --data folder: images are resized to imageSize × imageSize (32) */
   imageSize?: number;
+  /** where the model and batches live (default cpu) */
+  device?: Device;
+}
+
+/** A batch's tensors on `device` (the host batch is freed with it). */
+function onDevice(b: TaskBatch, device: Device): TaskBatch {
+  if (device === 'cpu') return b;
+  const x = b.x.to(device);
+  const y = b.y.to(device);
+  b.dispose();
+  return {
+    x,
+    y,
+    index: b.index,
+    dispose: () => {
+      x.dispose();
+      y.dispose();
+    },
+  };
+}
+
+/** A tensor on `device`; the original is freed when it was moved. */
+function moveTo(t: Tensor, device: Device): Tensor {
+  if (t.device === device) return t;
+  const m = t.to(device);
+  t.dispose();
+  return m;
 }
 
 // ------------------------------------------------------------------ image data
@@ -294,6 +322,7 @@ export async function evaluateClassifier(
   ds: Dataset,
   transform: TransformSpec[],
   batchSize = 500,
+  device: Device = 'cpu',
 ): Promise<EvalResult> {
   const loader = new DataLoader(ds, { batchSize, transform });
   let correct = 0;
@@ -302,7 +331,8 @@ export async function evaluateClassifier(
   const wasTraining = model.training;
   model.eval();
   try {
-    for await (const b of loader.epoch(0)) {
+    for await (const hb of loader.epoch(0)) {
+      const b = onDevice(hb, device);
       const r = noGrad(() =>
         tidy(() => {
           const logits = model.forward(b.x);
@@ -355,7 +385,8 @@ async function imageTask(
   diagForward: (model: Module, x: Tensor) => unknown,
 ): Promise<Task> {
   const data = await loadImageData(c);
-  const model = modelEntry(c.model).build(data.shape, data.classes);
+  const device = c.device ?? 'cpu';
+  const model = modelEntry(c.model).build(data.shape, data.classes).to(device);
   const loader = new DataLoader(data.train, {
     batchSize: c.batchSize,
     shuffle: true,
@@ -364,14 +395,16 @@ async function imageTask(
     transform: data.transform,
     prefetch: true,
   });
-  const diagX = await diagnosticBatch(data.test, c.diagSamples, data.evalTransform);
+  const diagX = keep(moveTo(await diagnosticBatch(data.test, c.diagSamples, data.evalTransform), device));
   return {
     kind,
     model,
     describe: `${data.name}: ${data.train.length} train / ${data.test.length} test`,
     numBatches: loader.numBatches,
     samplesPerBatch: c.batchSize,
-    batches: (epoch, startBatch) => loader.epoch(epoch, { startBatch }),
+    batches: async function* (epoch, startBatch) {
+      for await (const b of loader.epoch(epoch, { startBatch })) yield onDevice(b, device);
+    },
     loss: (b, epoch) => lossOf(model, b, epoch),
     evaluate: () => evaluateOn(model, data),
     diagnostics: () => layerDiagnostics(model, () => diagForward(model, diagX)),
@@ -388,7 +421,7 @@ export function classificationTask(c: TaskConfig): Promise<Task> {
     c,
     'classify',
     (model, b) => crossEntropy((model as Classifier).forward(b.x), b.y, { labelSmoothing: c.labelSmoothing }),
-    (model, data) => evaluateClassifier(model as Classifier, data.test, data.evalTransform),
+    (model, data) => evaluateClassifier(model as Classifier, data.test, data.evalTransform, 500, c.device ?? 'cpu'),
     (model, x) => (model as Classifier).forward(x),
   );
 }
@@ -405,6 +438,7 @@ export async function evaluateMae(
   ds: Dataset,
   transform: TransformSpec[],
   batchSize = 500,
+  device: Device = 'cpu',
 ): Promise<EvalResult> {
   const loader = new DataLoader(ds, { batchSize, transform });
   let sum = 0;
@@ -412,7 +446,8 @@ export async function evaluateMae(
   const wasTraining = model.training;
   model.eval();
   try {
-    for await (const b of loader.epoch(0)) {
+    for await (const hb of loader.epoch(0)) {
+      const b = onDevice(hb, device);
       const B = b.x.shape[0] as number;
       sum += noGrad(() => tidy(() => model.forward(b.x, { seed: maskSeed(12345, 0, b.index) }).loss.item())) * B;
       n += B;
@@ -431,7 +466,7 @@ export function maeTask(c: TaskConfig): Promise<Task> {
     'mae',
     (model, b, epoch) =>
       (model as CrateMAE).forward(b.x, { maskRatio: c.maskRatio, seed: maskSeed(c.seed, epoch, b.index) }).loss,
-    (model, data) => evaluateMae(model as CrateMAE, data.test, data.evalTransform),
+    (model, data) => evaluateMae(model as CrateMAE, data.test, data.evalTransform, 500, c.device ?? 'cpu'),
     (model, x) => (model as CrateMAE).forward(x, { maskRatio: c.maskRatio, seed: 0 }),
   );
 }
@@ -447,6 +482,7 @@ export function evaluateLm(
   blockSize: number,
   maxWindows: number,
   batchSize = 32,
+  device: Device = 'cpu',
 ): EvalResult {
   const windows = Math.min(maxWindows, Math.floor((tokens.length - 1) / blockSize));
   if (windows < 1)
@@ -468,7 +504,10 @@ export function evaluateLm(
         noGrad(() =>
           tidy(() => {
             const shape = [nb, blockSize];
-            const out = model.forward(tensor(x, { shape, dtype: 'i32' }), tensor(y, { shape, dtype: 'i32' }));
+            const out = model.forward(
+              tensor(x, { shape, dtype: 'i32', device }),
+              tensor(y, { shape, dtype: 'i32', device }),
+            );
             return (out.loss as Tensor).item();
           }),
         ) * nb;
@@ -483,7 +522,8 @@ export async function lmTask(c: TaskConfig): Promise<Task> {
   const corpus = c.textFile ? { text: readFileSync(c.textFile, 'utf8'), name: c.textFile } : loadDefaultCorpus();
   const tok = new ByteTokenizer();
   const { train, val } = trainValSplit(tok.encode(corpus.text), 0.9);
-  const model = modelEntry(c.model).build([1, 1, 1], tok.vocabSize) as LanguageModel;
+  const device = c.device ?? 'cpu';
+  const model = (modelEntry(c.model).build([1, 1, 1], tok.vocabSize) as LanguageModel).to(device);
   const T = model.blockSize;
   const trainTokens = c.limitTrain > 0 ? train.subarray(0, Math.min(train.length, c.limitTrain * T + 1)) : train;
   const sampler = new CorpusSampler(trainTokens, { blockSize: T, batchSize: c.batchSize, seed: c.seed });
@@ -494,6 +534,7 @@ export async function lmTask(c: TaskConfig): Promise<Task> {
   const diagX = tensor(diagTokens.subarray(0, Math.floor(diagTokens.length / T) * T), {
     shape: [Math.floor(diagTokens.length / T), T],
     dtype: 'i32',
+    device,
   });
   keep(diagX);
   return {
@@ -505,16 +546,16 @@ export async function lmTask(c: TaskConfig): Promise<Task> {
     async *batches(epoch, startBatch) {
       for (let i = startBatch; i < numBatches; i++) {
         const { x, y } = sampler.batch(epoch * numBatches + i);
-        yield { x, y, index: i, dispose: () => (x.dispose(), y.dispose()) };
+        yield onDevice({ x, y, index: i, dispose: () => (x.dispose(), y.dispose()) }, device);
       }
     },
     loss: (b) => model.forward(b.x, b.y).loss as Tensor,
-    evaluate: async () => evaluateLm(model, val, T, evalWindows),
+    evaluate: async () => evaluateLm(model, val, T, evalWindows, 32, device),
     diagnostics: () => layerDiagnostics(model, () => model.forward(diagX)),
     sample: (prompt = '\n', n = 200) =>
       noGrad(() =>
         tidy(() => {
-          const ids = model.generate(tok.encode(prompt), n, { temperature: 0.8, topK: 40, seed: c.seed });
+          const ids = model.generate(tok.encode(prompt), n, { temperature: 0.8, topK: 40, seed: c.seed }).to('cpu');
           return tok.decode(ids.dataSync());
         }),
       ),

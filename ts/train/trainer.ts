@@ -6,6 +6,7 @@
 // atomic checkpoints and exact resume, and a clean stop on a non-finite loss.
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { autocast } from '../autocast.js';
 import { tidy } from '../memory.js';
 import type { Module } from '../nn/module.js';
 import { manualSeed } from '../ops/creation.js';
@@ -26,6 +27,10 @@ export interface TrainConfig {
   textFile?: string;
   /** MAE: fraction of patches masked */
   maskRatio: number;
+  /** where the model trains: 'cpu' or 'cuda' */
+  device: 'cpu' | 'cuda';
+  /** bf16 autocast for the matrix products (CUDA only; f32 master weights) */
+  amp: boolean;
   /** folder of the CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin) */
   dataDir?: string;
   epochs: number;
@@ -77,6 +82,8 @@ export const DEFAULT_CONFIG: TrainConfig = {
   maxSteps: 0,
   augment: false,
   maskRatio: 0.75,
+  device: 'cpu',
+  amp: false,
 };
 
 export interface EpochReport {
@@ -142,6 +149,8 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
 
   const resuming = c.resume && hasCheckpoint(c.outDir);
   manualSeed(c.seed);
+  if (c.amp && c.device !== 'cuda') throw new Error('train: --amp (bf16 autocast) needs --device cuda');
+  const withAmp = <T>(fn: () => T): T => (c.amp ? autocast(() => tidy(fn)) : tidy(fn));
   const task = await makeTask(c);
   const model = task.model;
   const opt = makeOptimizer(c, model);
@@ -209,7 +218,7 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
     for await (const b of task.batches(epoch, first)) {
       const lr = sched(step);
       for (const g of opt.paramGroups) g.lr = lr;
-      const loss = tidy(() => {
+      const loss = withAmp(() => {
         const l = task.loss(b, epoch);
         const v = l.item();
         if (Number.isFinite(v)) {
