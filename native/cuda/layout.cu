@@ -1,2 +1,340 @@
-// layout.cu: placeholder (being written).
-#include "common.cuh"
+// layout.cu: CUDA twins of native/cpu/layout.cc (strided_copy, gather, index_add) and of
+// native/cpu/matmul.cc (batched matmul with broadcast batch dims, on the library GEMM).
+//
+// strided_copy canonicalises the iteration space on the host (size-1 dims dropped, dims merged
+// where both the source and the destination strides allow) and then runs a stream-ordered
+// memcpy (both sides contiguous, plain copy), a 1-D strided kernel, or a general kernel that
+// derives both offsets from the linear index (32-bit magic division below 2^31 elements).
+// gather validates every index on the device (an out-of-range index is skipped, its lowest
+// position recorded with atomicMin) and reads that flag back synchronously to report the error
+// exactly as the CPU does. index_add scatters with atomicAdd.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "prim_common.cuh"
+
+namespace crate::cuda {
+namespace {
+
+using namespace prim;
+
+// ------------------------------------------------------------------ strided_copy
+enum CopyMode : int { kCopyAssign = 0, kCopyAdd = 1, kCopyAtomicAdd = 2 };
+
+template <int Mode, class T>
+__device__ __forceinline__ void store(T* d, T v) {
+  if constexpr (Mode == kCopyAssign) *d = v;
+  else if constexpr (Mode == kCopyAdd) *d += v;
+  else atomicAdd(d, v);
+}
+
+template <class T, int Mode>
+__global__ void copy_1d_kernel(const T* __restrict__ src, int64_t ss, T* __restrict__ dst, int64_t ds, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    store<Mode>(dst + i * ds, src[i * ss]);
+}
+
+template <class T, int Mode, class Idx>
+__global__ void copy_general_kernel(const T* __restrict__ src, T* __restrict__ dst, Idx n, Indexer<2, Idx> ix) {
+  const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x;
+  for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    int64_t off[2];
+    ix.offsets(i, off);
+    store<Mode>(dst + off[1], src[off[0]]);
+  }
+}
+
+template <class T, int Mode>
+void copy_launch(const T* src, T* dst, const Canon& c, cudaStream_t stream) {
+  const int64_t n = c.numel;
+  if (c.shape.size() <= 1) {
+    const int64_t ss = c.shape.empty() ? 0 : c.str[0][0], ds = c.shape.empty() ? 0 : c.str[1][0];
+    copy_1d_kernel<T, Mode><<<grid_for(n, kBlock), kBlock, 0, stream>>>(src, ss, dst, ds, n);
+  } else if (fits_u32(n)) {
+    copy_general_kernel<T, Mode, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        src, dst, static_cast<uint32_t>(n), Indexer<2, uint32_t>::make(c));
+  } else {
+    copy_general_kernel<T, Mode, uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        src, dst, static_cast<uint64_t>(n), Indexer<2, uint64_t>::make(c));
+  }
+}
+
+template <class T>
+void strided_copy(const char* op, const T* src, int64_t src_off, const int64_t* src_str, T* dst, int64_t dst_off,
+                  const int64_t* dst_str, const int64_t* shape, int ndim, bool accumulate, void* stream_) {
+  const int64_t n = checked_numel(op, shape, ndim);
+  if (n == 0) return;
+  require_strides(op, src_str, ndim, "src_str");
+  require_strides(op, dst_str, ndim, "dst_str");
+  require_ptr(op, src, "src");
+  require_ptr(op, dst, "dst");
+  const int64_t* strs[2] = {src_str, dst_str};
+  const Canon c = canonicalize(shape, ndim, strs, 2);
+  cudaStream_t stream = resolve_stream(stream_);
+  const T* s = src + src_off;
+  T* d = dst + dst_off;
+  if (!accumulate) {
+    const bool contiguous = c.shape.empty() || (c.shape.size() == 1 && c.str[0][0] == 1 && c.str[1][0] == 1);
+    if (contiguous) {
+      check(cudaMemcpyAsync(d, s, static_cast<size_t>(n) * sizeof(T), cudaMemcpyDeviceToDevice, stream), op);
+      return;
+    }
+    copy_launch<T, kCopyAssign>(s, d, c, stream);
+  } else {
+    // Two indices writing one destination element (a 0 stride over a dim of size > 1; the CPU
+    // runs that case serially) need atomics; otherwise every element has its own destination.
+    bool overlap = false;
+    for (int64_t st : c.str[1]) overlap = overlap || st == 0;
+    if constexpr (std::is_same_v<T, float>) {
+      if (overlap) copy_launch<T, kCopyAtomicAdd>(s, d, c, stream);
+      else copy_launch<T, kCopyAdd>(s, d, c, stream);
+    } else {
+      CRATE_CUDA_REQUIRE(false, op, "accumulate is only supported for f32");
+    }
+  }
+  check_launch(op, stream);
+}
+
+// ------------------------------------------------------------------ gather / index_add
+/** Element e of out (outer, k, inner_v): its row j (position in idx) and source offset. */
+template <class Idx>
+struct GatherIndex {
+  typename DivFor<Idx>::type inner_v, k;
+  PRIM_HD void split(Idx e, Idx& o, Idx& j, Idx& i) const {
+    const Idx r = inner_v.div(e);
+    i = e - r * static_cast<Idx>(inner_v.d);
+    o = k.div(r);
+    j = r - o * static_cast<Idx>(k.d);
+  }
+};
+
+template <class V, class Idx>
+__global__ void gather_kernel(const V* __restrict__ x, const int32_t* __restrict__ idx, V* __restrict__ out, Idx n,
+                              int64_t dim, GatherIndex<Idx> gi, unsigned long long* __restrict__ bad) {
+  const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x;
+  for (Idx e = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    Idx o, j, i;
+    gi.split(e, o, j, i);
+    const int64_t id = idx[j];
+    if (id < 0 || id >= dim) {
+      atomicMin(bad, static_cast<unsigned long long>(j));
+      out[e] = V{};
+      continue;
+    }
+    out[e] = x[(static_cast<int64_t>(o) * dim + id) * static_cast<int64_t>(gi.inner_v.d) + static_cast<int64_t>(i)];
+  }
+}
+
+/** Only the index check (the output is empty but the CPU still validates idx). */
+__global__ void check_index_kernel(const int32_t* __restrict__ idx, int64_t k, int64_t dim,
+                                   unsigned long long* __restrict__ bad) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < k; j += stride) {
+    const int64_t id = idx[j];
+    if (id < 0 || id >= dim) atomicMin(bad, static_cast<unsigned long long>(j));
+  }
+}
+
+template <class Idx>
+GatherIndex<Idx> make_gather_index(int64_t inner_v, int64_t k) {
+  using Div = typename DivFor<Idx>::type;
+  return GatherIndex<Idx>{Div::make(static_cast<Idx>(inner_v)), Div::make(static_cast<Idx>(k))};
+}
+
+template <class V>
+void gather_launch(const void* x, const int32_t* idx, void* out, int64_t outer, int64_t dim, int64_t inner_v,
+                   int64_t k, unsigned long long* bad, cudaStream_t stream) {
+  const int64_t n = outer * k * inner_v;
+  if (fits_u32(n)) {
+    gather_kernel<V, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        static_cast<const V*>(x), idx, static_cast<V*>(out), static_cast<uint32_t>(n), dim,
+        make_gather_index<uint32_t>(inner_v, k), bad);
+  } else {
+    gather_kernel<V, uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        static_cast<const V*>(x), idx, static_cast<V*>(out), static_cast<uint64_t>(n), dim,
+        make_gather_index<uint64_t>(inner_v, k), bad);
+  }
+}
+
+inline void check_sizes(const char* op, int64_t outer, int64_t dim, int64_t inner, int64_t k) {
+  CRATE_CUDA_REQUIRE(outer >= 0 && dim >= 0 && inner >= 0 && k >= 0, op,
+                     "negative size (outer " + std::to_string(outer) + ", dim " + std::to_string(dim) + ", inner " +
+                         std::to_string(inner) + ", k " + std::to_string(k) + ")");
+}
+
+/** T is float or int32_t (4 bytes); rows of 4-multiple length move as 16-byte vectors. */
+template <class T, class V4>
+void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t outer, int64_t dim, int64_t inner,
+            int64_t k, void* stream_) {
+  check_sizes(op, outer, dim, inner, k);
+  if (k == 0) return;  // nothing to check, nothing to write
+  require_ptr(op, idx, "idx");
+  const int64_t n = outer * k * inner;
+  if (n > 0) {
+    require_ptr(op, x, "x");
+    require_ptr(op, out, "out");
+  }
+  cudaStream_t stream = resolve_stream(stream_);
+  Scratch flag(sizeof(unsigned long long), stream);
+  unsigned long long* bad = flag.as<unsigned long long>();
+  check(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream), op);
+  if (n == 0) {
+    check_index_kernel<<<grid_for(k, kBlock), kBlock, 0, stream>>>(idx, k, dim, bad);
+  } else if (inner % 4 == 0 && aligned16(x) && aligned16(out)) {
+    gather_launch<V4>(x, idx, out, outer, dim, inner / 4, k, bad, stream);
+  } else {
+    gather_launch<T>(x, idx, out, outer, dim, inner, k, bad, stream);
+  }
+  check_launch(op, stream);
+  unsigned long long pos = ~0ull;
+  check(cudaMemcpyAsync(&pos, bad, sizeof(pos), cudaMemcpyDeviceToHost, stream), op);
+  check(cudaStreamSynchronize(stream), op);
+  if (pos != ~0ull) {
+    int32_t v = 0;
+    check(cudaMemcpyAsync(&v, idx + pos, sizeof(v), cudaMemcpyDeviceToHost, stream), op);
+    check(cudaStreamSynchronize(stream), op);
+    CRATE_CUDA_REQUIRE(false, op, "index " + std::to_string(v) + " at position " + std::to_string(pos) +
+                                      " is out of range [0, " + std::to_string(dim) + ")");
+  }
+}
+
+template <class Idx>
+__global__ void index_add_kernel(const float* __restrict__ g, const int32_t* __restrict__ idx, float* __restrict__ dx,
+                                 Idx n, int64_t dim, GatherIndex<Idx> gi) {
+  const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x;
+  for (Idx e = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    Idx o, j, i;
+    gi.split(e, o, j, i);
+    const int64_t id = idx[j];
+    if (id < 0 || id >= dim) continue;  // never write out of bounds (gather reported it)
+    atomicAdd(dx + (static_cast<int64_t>(o) * dim + id) * static_cast<int64_t>(gi.inner_v.d) + static_cast<int64_t>(i),
+              g[e]);
+  }
+}
+
+// ------------------------------------------------------------------ matmul
+/** Batch dims with size 1 dropped and neighbours merged where both operands' strides allow
+ * (the output is contiguous, so it always allows). */
+struct BatchCanon {
+  std::vector<int64_t> shape, as, bs;  // outer ... inner
+};
+
+inline BatchCanon canonical_batch(const int64_t* shape, const int64_t* as, const int64_t* bs, int nbatch) {
+  const int64_t* strs[2] = {as, bs};
+  const Canon c = canonicalize(shape, nbatch, strs, 2);
+  return BatchCanon{c.shape, c.str[0], c.str[1]};
+}
+
+}  // namespace
+}  // namespace crate::cuda
+
+using namespace crate::cuda;
+using namespace crate::cuda::prim;
+
+CRATE_API crate_status crate_cuda_strided_copy_f32(const float* src, int64_t src_off, const int64_t* src_str,
+                                                   float* dst, int64_t dst_off, const int64_t* dst_str,
+                                                   const int64_t* shape, int ndim, int accumulate, void* stream) {
+  return guard("crate_cuda_strided_copy_f32", [&] {
+    strided_copy<float>("strided_copy", src, src_off, src_str, dst, dst_off, dst_str, shape, ndim, accumulate != 0,
+                        stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_strided_copy_i32(const int32_t* src, int64_t src_off, const int64_t* src_str,
+                                                   int32_t* dst, int64_t dst_off, const int64_t* dst_str,
+                                                   const int64_t* shape, int ndim, void* stream) {
+  return guard("crate_cuda_strided_copy_i32", [&] {
+    strided_copy<int32_t>("strided_copy", src, src_off, src_str, dst, dst_off, dst_str, shape, ndim, false, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer,
+                                             int64_t dim, int64_t inner, int64_t k, void* stream) {
+  return guard("crate_cuda_gather_f32",
+               [&] { gather<float, float4>("gather", x, idx, out, outer, dim, inner, k, stream); });
+}
+
+CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t outer,
+                                             int64_t dim, int64_t inner, int64_t k, void* stream) {
+  return guard("crate_cuda_gather_i32",
+               [&] { gather<int32_t, int4>("gather", x, idx, out, outer, dim, inner, k, stream); });
+}
+
+CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t outer,
+                                                int64_t dim, int64_t inner, int64_t k, void* stream_) {
+  return guard("crate_cuda_index_add_f32", [&] {
+    const char* op = "index_add";
+    check_sizes(op, outer, dim, inner, k);
+    const int64_t n = outer * k * inner;
+    if (n == 0) return;
+    require_ptr(op, g, "g");
+    require_ptr(op, idx, "idx");
+    require_ptr(op, dx, "dx");
+    cudaStream_t stream = resolve_stream(stream_);
+    if (fits_u32(n)) {
+      index_add_kernel<uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+          g, idx, dx, static_cast<uint32_t>(n), dim, make_gather_index<uint32_t>(inner, k));
+    } else {
+      index_add_kernel<uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+          g, idx, dx, static_cast<uint64_t>(n), dim, make_gather_index<uint64_t>(inner, k));
+    }
+    check_launch(op, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_matmul_f32(const float* A, const float* B, float* C, const int64_t* batch_shape,
+                                             const int64_t* a_bstr, const int64_t* b_bstr, int nbatch, int64_t M,
+                                             int64_t N, int64_t K, int trans_a, int trans_b, int allow_tf32,
+                                             void* stream_) {
+  return guard("crate_cuda_matmul_f32", [&] {
+    const char* op = "matmul";
+    CRATE_CUDA_REQUIRE(M >= 0 && N >= 0 && K >= 0, op,
+                       "negative matrix size (M " + std::to_string(M) + ", N " + std::to_string(N) + ", K " +
+                           std::to_string(K) + ")");
+    const int64_t batch = checked_numel(op, batch_shape, nbatch);
+    if (batch == 0 || M == 0 || N == 0) return;
+    require_strides(op, a_bstr, nbatch, "a_bstr");
+    require_strides(op, b_bstr, nbatch, "b_bstr");
+    require_ptr(op, C, "C");
+    cudaStream_t stream = resolve_stream(stream_);
+    if (K == 0) {  // empty inner product: C = 0
+      check(cudaMemsetAsync(C, 0, static_cast<size_t>(batch * M * N) * sizeof(float), stream), op);
+      return;
+    }
+    require_ptr(op, A, "A");
+    require_ptr(op, B, "B");
+    const bool ta = trans_a != 0, tb = trans_b != 0, tf32 = allow_tf32 != 0;
+    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    const BatchCanon c = canonical_batch(batch_shape, a_bstr, b_bstr, nbatch);
+    const int nb = static_cast<int>(c.shape.size());
+    if (nb == 0) {
+      gemm_f32(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, N, 1, 0, 0, 0, tf32, stream);
+      return;
+    }
+    // One strided-batched GEMM over the innermost canonical batch dim, a host loop over the rest.
+    const int64_t inner = c.shape[nb - 1], sa = c.as[nb - 1], sb = c.bs[nb - 1];
+    if (nb == 1 && sb == 0 && sa == M * K && !ta) {
+      // B shared by every batch and A's batches contiguous: fold the batch into M (one GEMM).
+      gemm_f32(false, tb, inner * M, N, K, 1.f, A, lda, B, ldb, 0.f, C, N, 1, 0, 0, 0, tf32, stream);
+      return;
+    }
+    int64_t outer = 1;
+    for (int d = 0; d < nb - 1; ++d) outer *= c.shape[d];
+    std::vector<int64_t> idx(std::max(nb - 1, 1), 0);
+    for (int64_t ob = 0; ob < outer; ++ob) {
+      int64_t ao = 0, bo = 0;
+      for (int d = 0; d < nb - 1; ++d) {
+        ao += idx[d] * c.as[d];
+        bo += idx[d] * c.bs[d];
+      }
+      gemm_f32(ta, tb, M, N, K, 1.f, A + ao, lda, B + bo, ldb, 0.f, C + ob * inner * M * N, N, inner, sa, sb, M * N,
+               tf32, stream);
+      for (int d = nb - 2; d >= 0; --d) {
+        if (++idx[d] < c.shape[d]) break;
+        idx[d] = 0;
+      }
+    }
+  });
+}
