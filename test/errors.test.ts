@@ -74,4 +74,14 @@ describe('bad input', () => {
     expect(() => native.stridedCopy(s, 0, [-1], s, 0, [1], [2], false)).toThrow(/negative stride/);
     expect(() => native.empty(0, 1.5, false)).toThrow(/safe integer/);
   });
+  test('raw matmul with every batch stride 0 reads only the one A and B it was given', async () => {
+    // (3 batches, both operands broadcast): A holds one 2x2 matrix; the result is A·B three times
+    const { native } = await import('../ts/native.js');
+    const a = C.tensor([1, 2, 3, 4], { shape: [2, 2] });
+    const b = C.tensor([5, 6, 7, 8], { shape: [2, 2] });
+    const out = C.zeros([3, 2, 2]);
+    native.matmul(a._h('t'), b._h('t'), out._h('t'), [3], [0], [0], 2, 2, 2, false, false);
+    expect(Array.from(out.dataSync())).toEqual([19, 22, 43, 50, 19, 22, 43, 50, 19, 22, 43, 50]);
+    for (const t of [a, b, out]) t.dispose();
+  });
 });

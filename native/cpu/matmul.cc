@@ -50,7 +50,8 @@ void matmul(const T* A, const T* B, T* C, const int64_t* batch_shape, const int6
   };
   int64_t sa = 0, sb = 0;
   if (flat_stride(a_bstr, M * K, sa) && flat_stride(b_bstr, K * N, sb)) {
-    if (sb == 0 && !transA && batch > 1) {  // fold batch into M: (batch*M, K) x (K, N)
+    // fold the batch into M ((batch*M, K) x (K, N)) only when A's matrices are back to back
+    if (sb == 0 && sa == M * K && !transA && batch > 1) {
       gemm(false, transB, batch * M, N, K, A, lda, B, ldb, C, N);
       return;
     }
