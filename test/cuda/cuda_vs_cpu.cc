@@ -1,0 +1,1499 @@
+// cuda_vs_cpu.cc: proves the CUDA backend (libcrate_cuda.so, native/include/crate/crate_cuda.h)
+// against the CPU kernels. For every entry point of crate_cuda.h it runs the CUDA function on
+// random inputs with shapes that straddle tile/warp sizes, copies the results back and compares
+// them with the CPU function of the same semantics in f32 and with the CPU function in f64 (the
+// ground truth), FlashAttention's criterion, per output (saved statistics and every gradient):
+//
+//     max|cuda - f64| <= 2 * max|cpu_f32 - f64| + floor * tol_scale * max|f64|
+//
+// (floor: a small per-output relative floor, see Tol below; needed where the CPU f32 kernel
+// computes internally in f64 and its error is only the final rounding). GEMMs are compared with
+// a plain f64 loop, element-wise: |cuda - ref| <= gamma * (|alpha| sum_k |a_ik||b_kj| + |beta||c_ij|)
+// with gamma = 2^-24 * max(16, 2 sqrt(K)) (f32 accumulation), + 2^-9 for TF32 (input rounding), and
+// for bf16 the f32 gamma against the f64 product of the bf16-rounded inputs (plus 2^-7 against the
+// unrounded f32 inputs).
+// Every device buffer carries a 256-byte canary tail (writes past the end inside the caching
+// allocator's rounded block are invisible to compute-sanitizer), outputs start as NaN (unwritten
+// outputs show), and inputs are re-read after each case (kernels must not write their inputs).
+//
+// The CUDA library is loaded with dlopen (not linked), so the test builds and runs against a
+// backend that lacks some entry points: each missing one fails the cases that need it, by name.
+// The test needs only the ABI (no CUDA runtime, no nvcc): device memory comes from
+// crate_cuda_malloc/crate_cuda_memcpy.
+//
+// Usage: crate_cuda_test [--small] [--filter SUBSTR] [--exclude SUBSTR]... [--seed N] [--tol-scale X]
+//                        [--lib PATH] [--device N] [--sticky]
+//   --small      small shapes only (for compute-sanitizer runs)
+//   --filter     only cases whose name contains SUBSTR; --exclude (repeatable): not those
+//   --tol-scale  multiplies the relative floors of the bounds (the 2x criterion is unchanged)
+//   --sticky     the sticky-error check in its own process: provokes an illegal address and
+//                checks that every later call fails with CRATE_ERR_CUDA and a message (the CUDA
+//                context is unusable afterwards, so this never runs in the main process)
+//   library:     --lib, else $CRATE_CUDA_LIB, else libcrate_cuda.so beside this executable
+// Output: one line per case (PASS/FAIL/SKIP), then `cuda tests: N passed, M failed (S skipped)`.
+// Exit 1 on any failure; exit 0 with `cuda tests: skipped (<reason>)` when no GPU is usable.
+//
+// Built by CMake as `crate_cuda_test` when the CUDA backend is built (links libcrate.so and the
+// CPU kernel objects for the row-op references). Standalone (row-op references then come from the
+// plain loops below, which mirror native/cpu/nn.cc):
+//   g++ -std=c++17 -O2 -Inative/include test/cuda/cuda_vs_cpu.cc -L<build>/Release -lcrate -ldl
+//       -lpthread -Wl,-rpath,<build>/Release -o /tmp/crate_cuda_test
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crate/crate.h"
+#include "crate/crate_cuda.h"
+#ifdef CRATE_TEST_CPU_NN
+#include "cpu/kernels.h"
+#endif
+
+// ------------------------------------------------------------------------------------- the ABI
+
+#define CRATE_CUDA_ENTRIES(X)                                                                       \
+  X(crate_cuda_last_error) X(crate_cuda_status) X(crate_cuda_init) X(crate_cuda_default_stream)    \
+  X(crate_cuda_malloc) X(crate_cuda_free) X(crate_cuda_empty_cache) X(crate_cuda_memory_stats_get) \
+  X(crate_cuda_memcpy) X(crate_cuda_memcpy_d2h_async) X(crate_cuda_synchronize)                    \
+  X(crate_cuda_gemm_f32) X(crate_cuda_gemm_bf16) X(crate_cuda_gemm_backend)                        \
+  X(crate_cuda_gemm_force_own) X(crate_cuda_mssa_forward_f32) X(crate_cuda_mssa_backward_f32)      \
+  X(crate_cuda_ista_forward_f32) X(crate_cuda_ista_backward_f32)                                   \
+  X(crate_cuda_logdet_gram_forward_f32) X(crate_cuda_logdet_gram_backward_f32)                     \
+  X(crate_cuda_tssa_forward_f32) X(crate_cuda_tssa_backward_f32)                                   \
+  X(crate_cuda_layernorm_forward_f32) X(crate_cuda_layernorm_backward_f32)                         \
+  X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)                             \
+  X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)
+
+namespace {
+
+struct Api {
+#define X(n) decltype(&::n) n = nullptr;
+  CRATE_CUDA_ENTRIES(X)
+#undef X
+  void* handle = nullptr;
+  std::string path;
+  std::vector<std::string> missing;
+};
+Api g;
+
+struct Options {
+  bool small = false, sticky = false;
+  std::string filter, lib;
+  std::vector<std::string> exclude;
+  uint64_t seed = 20240611;
+  double tol_scale = 1.0;
+  int device = 0;
+} opt;
+
+const char* status_name(crate_status s) {
+  switch (s) {
+    case CRATE_OK: return "CRATE_OK";
+    case CRATE_ERR_INVALID_ARGUMENT: return "CRATE_ERR_INVALID_ARGUMENT";
+    case CRATE_ERR_NUMERICAL: return "CRATE_ERR_NUMERICAL";
+    case CRATE_ERR_OUT_OF_MEMORY: return "CRATE_ERR_OUT_OF_MEMORY";
+    case CRATE_ERR_CUDA: return "CRATE_ERR_CUDA";
+    case CRATE_ERR_INTERNAL: return "CRATE_ERR_INTERNAL";
+  }
+  return "crate_status(?)";
+}
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+std::string cuda_msg() {
+  const char* m = g.crate_cuda_last_error ? g.crate_cuda_last_error() : nullptr;
+  return m ? m : "(no message)";
+}
+
+/** A failed step inside a case. */
+struct Failure {
+  std::string msg;
+};
+/** A case that does not apply here (e.g. cuBLAS not found), reported as SKIP. */
+struct Skip {
+  std::string msg;
+};
+
+[[noreturn]] crate_status missing_entry(const char* fn) {
+  throw Failure{std::string(fn) + ": entry point missing from " + g.path};
+}
+void cu_check(const char* fn, crate_status st) {
+  if (st != CRATE_OK) throw Failure{fmt("%s returned %s: %s", fn, status_name(st), cuda_msg().c_str())};
+}
+// Calls a CUDA entry point; a missing symbol or a non-OK status fails the case.
+#define CU(fn, ...) cu_check(#fn, g.fn ? g.fn(__VA_ARGS__) : missing_entry(#fn))
+// Calls a CUDA entry point and returns its status (missing symbol: fails the case).
+#define CU_ST(fn, ...) (g.fn ? g.fn(__VA_ARGS__) : missing_entry(#fn))
+
+void cpu_check(const char* fn, crate_status st) {
+  if (st != CRATE_OK) throw Failure{fmt("CPU %s returned %s: %s", fn, status_name(st), crate_last_error())};
+}
+#define CPU(fn, ...) cpu_check(#fn, fn(__VA_ARGS__))
+
+// ------------------------------------------------------------------------------------ cases
+
+struct Case {
+  std::string name;
+  std::vector<std::string> parts;  // per-output results
+  std::vector<std::string> fails;
+};
+Case* g_case = nullptr;
+int g_pass = 0, g_fail = 0, g_skip = 0;
+bool g_poisoned = false;
+std::string g_suffix;  // appended to case names (the repeat pass of the leak check)
+
+void note(const std::string& s) {
+  if (g_case) g_case->parts.push_back(s);
+}
+void fail(const std::string& s) {
+  if (g_case) g_case->fails.push_back(s);
+}
+
+bool selected(const std::string& name) {
+  for (const auto& x : opt.exclude)
+    if (name.find(x) != std::string::npos) return false;
+  return opt.filter.empty() || name.find(opt.filter) != std::string::npos;
+}
+
+void run_case(const std::string& name_, const std::function<void()>& body) {
+  const std::string name = name_ + g_suffix;
+  if (g_poisoned || !selected(name)) return;
+  Case c;
+  c.name = name;
+  g_case = &c;
+  bool skipped = false;
+  std::string skip_msg;
+  try {
+    body();
+  } catch (const Failure& f) {
+    c.fails.push_back(f.msg);
+  } catch (const Skip& s) {
+    skipped = true;
+    skip_msg = s.msg;
+  } catch (const std::exception& e) {
+    c.fails.push_back(std::string("exception: ") + e.what());
+  }
+  g_case = nullptr;
+  std::string line;
+  for (const auto& p : c.parts) line += " | " + p;
+  if (skipped && c.fails.empty()) {
+    ++g_skip;
+    std::printf("SKIP %s: %s\n", name.c_str(), skip_msg.c_str());
+  } else if (c.fails.empty()) {
+    ++g_pass;
+    std::printf("PASS %s%s\n", name.c_str(), line.c_str());
+  } else {
+    ++g_fail;
+    std::string why;
+    for (const auto& f : c.fails) why += (why.empty() ? "" : "; ") + f;
+    std::printf("FAIL %s%s | %s\n", name.c_str(), line.c_str(), why.c_str());
+  }
+  std::fflush(stdout);
+  if (g.crate_cuda_status && g.crate_cuda_status() != CRATE_OK) {
+    g_poisoned = true;
+    ++g_fail;
+    std::printf("FAIL context poisoned after '%s': %s (stopping: every later call would fail)\n", name.c_str(),
+                cuda_msg().c_str());
+  }
+}
+
+// ------------------------------------------------------------------------------------- random
+
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL) {}
+  uint64_t next() {  // splitmix64
+    uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
+  double normal() {
+    double u1 = uniform(), u2 = uniform();
+    if (u1 < 1e-300) u1 = 1e-300;
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+};
+/** Inputs depend only on the seed and the case name (the same with or without --filter). */
+Rng case_rng() {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (char c : g_case ? g_case->name : std::string()) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  return Rng(opt.seed ^ h);
+}
+
+std::vector<float> randn(Rng& r, size_t n, double std = 1.0) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(r.normal() * std);
+  return v;
+}
+std::vector<float> uniform(Rng& r, size_t n, double lo, double hi) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(lo + (hi - lo) * r.uniform());
+  return v;
+}
+std::vector<double> to64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+std::vector<float> to32(const std::vector<double>& v) {
+  std::vector<float> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = static_cast<float>(v[i]);
+  return o;
+}
+
+// ------------------------------------------------------------------------------ device buffers
+
+constexpr size_t kPad = 256;  // canary tail bytes after every buffer
+uint8_t canary(size_t i) { return static_cast<uint8_t>(0xA5u ^ (i * 29u)); }
+
+/** A device buffer from crate_cuda_malloc with a canary tail. Inputs remember their content and
+ * are checked for modification when freed; every buffer's tail is checked when freed. */
+struct DBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  bool input = false;
+  std::string name;
+  std::vector<uint8_t> content;  // inputs: the uploaded bytes
+  DBuf() = default;
+  DBuf(const DBuf&) = delete;
+  DBuf& operator=(const DBuf&) = delete;
+  DBuf(DBuf&& o) noexcept { *this = std::move(o); }
+  DBuf& operator=(DBuf&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(bytes, o.bytes);
+    std::swap(input, o.input);
+    std::swap(name, o.name);
+    std::swap(content, o.content);
+    return *this;
+  }
+  ~DBuf() { release(); }
+  void release() {
+    if (!p) return;
+    if (!g_poisoned && g.crate_cuda_memcpy && g.crate_cuda_status && g.crate_cuda_status() == CRATE_OK) {
+      std::vector<uint8_t> h(bytes + kPad);
+      if (g.crate_cuda_memcpy(h.data(), p, bytes + kPad, 1, nullptr) == CRATE_OK) {
+        for (size_t i = 0; i < kPad; ++i)
+          if (h[bytes + i] != canary(i)) {
+            fail(fmt("%s: canary after byte %zu overwritten (write past the end)", name.c_str(), bytes));
+            break;
+          }
+        if (input && std::memcmp(h.data(), content.data(), bytes) != 0)
+          fail(fmt("%s: input buffer was modified by the kernel", name.c_str()));
+      }
+    }
+    if (g.crate_cuda_free) {
+      crate_status st = g.crate_cuda_free(p, nullptr);
+      if (st != CRATE_OK) fail(fmt("crate_cuda_free(%s): %s: %s", name.c_str(), status_name(st), cuda_msg().c_str()));
+    }
+    p = nullptr;
+  }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+DBuf dalloc(const std::string& name, size_t bytes, const void* init, uint8_t fill, bool input) {
+  DBuf b;
+  b.name = name;
+  b.bytes = bytes;
+  b.input = input;
+  CU(crate_cuda_malloc, &b.p, bytes + kPad, nullptr);
+  if (!b.p) throw Failure{"crate_cuda_malloc returned NULL for " + name};
+  std::vector<uint8_t> h(bytes + kPad);
+  if (init)
+    std::memcpy(h.data(), init, bytes);
+  else
+    std::memset(h.data(), fill, bytes);
+  for (size_t i = 0; i < kPad; ++i) h[bytes + i] = canary(i);
+  if (input) b.content.assign(h.begin(), h.begin() + static_cast<ptrdiff_t>(bytes));
+  CU(crate_cuda_memcpy, b.p, h.data(), bytes + kPad, 0, nullptr);
+  return b;
+}
+template <class T>
+DBuf din(const std::string& name, const std::vector<T>& v) {
+  return dalloc(name, v.size() * sizeof(T), v.data(), 0, true);
+}
+/** An output initialised with 0xFF bytes (NaN for floats) so unwritten elements show. */
+template <class T>
+DBuf dout(const std::string& name, size_t n) {
+  return dalloc(name, n * sizeof(T), nullptr, 0xFF, false);
+}
+/** An output with initial content (accumulated into, or checked for untouched padding). */
+template <class T>
+DBuf dinit(const std::string& name, const std::vector<T>& v) {
+  return dalloc(name, v.size() * sizeof(T), v.data(), 0, false);
+}
+template <class T>
+std::vector<T> down(const DBuf& b) {
+  std::vector<T> v(b.bytes / sizeof(T));
+  if (b.bytes) CU(crate_cuda_memcpy, v.data(), b.p, b.bytes, 1, nullptr);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------- comparing
+
+/** Relative floors of the bound (times --tol-scale), per kind of output. */
+struct Tol {
+  static constexpr double out = 2e-6;    // forward outputs of f32-accumulating kernels
+  static constexpr double grad = 5e-6;   // gradients
+  static constexpr double f64i = 2e-5;   // kernels whose CPU f32 path computes in f64 (coding rate, TSSA)
+  static constexpr double f64ig = 5e-5;  // their gradients / parameter gradients summed over tokens
+};
+
+/** FlashAttention's criterion on one output (see the header). Infinities must match exactly; a
+ * NaN in the CUDA result where the reference is finite fails. */
+void check_out(const char* what, const std::vector<float>& cu, const std::vector<float>& cpu,
+               const std::vector<double>& ref, double floor_rel) {
+  if (cu.size() != ref.size() || cpu.size() != ref.size())
+    throw Failure{fmt("%s: size mismatch (%zu, %zu, %zu)", what, cu.size(), cpu.size(), ref.size())};
+  double ec = 0, ep = 0, scale = 0;
+  size_t worst = 0, bad_inf = 0, nan = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double r = ref[i];
+    if (std::isnan(r)) continue;  // not produced by these tests; never compared
+    if (std::isinf(r)) {
+      if (static_cast<double>(cu[i]) != r) ++bad_inf;
+      continue;
+    }
+    if (std::isnan(cu[i]) || std::isinf(cu[i])) {
+      ++nan;
+      worst = i;
+      continue;
+    }
+    scale = std::max(scale, std::fabs(r));
+    const double d = std::fabs(static_cast<double>(cu[i]) - r);
+    if (d > ec) {
+      ec = d;
+      worst = i;
+    }
+    if (std::isfinite(cpu[i])) ep = std::max(ep, std::fabs(static_cast<double>(cpu[i]) - r));
+  }
+  const double bound = 2 * ep + floor_rel * opt.tol_scale * std::max(scale, 1e-30);
+  note(fmt("%s err %.2e cpu %.2e bound %.2e", what, ec, ep, bound));
+  if (nan) fail(fmt("%s: %zu non-finite values where the reference is finite (first at %zu: %g vs %g)", what, nan,
+                    worst, static_cast<double>(cu[worst]), ref[worst]));
+  if (bad_inf) fail(fmt("%s: %zu infinite reference values not reproduced", what, bad_inf));
+  if (ec > bound)
+    fail(fmt("%s: max|cuda-f64| %.3e > bound %.3e (at %zu: cuda %.9g, f64 %.9g, cpu f32 %.9g)", what, ec, bound,
+             worst, static_cast<double>(cu[worst]), ref[worst], static_cast<double>(cpu[worst])));
+}
+
+std::vector<uint8_t> key_mask(Rng& r, int64_t B, int64_t N, const std::string& kind) {
+  std::vector<uint8_t> m(static_cast<size_t>(B * N), 1);
+  if (kind == "none") return m;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < N; ++j) m[b * N + j] = r.uniform() < 0.3 ? 0 : 1;
+  m[0] = 0;  // key 0 of batch 0 masked: with causal, query 0 of batch 0 has no valid key
+  if (B > 1)
+    for (int64_t j = 0; j < N; ++j) m[(B - 1) * N + j] = 0;  // last batch: every row fully masked
+  return m;
+}
+
+// ====================================================================================== runtime
+
+void runtime_cases() {
+  run_case("runtime: crate_cuda_status OK and default stream", [] {
+    crate_status st = CU_ST(crate_cuda_status);
+    if (st != CRATE_OK) fail(fmt("crate_cuda_status: %s: %s", status_name(st), cuda_msg().c_str()));
+    if (!g.crate_cuda_default_stream) missing_entry("crate_cuda_default_stream");
+    void* s = g.crate_cuda_default_stream();
+    note(fmt("stream %p", s));
+    if (!s) fail("crate_cuda_default_stream() returned NULL after crate_cuda_init");
+    if (!g.crate_cuda_gemm_backend) missing_entry("crate_cuda_gemm_backend");
+    const char* b = g.crate_cuda_gemm_backend();
+    note(std::string("gemm backend: ") + (b ? b : "(null)"));
+  });
+
+  run_case("runtime: malloc(0) gives NULL and CRATE_OK", [] {
+    void* p = reinterpret_cast<void*>(0x1);
+    CU(crate_cuda_malloc, &p, 0, nullptr);
+    if (p) fail(fmt("malloc(0) gave %p, expected NULL", p));
+  });
+
+  run_case("runtime: malloc/free/stats/empty_cache", [] {
+    crate_cuda_memory_stats s0{}, s1{}, s2{}, s3{}, s4{};
+    CU(crate_cuda_memory_stats_get, &s0);
+    void* a = nullptr;
+    const size_t small = 1000, big = 3u << 20;
+    CU(crate_cuda_malloc, &a, small, nullptr);
+    CU(crate_cuda_memory_stats_get, &s1);
+    if (!a) fail("malloc(1000) gave NULL");
+    if (s1.allocated_bytes < s0.allocated_bytes + small)
+      fail(fmt("allocated_bytes %zu after malloc(1000), was %zu", s1.allocated_bytes, s0.allocated_bytes));
+    if (s1.num_allocs != s0.num_allocs + 1)
+      fail(fmt("num_allocs %lld -> %lld after one malloc", (long long)s0.num_allocs, (long long)s1.num_allocs));
+    if (s1.peak_allocated_bytes < s1.allocated_bytes) fail("peak_allocated_bytes < allocated_bytes");
+    if (s1.device_total_bytes == 0 || s1.device_free_bytes > s1.device_total_bytes)
+      fail(fmt("device free/total %zu/%zu", s1.device_free_bytes, s1.device_total_bytes));
+    CU(crate_cuda_free, a, nullptr);
+    CU(crate_cuda_memory_stats_get, &s2);
+    if (s2.allocated_bytes != s0.allocated_bytes)
+      fail(fmt("allocated_bytes %zu after free, expected %zu", s2.allocated_bytes, s0.allocated_bytes));
+    if (s2.cached_bytes < small) fail(fmt("cached_bytes %zu after freeing 1000 B (block not cached)", s2.cached_bytes));
+    // same size, same stream: served from the cache (no new cudaMalloc)
+    void* b = nullptr;
+    CU(crate_cuda_malloc, &b, small, nullptr);
+    CU(crate_cuda_memory_stats_get, &s3);
+    if (s3.num_device_allocs != s2.num_device_allocs)
+      fail(fmt("re-malloc of a just-freed size on the same stream called cudaMalloc (%lld -> %lld)",
+               (long long)s2.num_device_allocs, (long long)s3.num_device_allocs));
+    CU(crate_cuda_free, b, nullptr);
+    void* c = nullptr;
+    CU(crate_cuda_malloc, &c, big, nullptr);
+    CU(crate_cuda_free, c, nullptr);
+    CU(crate_cuda_synchronize, nullptr);
+    if (!g.crate_cuda_empty_cache) missing_entry("crate_cuda_empty_cache");
+    const size_t released = g.crate_cuda_empty_cache();
+    CU(crate_cuda_memory_stats_get, &s4);
+    note(fmt("released %zu B, cached %zu, allocated %zu, peak %zu, device allocs %lld", released, s4.cached_bytes,
+             s4.allocated_bytes, s4.peak_allocated_bytes, (long long)s4.num_device_allocs));
+    if (released < big) fail(fmt("empty_cache released %zu B, expected >= %zu (the freed 3 MiB block)", released, big));
+    if (s4.cached_bytes != 0) fail(fmt("cached_bytes %zu after empty_cache", s4.cached_bytes));
+    if (s4.allocated_bytes != s0.allocated_bytes) fail("allocated_bytes changed by empty_cache");
+  });
+
+  run_case("runtime: 1 PiB request -> CRATE_ERR_OUT_OF_MEMORY with the bytes in the message", [] {
+    const size_t pib = size_t(1) << 50;
+    void* p = nullptr;
+    crate_status st = CU_ST(crate_cuda_malloc, &p, pib, nullptr);
+    const std::string m = cuda_msg();
+    note("message: " + m);
+    if (st != CRATE_ERR_OUT_OF_MEMORY) fail(fmt("status %s, expected CRATE_ERR_OUT_OF_MEMORY", status_name(st)));
+    if (p) fail("pointer set on failure");
+    if (m.find("1125899906842624") == std::string::npos && m.find("PiB") == std::string::npos &&
+        m.find("1024 TiB") == std::string::npos && m.find("1024.0 TiB") == std::string::npos)
+      fail("message does not state the bytes asked (1125899906842624 / 1 PiB)");
+    if (CU_ST(crate_cuda_status) != CRATE_OK) fail("OOM poisoned the context (it must not be sticky)");
+    void* q = nullptr;
+    CU(crate_cuda_malloc, &q, 1u << 20, nullptr);
+    CU(crate_cuda_free, q, nullptr);
+  });
+
+  run_case("runtime: free of a bad pointer / double free -> error, not a crash", [] {
+    crate_status st = CU_ST(crate_cuda_free, reinterpret_cast<void*>(uintptr_t(0xdead0000)), nullptr);
+    note(fmt("bad pointer: %s: %s", status_name(st), cuda_msg().c_str()));
+    if (st == CRATE_OK) fail("free(0xdead0000) returned CRATE_OK");
+    void* p = nullptr;
+    CU(crate_cuda_malloc, &p, 4096, nullptr);
+    CU(crate_cuda_free, p, nullptr);
+    st = CU_ST(crate_cuda_free, p, nullptr);
+    note(fmt("double free: %s", status_name(st)));
+    if (st == CRATE_OK) fail("double free returned CRATE_OK");
+    st = CU_ST(crate_cuda_free, nullptr, nullptr);
+    note(fmt("free(NULL): %s", status_name(st)));
+    if (CU_ST(crate_cuda_status) != CRATE_OK) fail("a bad free poisoned the context");
+  });
+
+  run_case("runtime: memcpy h2d/d2d/d2h round trip, staged h2d, bad kind", [] {
+    Rng r = case_rng();
+    for (size_t n : {size_t(1), size_t(1001), size_t(1) << 20, (size_t(5) << 20) + 3}) {
+      std::vector<uint8_t> h(n), back(n);
+      for (auto& x : h) x = static_cast<uint8_t>(r.next());
+      void *a = nullptr, *b = nullptr;
+      CU(crate_cuda_malloc, &a, n, nullptr);
+      CU(crate_cuda_malloc, &b, n, nullptr);
+      std::vector<uint8_t> staged = h;
+      CU(crate_cuda_memcpy, a, staged.data(), n, 0, nullptr);
+      std::fill(staged.begin(), staged.end(), 0);  // host memory may be reused on return (staged)
+      CU(crate_cuda_memcpy, b, a, n, 2, nullptr);
+      CU(crate_cuda_memcpy, back.data(), b, n, 1, nullptr);
+      if (back != h) fail(fmt("round trip of %zu bytes differs", n));
+      CU(crate_cuda_free, a, nullptr);
+      CU(crate_cuda_free, b, nullptr);
+    }
+    char x[16] = {0};
+    void* d = nullptr;
+    CU(crate_cuda_malloc, &d, 16, nullptr);
+    crate_status st = CU_ST(crate_cuda_memcpy, d, x, 16, 7, nullptr);
+    if (st != CRATE_ERR_INVALID_ARGUMENT) fail(fmt("memcpy kind 7: %s, expected CRATE_ERR_INVALID_ARGUMENT", status_name(st)));
+    CU(crate_cuda_free, d, nullptr);
+    CU(crate_cuda_synchronize, nullptr);
+  });
+
+  run_case("runtime: memcpy_d2h_async delivers the data through the callback", [] {
+    struct State {
+      std::atomic<int> calls{0};
+      std::atomic<int> status{-1};
+    } s;
+    Rng r = case_rng();
+    const size_t n = (size_t(3) << 20) + 17;
+    std::vector<uint8_t> h(n), back(n, 0);
+    for (auto& x : h) x = static_cast<uint8_t>(r.next());
+    void* d = nullptr;
+    CU(crate_cuda_malloc, &d, n, nullptr);
+    CU(crate_cuda_memcpy, d, h.data(), n, 0, nullptr);
+    auto done = [](void* user, crate_status st) {
+      auto* st_ = static_cast<State*>(user);
+      st_->status = static_cast<int>(st);
+      st_->calls.fetch_add(1);
+    };
+    CU(crate_cuda_memcpy_d2h_async, back.data(), d, n, nullptr, +done, &s);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (s.calls.load() == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    note(fmt("callback after %.1f ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()));
+    if (s.calls.load() != 1) fail(fmt("callback called %d times, expected once (20 s timeout)", s.calls.load()));
+    else if (s.status.load() != CRATE_OK) fail(fmt("callback status %d", s.status.load()));
+    else if (back != h) fail("bytes delivered to dst differ");
+    CU(crate_cuda_synchronize, nullptr);
+    CU(crate_cuda_free, d, nullptr);
+  });
+
+  run_case("runtime: invalid sizes -> CRATE_ERR_INVALID_ARGUMENT (not sticky); empty sizes -> OK", [] {
+    // finite inputs (zeros), so only the size is wrong; the CUDA status must equal the CPU's
+    DBuf x = dinit("x", std::vector<float>(64, 0.f)), y = dout<float>("y", 64), l = dout<float>("L", 64);
+    std::vector<float> hx(64, 0.f), hy(64), hl(64);
+    auto same = [](const char* what, crate_status cuda, crate_status cpu) {
+      if (cuda != cpu) fail(fmt("%s: CUDA %s, CPU %s", what, status_name(cuda), status_name(cpu)));
+    };
+    same("mssa H=0",
+         CU_ST(crate_cuda_mssa_forward_f32, x.as<float>(), y.as<float>(), l.as<float>(), 1, 4, 0, 4, 0.5f, 0, nullptr,
+               nullptr),
+         crate_mssa_forward_f32(hx.data(), hy.data(), hl.data(), 1, 4, 0, 4, 0.5f, 0, nullptr));
+    same("mssa P=NULL",
+         CU_ST(crate_cuda_mssa_forward_f32, nullptr, y.as<float>(), l.as<float>(), 1, 4, 1, 4, 0.5f, 0, nullptr,
+               nullptr),
+         crate_mssa_forward_f32(nullptr, hy.data(), hl.data(), 1, 4, 1, 4, 0.5f, 0, nullptr));
+    same("ista d=0",
+         CU_ST(crate_cuda_ista_forward_f32, x.as<float>(), x.as<float>(), y.as<float>(), 4, 0, 0.1f, 0.1f, nullptr),
+         crate_ista_forward_f32(hx.data(), hx.data(), hy.data(), 4, 0, 0.1f, 0.1f, nullptr));
+    same("tssa H=0",
+         CU_ST(crate_cuda_tssa_forward_f32, x.as<float>(), x.as<float>(), y.as<float>(), nullptr, nullptr, nullptr, 1,
+               4, 0, 4, nullptr),
+         crate_tssa_forward_f32(hx.data(), hx.data(), hy.data(), nullptr, nullptr, nullptr, 1, 4, 0, 4));
+    same("logdet m=-1",
+         CU_ST(crate_cuda_logdet_gram_forward_f32, x.as<float>(), x.as<float>(), y.as<float>(), 1, -1, 4, nullptr,
+               nullptr),
+         crate_logdet_gram_forward_f32(hx.data(), hx.data(), hy.data(), 1, -1, 4, nullptr));
+    crate_status st = CU_ST(crate_cuda_gemm_f32, 0, 0, -1, 4, 4, 1.f, x.as<float>(), 4, x.as<float>(), 4, 0.f,
+                            y.as<float>(), 4, 1, 0, 0, 0, 0, nullptr);
+    if (st != CRATE_ERR_INVALID_ARGUMENT) fail(fmt("gemm M=-1: %s", status_name(st)));
+    st = CU_ST(crate_cuda_gemm_f32, 0, 0, 4, 4, 4, 1.f, x.as<float>(), 2, x.as<float>(), 4, 0.f, y.as<float>(), 4, 1,
+               0, 0, 0, 0, nullptr);
+    if (st != CRATE_ERR_INVALID_ARGUMENT) fail(fmt("gemm lda < K: %s", status_name(st)));
+    if (CU_ST(crate_cuda_status) != CRATE_OK) fail("an argument error poisoned the context");
+    // empty problems are no-ops
+    CU(crate_cuda_mssa_forward_f32, x.as<float>(), y.as<float>(), l.as<float>(), 2, 0, 2, 16, 0.25f, 1, nullptr,
+       nullptr);
+    CU(crate_cuda_ista_forward_f32, x.as<float>(), x.as<float>(), y.as<float>(), 0, 4, 0.1f, 0.1f, nullptr);
+    CU(crate_cuda_layernorm_forward_f32, x.as<float>(), nullptr, nullptr, y.as<float>(), l.as<float>(),
+       l.as<float>(), 0, 8, 1e-5, nullptr);
+    CU(crate_cuda_gemm_f32, 0, 0, 0, 4, 4, 1.f, x.as<float>(), 4, x.as<float>(), 4, 0.f, y.as<float>(), 4, 1, 0, 0, 0,
+       0, nullptr);
+    DBuf cnt = dinit("counted", std::vector<int64_t>{77});
+    CU(crate_cuda_cross_entropy_forward_f32, x.as<float>(), reinterpret_cast<const int32_t*>(x.p), y.as<float>(),
+       l.as<float>(), cnt.as<int64_t>(), 0, 5, 0.0, -100, nullptr);
+    if (down<int64_t>(cnt)[0] != 0) fail("cross_entropy rows=0: counted != 0");
+    CU(crate_cuda_synchronize, nullptr);
+  });
+}
+
+// ========================================================================================= GEMM
+
+uint16_t f32_to_bf16(float f) {  // round to nearest even (NaN not produced here)
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float bf16_to_f32(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+enum GemmMode { kF32 = 0, kTF32 = 1, kBF16 = 2 };
+
+void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+               int64_t batch, bool bcast_b, int64_t pad) {
+  const char* mode_name = mode == kF32 ? "f32" : mode == kTF32 ? "tf32" : "bf16";
+  const std::string name = fmt("gemm %s %s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld",
+                               own ? "own" : "cublas", mode_name, ta, tb, (long long)M, (long long)N, (long long)K,
+                               alpha, beta, (long long)batch, bcast_b ? " bcastB" : "", (long long)pad);
+  run_case(name, [&] {
+    crate_status fs = CU_ST(crate_cuda_gemm_force_own, own ? 1 : 0);
+    if (fs != CRATE_OK) {
+      if (!own) throw Skip{"cuBLAS not available: " + cuda_msg()};
+      cu_check("crate_cuda_gemm_force_own(1)", fs);
+    }
+    if (!own && g.crate_cuda_gemm_backend) {
+      const char* be = g.crate_cuda_gemm_backend();
+      if (be && std::strncmp(be, "own", 3) == 0) throw Skip{std::string("cuBLAS not loaded: ") + be};
+    }
+    Rng r = case_rng();
+    const int64_t ra = ta ? K : M, ca = ta ? M : K, lda = ca + pad;
+    const int64_t rb = tb ? N : K, cb = tb ? K : N, ldb = cb + pad;
+    const int64_t ldc = N + pad;
+    const int64_t sa = batch > 1 ? ra * lda : 0, sb = (batch > 1 && !bcast_b) ? rb * ldb : 0,
+                  sc = batch > 1 ? M * ldc : 0;
+    const size_t na = static_cast<size_t>((batch - 1) * sa + ra * lda);
+    const size_t nb = static_cast<size_t>((batch - 1) * sb + rb * ldb);
+    const size_t nc = static_cast<size_t>((batch - 1) * sc + M * ldc);
+    const float qnan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> A(na, qnan), Bm(nb, qnan), C0(nc, qnan);  // padding stays NaN (must not be read)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < ra; ++i)
+        for (int64_t j = 0; j < ca; ++j) A[b * sa + i * lda + j] = static_cast<float>(r.normal());
+      if (b == 0 || sb)
+        for (int64_t i = 0; i < rb; ++i)
+          for (int64_t j = 0; j < cb; ++j) Bm[b * sb + i * ldb + j] = static_cast<float>(r.normal());
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j)
+          C0[b * sc + i * ldc + j] = beta == 0.f ? qnan : static_cast<float>(r.normal());  // beta = 0: C not read
+    }
+    // effective inputs (bf16: rounded)
+    std::vector<uint16_t> A16, B16;
+    std::vector<float> Ae = A, Be = Bm;
+    if (mode == kBF16) {
+      A16.resize(na);
+      B16.resize(nb);
+      for (size_t i = 0; i < na; ++i) {
+        A16[i] = f32_to_bf16(A[i]);
+        Ae[i] = bf16_to_f32(A16[i]);
+      }
+      for (size_t i = 0; i < nb; ++i) {
+        B16[i] = f32_to_bf16(Bm[i]);
+        Be[i] = bf16_to_f32(B16[i]);
+      }
+    }
+    DBuf dA = mode == kBF16 ? din("A", A16) : din("A", A);
+    DBuf dB = mode == kBF16 ? din("B", B16) : din("B", Bm);
+    DBuf dC = dinit("C", C0);
+    if (mode == kBF16)
+      CU(crate_cuda_gemm_bf16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
+         dC.as<float>(), ldc, batch, sa, sb, sc, nullptr);
+    else
+      CU(crate_cuda_gemm_f32, ta, tb, M, N, K, alpha, dA.as<float>(), lda, dB.as<float>(), ldb, beta, dC.as<float>(),
+         ldc, batch, sa, sb, sc, mode == kTF32 ? 1 : 0, nullptr);
+    const std::vector<float> C = down<float>(dC);
+    // f32 accumulation: u * max(16, 2 sqrt(K)); TF32 adds the rounding of both inputs to 10
+    // mantissa bits (2^-9 covers truncation as well as rounding); bf16 inputs are exact in the
+    // reference, so only the f32 accumulation term remains.
+    const double gamma = std::ldexp(1.0, -24) * std::max(16.0, 2.0 * std::sqrt(static_cast<double>(K))) +
+                         (mode == kTF32 ? std::ldexp(1.0, -9) : 0.0);
+    const double gamma_raw = std::ldexp(1.0, -7);  // bf16 vs the unrounded f32 inputs
+    double worst = 0, worst_raw = 0, max_err = 0;
+    size_t bad = 0, bad_raw = 0, pad_touched = 0;
+    std::string first;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < M; ++i) {
+        for (int64_t j = 0; j < N; ++j) {
+          double s = 0, sabs = 0, s_raw = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const size_t ia = static_cast<size_t>(b * sa + (ta ? k * lda + i : i * lda + k));
+            const size_t ib = static_cast<size_t>(b * sb + (tb ? j * ldb + k : k * ldb + j));
+            const double pa = Ae[ia], pb = Be[ib];
+            s += pa * pb;
+            sabs += std::fabs(pa * pb);
+            if (mode == kBF16) s_raw += static_cast<double>(A[ia]) * Bm[ib];
+          }
+          const size_t ic = static_cast<size_t>(b * sc + i * ldc + j);
+          const double c0 = beta == 0.f ? 0.0 : static_cast<double>(C0[ic]);
+          const double ref = alpha * s + beta * c0;
+          const double scl = std::fabs(alpha) * sabs + std::fabs(beta) * std::fabs(c0);
+          const double err = std::fabs(static_cast<double>(C[ic]) - ref);
+          const double tol = gamma * scl + 1e-30;
+          max_err = std::max(max_err, err / std::max(scl, 1e-30));
+          if (!(err <= tol)) {
+            if (!bad)
+              first = fmt("C[%lld,%lld,%lld] = %.9g, ref %.9g, tol %.3g%s", (long long)b, (long long)i, (long long)j,
+                          static_cast<double>(C[ic]), ref, tol,
+                          beta == 0.f && std::isnan(C[ic])
+                              ? " (beta = 0 but C's initial NaN reached the result: C must not be read when beta = 0)"
+                              : "");
+            ++bad;
+          }
+          worst = std::max(worst, err / tol);
+          if (mode == kBF16) {
+            const double e2 = std::fabs(static_cast<double>(C[ic]) - (alpha * s_raw + beta * c0));
+            const double t2 = gamma_raw * scl + 1e-30;
+            if (!(e2 <= t2)) ++bad_raw;
+            worst_raw = std::max(worst_raw, e2 / t2);
+          }
+        }
+        for (int64_t j = N; j < ldc; ++j) {  // padding columns of C must be untouched (NaN bit pattern)
+          const size_t ic = static_cast<size_t>(b * sc + i * ldc + j);
+          if (std::memcmp(&C[ic], &C0[ic], 4) != 0) ++pad_touched;
+        }
+      }
+    note(fmt("max err/scale %.2e (gamma %.2e), worst err/tol %.3f", max_err, gamma, worst));
+    if (mode == kBF16) note(fmt("vs unrounded inputs: worst err/tol(2^-7) %.3f", worst_raw));
+    if (bad) fail(fmt("%zu elements out of tolerance; first %s", bad, first.c_str()));
+    if (bad_raw) fail(fmt("%zu elements off the unrounded-input product by more than 2^-7 relative", bad_raw));
+    if (pad_touched) fail(fmt("%zu padding elements of C (ldc > N) were written", pad_touched));
+    const char* be = g.crate_cuda_gemm_backend ? g.crate_cuda_gemm_backend() : "";
+    if (own && be && std::strncmp(be, "own", 3) != 0) fail(std::string("forced own GEMM but backend is ") + be);
+  });
+}
+
+void gemm_cases() {
+  struct S {
+    int64_t M, N, K;
+  };
+  std::vector<S> shapes = opt.small ? std::vector<S>{{1, 1, 1}, {7, 33, 31}, {33, 65, 63}}
+                                    : std::vector<S>{{1, 1, 1},       {7, 33, 31},    {32, 32, 32},  {33, 65, 63},
+                                                     {64, 64, 64},    {65, 127, 129}, {127, 129, 65}, {128, 128, 256},
+                                                     {197, 64, 197},  {256, 256, 256}, {513, 129, 1024}};
+  for (int own : {1, 0}) {
+    int idx = 0;
+    for (const S& s : shapes)
+      for (int ta : {0, 1})
+        for (int tb : {0, 1}) {
+          const int v = idx++;
+          const bool ab = v % 3 == 1;
+          gemm_case(own, kF32, ta, tb, s.M, s.N, s.K, ab ? 0.5f : 1.f, ab ? -0.75f : 0.f, v % 4 == 2 ? 3 : 1,
+                    v % 8 == 6, v % 5 == 3 ? 3 : 0);
+        }
+    const std::vector<S> sub = opt.small ? std::vector<S>{{33, 65, 63}}
+                                         : std::vector<S>{{7, 33, 31}, {64, 64, 64}, {65, 127, 129}, {256, 256, 256},
+                                                          {513, 129, 1024}};
+    idx = 0;
+    for (const S& s : sub)
+      for (int t : {0, 1, 2}) {
+        const int v = idx++;
+        gemm_case(own, kTF32, t == 2, t == 1, s.M, s.N, s.K, 1.f, v % 2 ? 0.5f : 0.f, v % 3 == 1 ? 2 : 1, v % 6 == 4, 0);
+        gemm_case(own, kBF16, t == 2, t == 1, s.M, s.N, s.K, v % 2 ? 0.5f : 1.f, v % 2 ? 1.f : 0.f,
+                  v % 3 == 2 ? 2 : 1, v % 6 == 5, v % 4 == 1 ? 5 : 0);
+      }
+  }
+  if (g.crate_cuda_gemm_force_own) g.crate_cuda_gemm_force_own(0);  // back to the default choice
+}
+
+// ========================================================================================= MSSA
+
+void mssa_case(int64_t B, int64_t N, int64_t H, int64_t p, int causal, const std::string& mask_kind) {
+  const std::string name = fmt("mssa B=%lld N=%lld H=%lld p=%lld causal=%d mask=%s", (long long)B, (long long)N,
+                               (long long)H, (long long)p, causal, mask_kind.c_str());
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nP = static_cast<size_t>(B * N * H * p), nL = static_cast<size_t>(B * H * N);
+    const std::vector<float> P = randn(r, nP);
+    const std::vector<double> P64 = to64(P);
+    const std::vector<uint8_t> mask = key_mask(r, B, N, mask_kind);
+    const uint8_t* hm = mask_kind == "none" ? nullptr : mask.data();
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p)));
+    std::vector<double> O64(nP), L64(nL);
+    std::vector<float> O32(nP), L32(nL);
+    CPU(crate_mssa_forward_f64, P64.data(), O64.data(), L64.data(), B, N, H, p, scale, causal, hm);
+    CPU(crate_mssa_forward_f32, P.data(), O32.data(), L32.data(), B, N, H, p, scale, causal, hm);
+    DBuf dP = din("P", P), dO = dout<float>("O", nP), dL = dout<float>("L", nL);
+    DBuf dM = din("key_mask", mask);
+    const uint8_t* dm = hm ? dM.as<uint8_t>() : nullptr;
+    CU(crate_cuda_mssa_forward_f32, dP.as<float>(), dO.as<float>(), dL.as<float>(), B, N, H, p, scale, causal, dm,
+       nullptr);
+    check_out("O", down<float>(dO), O32, O64, Tol::out);
+    check_out("L", down<float>(dL), L32, L64, Tol::out);
+    // backward on the f64 forward's O and L (rounded for the f32 paths): all three see one mask
+    const std::vector<float> G = randn(r, nP);
+    const std::vector<double> G64 = to64(G);
+    const std::vector<float> Oi = to32(O64), Li = to32(L64);
+    std::vector<double> dP64(nP);
+    std::vector<float> dP32(nP);
+    CPU(crate_mssa_backward_f64, P64.data(), O64.data(), L64.data(), G64.data(), dP64.data(), B, N, H, p, scale,
+        causal, hm);
+    CPU(crate_mssa_backward_f32, P.data(), Oi.data(), Li.data(), G.data(), dP32.data(), B, N, H, p, scale, causal, hm);
+    DBuf dOi = din("O(in)", Oi), dLi = din("L(in)", Li), dG = din("dO", G), ddP = dout<float>("dP", nP);
+    CU(crate_cuda_mssa_backward_f32, dP.as<float>(), dOi.as<float>(), dLi.as<float>(), dG.as<float>(), ddP.as<float>(),
+       B, N, H, p, scale, causal, dm, nullptr);
+    check_out("dP", down<float>(ddP), dP32, dP64, Tol::grad);
+  });
+}
+
+void mssa_cases() {
+  const int64_t ps[4] = {16, 32, 64, 128};
+  if (opt.small) {
+    int i = 0;
+    for (int64_t N : {1, 7, 33, 65})
+      for (int causal : {0, 1}) {
+        mssa_case(2, N, 2, ps[i % 4], causal, (i % 2) ? "some" : "none");
+        ++i;
+      }
+    mssa_case(2, 33, 1, 128, 1, "some");
+    return;
+  }
+  int i = 0;
+  for (int64_t N : {1, 7, 31, 32, 33, 63, 64, 65, 127, 129, 197, 256}) {
+    for (int causal : {0, 1}) {
+      mssa_case(2, N, 2, ps[i % 4], causal, (i + causal) % 2 ? "some" : "none");
+      mssa_case(2, N, 1, ps[(i + 2) % 4], causal, (i + causal) % 2 ? "none" : "some");
+    }
+    ++i;
+  }
+  for (int64_t p : ps) {
+    mssa_case(3, 129, 2, p, 1, "some");
+    mssa_case(1, 65, 3, p, 0, "none");
+  }
+  mssa_case(1, 1024, 2, 64, 0, "none");
+  mssa_case(1, 1024, 2, 64, 1, "some");
+  mssa_case(1, 1024, 1, 128, 0, "some");
+  mssa_case(1, 1024, 1, 16, 1, "none");
+}
+
+// ========================================================================================= ISTA
+
+void ista_case(int64_t T, int64_t d, float eta, float lambd, bool skip_dW) {
+  const std::string name = fmt("ista T=%lld d=%lld eta=%g lambda=%g%s", (long long)T, (long long)d, eta, lambd,
+                               skip_dW ? " dW=NULL" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nY = static_cast<size_t>(T * d), nW = static_cast<size_t>(d * d);
+    const std::vector<float> Y = randn(r, nY), W = randn(r, nW, 1.0 / std::sqrt(static_cast<double>(d)));
+    const std::vector<double> Y64 = to64(Y), W64 = to64(W);
+    std::vector<double> Z64(nY);
+    std::vector<float> Z32(nY);
+    CPU(crate_ista_forward_f64, Y64.data(), W64.data(), Z64.data(), T, d, eta, lambd, nullptr);
+    CPU(crate_ista_forward_f32, Y.data(), W.data(), Z32.data(), T, d, eta, lambd, nullptr);
+    DBuf dY = din("Y", Y), dW = din("W", W), dZ = dout<float>("Z", nY);
+    CU(crate_cuda_ista_forward_f32, dY.as<float>(), dW.as<float>(), dZ.as<float>(), T, d, eta, lambd, nullptr);
+    check_out("Z", down<float>(dZ), Z32, Z64, Tol::out);
+    const std::vector<float> G = randn(r, nY), Zi = to32(Z64);  // the f64 forward's ReLU mask for all three
+    const std::vector<double> G64 = to64(G), Zi64 = to64(Zi);
+    std::vector<double> gY64(nY), gW64(nW);
+    std::vector<float> gY32(nY), gW32(nW);
+    CPU(crate_ista_backward_f64, Y64.data(), W64.data(), Zi64.data(), G64.data(), gY64.data(), gW64.data(), T, d, eta,
+        nullptr);
+    CPU(crate_ista_backward_f32, Y.data(), W.data(), Zi.data(), G.data(), gY32.data(), gW32.data(), T, d, eta,
+        nullptr);
+    DBuf dZi = din("Z(in)", Zi), dG = din("dZ", G), dgY = dout<float>("dY", nY), dgW = dout<float>("dW", nW);
+    CU(crate_cuda_ista_backward_f32, dY.as<float>(), dW.as<float>(), dZi.as<float>(), dG.as<float>(), dgY.as<float>(),
+       skip_dW ? nullptr : dgW.as<float>(), T, d, eta, nullptr);
+    check_out("dY", down<float>(dgY), gY32, gY64, Tol::grad);
+    if (!skip_dW) {
+      check_out("dW", down<float>(dgW), gW32, gW64, Tol::grad);
+    } else {
+      const std::vector<float> untouched = down<float>(dgW);
+      for (float v : untouched)
+        if (!std::isnan(v)) {
+          fail("dW = NULL, yet the dW buffer was written (a NULL gradient output must be skipped)");
+          break;
+        }
+    }
+  });
+}
+
+void ista_cases() {
+  struct S {
+    int64_t T, d;
+  };
+  const std::vector<S> shapes = opt.small ? std::vector<S>{{1, 16}, {7, 33}, {33, 31}, {65, 64}}
+                                          : std::vector<S>{{1, 16},    {7, 33},    {31, 32},    {33, 31},
+                                                           {64, 64},   {65, 63},   {127, 129},  {129, 127},
+                                                           {197, 384}, {256, 256}, {1024, 128}, {2080, 384}};
+  int i = 0;
+  for (const S& s : shapes) ista_case(s.T, s.d, 0.1f, (i++ % 3 == 2) ? 0.5f : 0.1f, false);
+  ista_case(33, 65, 0.1f, 0.1f, true);
+}
+
+// ================================================================================= coding rate
+
+void logdet_case(int64_t batch, int64_t m, int64_t n, bool null_chol) {
+  const std::string name = fmt("logdet_gram batch=%lld m=%lld n=%lld%s", (long long)batch, (long long)m, (long long)n,
+                               null_chol ? " backward chol=NULL" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const int64_t k = std::min(m, n);
+    const size_t nZ = static_cast<size_t>(batch * m * n), nC = static_cast<size_t>(batch * k * k);
+    const size_t chol_bytes = crate_logdet_gram_chol_size(batch, m, n);
+    if (chol_bytes != nC * sizeof(double)) throw Failure{fmt("crate_logdet_gram_chol_size = %zu", chol_bytes)};
+    const std::vector<float> Z = randn(r, nZ);
+    std::vector<float> alpha = uniform(r, static_cast<size_t>(batch), 0.05, 1.0);
+    for (auto& a : alpha) a = static_cast<float>(a * 64.0 / std::max(m, n));  // alpha ~ p / (N eps^2) scale
+    const std::vector<double> Z64 = to64(Z), a64 = to64(alpha);
+    std::vector<double> R64(batch), C64(nC), C32(nC);
+    std::vector<float> R32(batch);
+    CPU(crate_logdet_gram_forward_f64, Z64.data(), a64.data(), R64.data(), batch, m, n, C64.data());
+    CPU(crate_logdet_gram_forward_f32, Z.data(), alpha.data(), R32.data(), batch, m, n, C32.data());
+    DBuf dZ = din("Z", Z), da = din("alpha", alpha), dR = dout<float>("R", batch), dC = dout<double>("chol", nC);
+    CU(crate_cuda_logdet_gram_forward_f32, dZ.as<float>(), da.as<float>(), dR.as<float>(), batch, m, n,
+       dC.as<double>(), nullptr);
+    check_out("R", down<float>(dR), R32, R64, Tol::f64i);
+    {  // the saved Cholesky factor (f64 on both sides; the CPU f32 path forms it in f64 too)
+      const std::vector<double> Cc = down<double>(dC);
+      std::vector<float> Cc32(nC), C32f(nC);
+      for (size_t i = 0; i < nC; ++i) {
+        Cc32[i] = static_cast<float>(Cc[i]);
+        C32f[i] = static_cast<float>(C32[i]);
+      }
+      // compare in f32 resolution: only the f32 Gram-vs-f64-Gram difference is expected
+      check_out("chol", Cc32, C32f, C64, Tol::f64i);
+    }
+    const std::vector<float> gR = uniform(r, static_cast<size_t>(batch), -1.0, 1.0);
+    const std::vector<double> gR64 = to64(gR);
+    std::vector<double> gZ64(nZ);
+    std::vector<float> gZ32(nZ);
+    CPU(crate_logdet_gram_backward_f64, Z64.data(), a64.data(), gR64.data(), gZ64.data(), batch, m, n, C64.data());
+    CPU(crate_logdet_gram_backward_f32, Z.data(), alpha.data(), gR.data(), gZ32.data(), batch, m, n,
+        null_chol ? nullptr : C64.data());
+    DBuf dCi = din("chol(in)", C64), dgR = din("dR", gR), dgZ = dout<float>("dZ", nZ);
+    CU(crate_cuda_logdet_gram_backward_f32, dZ.as<float>(), da.as<float>(), dgR.as<float>(), dgZ.as<float>(), batch,
+       m, n, null_chol ? nullptr : dCi.as<double>(), nullptr);
+    check_out("dZ", down<float>(dgZ), gZ32, gZ64, Tol::f64ig);
+  });
+}
+
+void logdet_cases() {
+  struct S {
+    int64_t b, m, n;
+  };
+  const std::vector<S> shapes = opt.small ? std::vector<S>{{1, 1, 1}, {2, 7, 33}, {2, 33, 7}, {2, 31, 32}}
+                                          : std::vector<S>{{1, 1, 1},     {2, 7, 33},     {2, 33, 7},
+                                                           {3, 31, 32},   {2, 32, 31},    {4, 64, 197},
+                                                           {2, 197, 64},  {2, 65, 129},   {1, 129, 127},
+                                                           {12, 128, 1024}, {1, 256, 300}, {2, 1024, 16}};
+  for (const S& s : shapes) logdet_case(s.b, s.m, s.n, false);
+  logdet_case(2, 33, 65, true);
+  if (!opt.small) logdet_case(2, 129, 64, true);
+}
+
+// ========================================================================================= TSSA
+
+void tssa_case(int64_t B, int64_t N, int64_t H, int64_t p, bool saved) {
+  const std::string name = fmt("tssa B=%lld N=%lld H=%lld p=%lld%s", (long long)B, (long long)N, (long long)H,
+                               (long long)p, saved ? "" : " backward saved=NULL");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nW = static_cast<size_t>(B * N * H * p), nPi = static_cast<size_t>(B * H * N),
+                 nS = static_cast<size_t>(B * H * p);
+    const std::vector<float> W = randn(r, nW), temp = uniform(r, static_cast<size_t>(H), 0.5, 2.0);
+    const std::vector<double> W64 = to64(W), t64 = to64(temp);
+    std::vector<double> Y64(nW), Pi64(nPi), cn64(nS), ms64(nS);
+    std::vector<float> Y32(nW), Pi32(nPi), cn32(nS), ms32(nS);
+    CPU(crate_tssa_forward_f64, W64.data(), t64.data(), Y64.data(), Pi64.data(), cn64.data(), ms64.data(), B, N, H, p);
+    CPU(crate_tssa_forward_f32, W.data(), temp.data(), Y32.data(), Pi32.data(), cn32.data(), ms32.data(), B, N, H, p);
+    DBuf dW = din("W", W), dt = din("temp", temp), dY = dout<float>("Y", nW), dPi = dout<float>("Pi", nPi),
+         dcn = dout<float>("colnorm", nS), dms = dout<float>("mstat", nS);
+    CU(crate_cuda_tssa_forward_f32, dW.as<float>(), dt.as<float>(), dY.as<float>(), dPi.as<float>(), dcn.as<float>(),
+       dms.as<float>(), B, N, H, p, nullptr);
+    check_out("Y", down<float>(dY), Y32, Y64, Tol::f64i);
+    check_out("Pi", down<float>(dPi), Pi32, Pi64, Tol::f64i);
+    check_out("colnorm", down<float>(dcn), cn32, cn64, Tol::f64i);
+    check_out("mstat", down<float>(dms), ms32, ms64, Tol::f64i);
+    const std::vector<float> G = randn(r, nW), Pii = to32(Pi64), cni = to32(cn64), msi = to32(ms64);
+    const std::vector<double> G64 = to64(G);
+    std::vector<double> gW64(nW), gt64(H);
+    std::vector<float> gW32(nW), gt32(H);
+    CPU(crate_tssa_backward_f64, W64.data(), t64.data(), G64.data(), Pi64.data(), cn64.data(), ms64.data(),
+        gW64.data(), gt64.data(), B, N, H, p, nullptr);
+    CPU(crate_tssa_backward_f32, W.data(), temp.data(), G.data(), saved ? Pii.data() : nullptr,
+        saved ? cni.data() : nullptr, saved ? msi.data() : nullptr, gW32.data(), gt32.data(), B, N, H, p, nullptr);
+    DBuf dG = din("dY", G), dPii = din("Pi(in)", Pii), dcni = din("colnorm(in)", cni), dmsi = din("mstat(in)", msi),
+         dgW = dout<float>("dW", nW), dgt = dout<float>("dtemp", H);
+    CU(crate_cuda_tssa_backward_f32, dW.as<float>(), dt.as<float>(), dG.as<float>(), saved ? dPii.as<float>() : nullptr,
+       saved ? dcni.as<float>() : nullptr, saved ? dmsi.as<float>() : nullptr, dgW.as<float>(), dgt.as<float>(), B, N,
+       H, p, nullptr);
+    check_out("dW", down<float>(dgW), gW32, gW64, Tol::f64ig);
+    check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
+  });
+}
+
+void tssa_cases() {
+  struct S {
+    int64_t B, N, H, p;
+  };
+  const std::vector<S> shapes = opt.small ? std::vector<S>{{2, 1, 2, 16}, {2, 7, 3, 32}, {2, 33, 2, 64}}
+                                          : std::vector<S>{{2, 1, 2, 16},    {2, 7, 3, 32},    {2, 33, 2, 64},
+                                                           {2, 65, 2, 128},  {2, 129, 3, 16},  {1, 197, 6, 64},
+                                                           {2, 256, 2, 32},  {1, 1024, 4, 64}, {2, 4096, 2, 32},
+                                                           {1, 31, 1, 1}};
+  for (const S& s : shapes) tssa_case(s.B, s.N, s.H, s.p, true);
+  tssa_case(2, 33, 3, 16, false);
+  if (!opt.small) tssa_case(1, 1024, 2, 64, false);
+}
+
+// ===================================================================================== row ops
+
+// Row-op references when the CPU kernel objects are not linked (standalone build): the same math
+// as native/cpu/nn.cc, plain loops.
+namespace rowref {
+template <class T>
+void softmax(const T* x, T* y, int64_t rows, int64_t cols, bool log) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    T mx = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < cols; ++j) mx = std::max(mx, xr[j]);
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += std::exp(static_cast<double>(xr[j] - mx));
+    for (int64_t j = 0; j < cols; ++j)
+      yr[j] = log ? static_cast<T>(xr[j] - (mx + static_cast<T>(std::log(s))))
+                  : static_cast<T>(std::exp(static_cast<double>(xr[j] - mx)) / s);
+  }
+}
+template <class T>
+void softmax_backward(const T* y, const T* g, T* dx, int64_t rows, int64_t cols, bool log) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T *yr = y + r * cols, *gr = g + r * cols;
+    double s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += log ? static_cast<double>(gr[j]) : static_cast<double>(gr[j]) * yr[j];
+    for (int64_t j = 0; j < cols; ++j)
+      dx[r * cols + j] = log ? static_cast<T>(gr[j] - std::exp(yr[j]) * static_cast<T>(s))
+                             : static_cast<T>(yr[j] * (gr[j] - static_cast<T>(s)));
+  }
+}
+template <class T>
+void layernorm(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows, int64_t cols, double eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    T m = 0, v = 0;
+    for (int64_t j = 0; j < cols; ++j) m += xr[j];
+    m /= static_cast<T>(cols);
+    for (int64_t j = 0; j < cols; ++j) v += (xr[j] - m) * (xr[j] - m);
+    v /= static_cast<T>(cols);
+    const T rs = static_cast<T>(1.0 / std::sqrt(static_cast<double>(v) + eps));
+    mean[r] = m;
+    rstd[r] = rs;
+    for (int64_t j = 0; j < cols; ++j) y[r * cols + j] = (xr[j] - m) * rs * (w ? w[j] : T(1)) + (b ? b[j] : T(0));
+  }
+}
+template <class T>
+void layernorm_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* g, T* dx, T* dw, T* db,
+                        int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T *xr = x + r * cols, *gr = g + r * cols;
+    T s1 = 0, s2 = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      const T gw = gr[j] * (w ? w[j] : T(1));
+      s1 += gw;
+      s2 += gw * ((xr[j] - mean[r]) * rstd[r]);
+    }
+    s1 /= static_cast<T>(cols);
+    s2 /= static_cast<T>(cols);
+    for (int64_t j = 0; j < cols; ++j) {
+      const T xh = (xr[j] - mean[r]) * rstd[r];
+      dx[r * cols + j] = rstd[r] * (gr[j] * (w ? w[j] : T(1)) - s1 - xh * s2);
+      if (dw) dw[j] += gr[j] * xh;
+      if (db) db[j] += gr[j];
+    }
+  }
+}
+template <class T>
+int64_t cross_entropy(const T* logits, const int32_t* target, T* loss_row, T* lse, int64_t rows, int64_t classes,
+                      double smoothing, int64_t ignore_index) {
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = logits + r * classes;
+    T mx = -std::numeric_limits<T>::infinity();
+    double s = 0, sx = 0;
+    for (int64_t j = 0; j < classes; ++j) mx = std::max(mx, xr[j]);
+    for (int64_t j = 0; j < classes; ++j) {
+      s += std::exp(static_cast<double>(xr[j] - mx));
+      sx += xr[j];
+    }
+    const double l = static_cast<double>(mx) + std::log(s);
+    lse[r] = static_cast<T>(l);
+    if (target[r] == ignore_index) {
+      loss_row[r] = 0;
+      continue;
+    }
+    ++counted;
+    loss_row[r] = static_cast<T>((1.0 - smoothing) * (l - xr[target[r]]) + smoothing * (l - sx / classes));
+  }
+  return counted;
+}
+template <class T>
+void cross_entropy_backward(const T* logits, const int32_t* target, const T* lse, const T* g_row, T* dlogits,
+                            int64_t rows, int64_t classes, double smoothing, int64_t ignore_index) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < classes; ++j)
+      dlogits[r * classes + j] =
+          target[r] == ignore_index
+              ? T(0)
+              : static_cast<T>(static_cast<double>(g_row[r]) *
+                               (std::exp(static_cast<double>(logits[r * classes + j]) - lse[r]) -
+                                smoothing / classes - (j == target[r] ? 1.0 - smoothing : 0.0)));
+}
+}  // namespace rowref
+
+#ifdef CRATE_TEST_CPU_NN
+namespace nn = crate::cpu;  // the real CPU kernels of native/cpu/nn.cc
+const char* kRowRef = "native/cpu/nn.cc kernels";
+#else
+namespace nn = rowref;
+const char* kRowRef = "plain-loop references (standalone build)";
+#endif
+
+void layernorm_case(int64_t rows, int64_t cols, bool affine) {
+  const std::string name = fmt("layernorm rows=%lld cols=%lld%s", (long long)rows, (long long)cols,
+                               affine ? "" : " w=b=NULL");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t n = static_cast<size_t>(rows * cols);
+    std::vector<float> x = randn(r, n, 2.0);
+    for (size_t i = 0; i < n; ++i) x[i] += static_cast<float>(3.0 * ((i / cols) % 3));  // row offsets
+    const std::vector<float> w = uniform(r, cols, 0.5, 1.5), b = randn(r, cols, 0.1);
+    const std::vector<double> x64 = to64(x), w64 = to64(w), b64 = to64(b);
+    const float* pw = affine ? w.data() : nullptr;
+    const float* pb = affine ? b.data() : nullptr;
+    std::vector<double> y64(n), m64(rows), s64(rows);
+    std::vector<float> y32(n), m32(rows), s32(rows);
+    const double eps = 1e-5;
+    nn::layernorm<double>(x64.data(), affine ? w64.data() : nullptr, affine ? b64.data() : nullptr, y64.data(),
+                          m64.data(), s64.data(), rows, cols, eps);
+    nn::layernorm<float>(x.data(), pw, pb, y32.data(), m32.data(), s32.data(), rows, cols, eps);
+    DBuf dx = din("x", x), dw = din("w", w), db = din("b", b), dy = dout<float>("y", n), dm = dout<float>("mean", rows),
+         ds = dout<float>("rstd", rows);
+    CU(crate_cuda_layernorm_forward_f32, dx.as<float>(), affine ? dw.as<float>() : nullptr,
+       affine ? db.as<float>() : nullptr, dy.as<float>(), dm.as<float>(), ds.as<float>(), rows, cols, eps, nullptr);
+    check_out("y", down<float>(dy), y32, y64, Tol::out);
+    check_out("mean", down<float>(dm), m32, m64, Tol::out);
+    check_out("rstd", down<float>(ds), s32, s64, Tol::out);
+    const std::vector<float> G = randn(r, n), mi = to32(m64), si = to32(s64);
+    const std::vector<double> G64 = to64(G), mi64 = to64(mi), si64 = to64(si);
+    const std::vector<float> acc_w = randn(r, cols), acc_b = randn(r, cols);  // dw, db accumulate into these
+    std::vector<double> gx64(n), gw64 = to64(acc_w), gb64 = to64(acc_b);
+    std::vector<float> gx32(n), gw32 = acc_w, gb32 = acc_b;
+    nn::layernorm_backward<double>(x64.data(), affine ? w64.data() : nullptr, mi64.data(), si64.data(), G64.data(),
+                                   gx64.data(), gw64.data(), gb64.data(), rows, cols);
+    nn::layernorm_backward<float>(x.data(), pw, mi.data(), si.data(), G.data(), gx32.data(), gw32.data(), gb32.data(),
+                                  rows, cols);
+    DBuf dmi = din("mean(in)", mi), dsi = din("rstd(in)", si), dG = din("g", G), dgx = dout<float>("dx", n),
+         dgw = dinit("dw", acc_w), dgb = dinit("db", acc_b);
+    CU(crate_cuda_layernorm_backward_f32, dx.as<float>(), affine ? dw.as<float>() : nullptr, dmi.as<float>(),
+       dsi.as<float>(), dG.as<float>(), dgx.as<float>(), dgw.as<float>(), dgb.as<float>(), rows, cols, nullptr);
+    check_out("dx", down<float>(dgx), gx32, gx64, Tol::grad);
+    check_out("dw(+=)", down<float>(dgw), gw32, gw64, Tol::grad);
+    check_out("db(+=)", down<float>(dgb), gb32, gb64, Tol::grad);
+  });
+}
+
+void softmax_case(int64_t rows, int64_t cols, int log) {
+  const std::string name = fmt("softmax rows=%lld cols=%lld log=%d", (long long)rows, (long long)cols, log);
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t n = static_cast<size_t>(rows * cols);
+    std::vector<float> x = randn(r, n, 3.0);
+    for (size_t i = 0; i < n; i += 17) x[i] += 30.f;  // large logits: the max subtraction matters
+    const std::vector<double> x64 = to64(x);
+    std::vector<double> y64(n);
+    std::vector<float> y32(n);
+    nn::softmax<double>(x64.data(), y64.data(), rows, cols, log != 0);
+    nn::softmax<float>(x.data(), y32.data(), rows, cols, log != 0);
+    DBuf dx = din("x", x), dy = dout<float>("y", n);
+    CU(crate_cuda_softmax_forward_f32, dx.as<float>(), dy.as<float>(), rows, cols, log, nullptr);
+    check_out("y", down<float>(dy), y32, y64, Tol::out);
+    const std::vector<float> G = randn(r, n), yi = to32(y64);
+    const std::vector<double> G64 = to64(G), yi64 = to64(yi);
+    std::vector<double> gx64(n);
+    std::vector<float> gx32(n);
+    nn::softmax_backward<double>(yi64.data(), G64.data(), gx64.data(), rows, cols, log != 0);
+    nn::softmax_backward<float>(yi.data(), G.data(), gx32.data(), rows, cols, log != 0);
+    DBuf dyi = din("y(in)", yi), dG = din("g", G), dgx = dout<float>("dx", n);
+    CU(crate_cuda_softmax_backward_f32, dyi.as<float>(), dG.as<float>(), dgx.as<float>(), rows, cols, log, nullptr);
+    check_out("dx", down<float>(dgx), gx32, gx64, Tol::grad);
+  });
+}
+
+void cross_entropy_case(int64_t rows, int64_t classes, double smoothing, int64_t ignore_index) {
+  const std::string name = fmt("cross_entropy rows=%lld classes=%lld smoothing=%g ignore=%lld", (long long)rows,
+                               (long long)classes, smoothing, (long long)ignore_index);
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t n = static_cast<size_t>(rows * classes);
+    const std::vector<float> x = randn(r, n, 2.0);
+    std::vector<int32_t> t(rows);
+    for (int64_t i = 0; i < rows; ++i) {
+      t[i] = static_cast<int32_t>(r.next() % static_cast<uint64_t>(classes));
+      if (i % 5 == 3) t[i] = static_cast<int32_t>(ignore_index);
+    }
+    const std::vector<double> x64 = to64(x);
+    std::vector<double> l64(rows), lse64(rows);
+    std::vector<float> l32(rows), lse32(rows);
+    const int64_t c64 = nn::cross_entropy<double>(x64.data(), t.data(), l64.data(), lse64.data(), rows, classes,
+                                                  smoothing, ignore_index);
+    nn::cross_entropy<float>(x.data(), t.data(), l32.data(), lse32.data(), rows, classes, smoothing, ignore_index);
+    DBuf dx = din("logits", x), dt = din("target", t), dl = dout<float>("loss_row", rows),
+         dlse = dout<float>("lse", rows), dc = dout<int64_t>("counted", 1);
+    CU(crate_cuda_cross_entropy_forward_f32, dx.as<float>(), dt.as<int32_t>(), dl.as<float>(), dlse.as<float>(),
+       dc.as<int64_t>(), rows, classes, smoothing, ignore_index, nullptr);
+    check_out("loss_row", down<float>(dl), l32, l64, Tol::out);
+    check_out("lse", down<float>(dlse), lse32, lse64, Tol::out);
+    const int64_t counted = down<int64_t>(dc)[0];
+    note(fmt("counted %lld", (long long)counted));
+    if (counted != c64) fail(fmt("counted %lld, expected %lld", (long long)counted, (long long)c64));
+    const std::vector<float> gr = uniform(r, rows, 0.1, 1.0), lsei = to32(lse64);
+    const std::vector<double> gr64 = to64(gr), lsei64 = to64(lsei);
+    std::vector<double> gx64(n);
+    std::vector<float> gx32(n);
+    nn::cross_entropy_backward<double>(x64.data(), t.data(), lsei64.data(), gr64.data(), gx64.data(), rows, classes,
+                                       smoothing, ignore_index);
+    nn::cross_entropy_backward<float>(x.data(), t.data(), lsei.data(), gr.data(), gx32.data(), rows, classes,
+                                      smoothing, ignore_index);
+    DBuf dlsei = din("lse(in)", lsei), dgr = din("g_row", gr), dgx = dout<float>("dlogits", n);
+    CU(crate_cuda_cross_entropy_backward_f32, dx.as<float>(), dt.as<int32_t>(), dlsei.as<float>(), dgr.as<float>(),
+       dgx.as<float>(), rows, classes, smoothing, ignore_index, nullptr);
+    check_out("dlogits", down<float>(dgx), gx32, gx64, Tol::grad);
+  });
+}
+
+void row_cases() {
+  struct S {
+    int64_t rows, cols;
+  };
+  const std::vector<S> ln = opt.small ? std::vector<S>{{1, 1}, {7, 31}, {33, 65}, {4, 384}}
+                                      : std::vector<S>{{1, 1},     {7, 31},     {33, 32},   {65, 33},  {129, 127},
+                                                       {1024, 384}, {64, 1024}, {16, 4096}, {3, 12289}};
+  int i = 0;
+  for (const S& s : ln) layernorm_case(s.rows, s.cols, i++ % 4 != 2);
+  const std::vector<S> sm = opt.small ? std::vector<S>{{1, 1}, {7, 31}, {33, 65}}
+                                      : std::vector<S>{{1, 1},     {7, 31},     {33, 32},  {65, 33},  {129, 127},
+                                                       {1024, 384}, {64, 1024}, {8, 4097}, {2, 50257}};
+  i = 0;
+  for (const S& s : sm) softmax_case(s.rows, s.cols, i++ % 2);
+  const std::vector<S> ce = opt.small ? std::vector<S>{{1, 2}, {7, 10}, {33, 33}}
+                                      : std::vector<S>{{1, 2}, {7, 10}, {33, 33}, {129, 1000}, {64, 4097}, {8, 50257}};
+  i = 0;
+  for (const S& s : ce) {
+    cross_entropy_case(s.rows, s.cols, i % 2 ? 0.1 : 0.0, -100);
+    ++i;
+  }
+  cross_entropy_case(opt.small ? 9 : 65, 7, 0.1, 3);  // a valid class id as ignore_index
+}
+
+// ====================================================================================== leaks
+
+/** Allocation balance: after a first pass over every kernel (persistent workspaces, e.g. a cuBLAS
+ * workspace or a heuristic cache, are allocated by then), a second pass over one case per kernel
+ * must leave allocated_bytes exactly where it was. */
+void leak_cases(const crate_cuda_memory_stats& base) {
+  crate_cuda_memory_stats a1{};
+  if (!g.crate_cuda_memory_stats_get || g.crate_cuda_synchronize(nullptr) != CRATE_OK ||
+      g.crate_cuda_memory_stats_get(&a1) != CRATE_OK)
+    return;
+  g_suffix = " (leak-check pass)";
+  for (int own : {1, 0}) gemm_case(own, kF32, 0, 1, 33, 65, 63, 1.f, 0.f, 2, false, 0);
+  gemm_case(true, kBF16, 1, 0, 33, 65, 63, 1.f, 0.f, 1, false, 0);
+  mssa_case(2, 65, 2, 64, 1, "some");
+  ista_case(65, 63, 0.1f, 0.1f, false);
+  logdet_case(2, 33, 65, false);
+  logdet_case(2, 33, 65, true);
+  tssa_case(2, 33, 2, 32, true);
+  tssa_case(2, 33, 2, 32, false);
+  layernorm_case(33, 65, true);
+  softmax_case(33, 65, 1);
+  cross_entropy_case(33, 65, 0.1, -100);
+  g_suffix.clear();
+  if (g.crate_cuda_gemm_force_own) g.crate_cuda_gemm_force_own(0);
+  run_case("runtime: allocated_bytes unchanged by a second pass (no scratch leaked)", [&] {
+    CU(crate_cuda_synchronize, nullptr);
+    crate_cuda_memory_stats s{};
+    CU(crate_cuda_memory_stats_get, &s);
+    note(fmt("allocated %zu after the first pass, %zu after the second (persistent since start: %lld B); peak %zu, "
+             "cached %zu, allocs %lld, device allocs %lld, oom retries %lld",
+             a1.allocated_bytes, s.allocated_bytes, (long long)a1.allocated_bytes - (long long)base.allocated_bytes,
+             s.peak_allocated_bytes, s.cached_bytes, (long long)s.num_allocs, (long long)s.num_device_allocs,
+             (long long)s.num_oom_retries));
+    if (s.allocated_bytes != a1.allocated_bytes)
+      fail(fmt("allocated_bytes changed by %lld over the second pass",
+               (long long)s.allocated_bytes - (long long)a1.allocated_bytes));
+    if (g.crate_cuda_empty_cache) g.crate_cuda_empty_cache();
+  });
+}
+
+// ===================================================================================== sticky
+
+int sticky_mode() {
+  // Provoke an illegal address inside a kernel: device pointers far outside any allocation (the
+  // first that faults wins; 2^46 is above where the driver places allocations, 0x1000 is page 1).
+  DBuf out = dout<float>("out", 1 << 20);
+  crate_status st_call = CRATE_OK, st_sync = CRATE_OK;
+  std::string how, m_call, m_sync;
+  for (uintptr_t addr : {uintptr_t(1) << 46, uintptr_t(0x1000), (uintptr_t(1) << 47) - (uintptr_t(1) << 30)}) {
+    float* bogus = reinterpret_cast<float*>(addr);
+    if (g.crate_cuda_softmax_forward_f32) {
+      how = fmt("softmax_forward reading %p", static_cast<void*>(bogus));
+      st_call = g.crate_cuda_softmax_forward_f32(bogus, out.as<float>(), 1024, 1024, 0, nullptr);
+    } else if (g.crate_cuda_layernorm_forward_f32) {
+      how = fmt("layernorm_forward reading %p", static_cast<void*>(bogus));
+      st_call = g.crate_cuda_layernorm_forward_f32(bogus, nullptr, nullptr, out.as<float>(), out.as<float>(),
+                                                   out.as<float>(), 1024, 1024, 1e-5, nullptr);
+    } else {
+      std::printf("FAIL sticky: neither crate_cuda_softmax_forward_f32 nor crate_cuda_layernorm_forward_f32 exists\n");
+      std::printf("cuda tests: 0 passed, 1 failed\n");
+      return 1;
+    }
+    m_call = cuda_msg();
+    st_sync = g.crate_cuda_synchronize ? g.crate_cuda_synchronize(nullptr) : CRATE_ERR_INTERNAL;
+    m_sync = cuda_msg();
+    std::printf("sticky: %s: call %s, synchronize %s\n", how.c_str(), status_name(st_call), status_name(st_sync));
+    if (st_call != CRATE_OK || st_sync != CRATE_OK) break;
+  }
+  crate_status st_status = g.crate_cuda_status ? g.crate_cuda_status() : CRATE_ERR_INTERNAL;
+  const std::string m_status = cuda_msg();
+  void* p = nullptr;
+  crate_status st_malloc = g.crate_cuda_malloc ? g.crate_cuda_malloc(&p, 1024, nullptr) : CRATE_ERR_INTERNAL;
+  const std::string m_malloc = cuda_msg();
+  crate_status st_kernel = g.crate_cuda_ista_forward_f32
+                               ? g.crate_cuda_ista_forward_f32(out.as<float>(), out.as<float>(), out.as<float>(), 4, 4,
+                                                               0.1f, 0.1f, nullptr)
+                               : CRATE_ERR_CUDA;
+  const std::string m_kernel = cuda_msg();
+  g_poisoned = true;  // the DBuf destructor must not try to use the context
+  std::printf("sticky: provoked with %s\n", how.c_str());
+  std::printf("  call:        %s %s\n", status_name(st_call), st_call ? m_call.c_str() : "");
+  std::printf("  synchronize: %s %s\n", status_name(st_sync), m_sync.c_str());
+  std::printf("  status:      %s %s\n", status_name(st_status), m_status.c_str());
+  std::printf("  malloc:      %s %s\n", status_name(st_malloc), m_malloc.c_str());
+  std::printf("  ista:        %s %s\n", status_name(st_kernel), m_kernel.c_str());
+  std::vector<std::string> bad;
+  if (st_call != CRATE_OK && st_call != CRATE_ERR_CUDA)
+    bad.push_back(fmt("the launch returned %s (expected OK, or CRATE_ERR_CUDA with CRATE_SYNC=1)", status_name(st_call)));
+  if (st_call == CRATE_OK && st_sync != CRATE_ERR_CUDA) bad.push_back("synchronize did not report CRATE_ERR_CUDA");
+  if (st_status != CRATE_ERR_CUDA) bad.push_back("crate_cuda_status() is not CRATE_ERR_CUDA after the fault");
+  if (st_malloc != CRATE_ERR_CUDA) bad.push_back("crate_cuda_malloc after the fault is not CRATE_ERR_CUDA");
+  if (st_kernel != CRATE_ERR_CUDA) bad.push_back("a kernel call after the fault is not CRATE_ERR_CUDA");
+  std::string lower = m_status;
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.find("illegal") == std::string::npos && lower.find("sticky") == std::string::npos &&
+      lower.find("unusable") == std::string::npos)
+    bad.push_back("crate_cuda_status message names neither the illegal access nor the sticky state");
+  if (m_malloc.empty() || m_malloc == "(no message)") bad.push_back("no message after the failed malloc");
+  if (bad.empty()) {
+    std::printf("PASS sticky: every call after the fault fails with CRATE_ERR_CUDA and says why\n");
+    std::printf("cuda tests: 1 passed, 0 failed\n");
+    return 0;
+  }
+  for (const auto& b : bad) std::printf("FAIL sticky: %s\n", b.c_str());
+  std::printf("cuda tests: 0 passed, 1 failed\n");
+  return 1;
+}
+
+// ======================================================================================= main
+
+std::string exe_dir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  buf[n] = 0;
+  std::string p = buf;
+  const auto s = p.rfind('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+
+int usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--small] [--filter SUBSTR] [--exclude SUBSTR]... [--seed N] [--tol-scale X] [--lib PATH] "
+               "[--device N] [--sticky]\n",
+               argv0);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--small") opt.small = true;
+    else if (a == "--sticky") opt.sticky = true;
+    else if (a == "--filter") opt.filter = val();
+    else if (a == "--exclude") opt.exclude.push_back(val());
+    else if (a == "--seed") opt.seed = std::strtoull(val().c_str(), nullptr, 10);
+    else if (a == "--tol-scale") opt.tol_scale = std::atof(val().c_str());
+    else if (a == "--lib") opt.lib = val();
+    else if (a == "--device") opt.device = std::atoi(val().c_str());
+    else if (a == "--help" || a == "-h") {
+      usage(argv[0]);
+      return 0;
+    } else return usage(argv[0]);
+  }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const char* env = std::getenv("CRATE_CUDA_LIB");
+  g.path = !opt.lib.empty() ? opt.lib : (env && *env) ? env : exe_dir() + "/libcrate_cuda.so";
+  g.handle = dlopen(g.path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!g.handle) {
+    const char* e = dlerror();
+    std::printf("cuda tests: FAILED: cannot load %s: %s\n", g.path.c_str(), e ? e : "?");
+    return 1;
+  }
+#define X(n)                                                                   \
+  g.n = reinterpret_cast<decltype(&::n)>(dlsym(g.handle, #n));                 \
+  if (!g.n) g.missing.push_back(#n);
+  CRATE_CUDA_ENTRIES(X)
+#undef X
+  std::printf("crate cuda tests: %s (crate %s, CPU threads %d, row-op reference: %s, seed %llu%s%s)\n", g.path.c_str(),
+              crate_version(), crate_num_threads(), kRowRef, (unsigned long long)opt.seed, opt.small ? ", --small" : "",
+              opt.filter.empty() ? "" : (", --filter " + opt.filter).c_str());
+  if (!g.missing.empty()) {
+    std::string m;
+    for (const auto& s : g.missing) m += " " + s;
+    std::printf("warning: %zu entry points missing from the library:%s\n", g.missing.size(), m.c_str());
+  }
+  // Is a GPU usable? crate_cuda_init says; without it, the device query every build exports.
+  std::string reason;
+  bool usable = false;
+  if (g.crate_cuda_init) {
+    const crate_status st = g.crate_cuda_init(opt.device);
+    usable = st == CRATE_OK;
+    if (!usable) reason = fmt("crate_cuda_init(%d): %s: %s", opt.device, status_name(st), cuda_msg().c_str());
+  } else {
+    struct Info {  // crate_cuda_info of native/cuda/cuda_backend_api.h
+      int device_count, driver_version, runtime_version, cc_major, cc_minor, sm_count;
+      size_t total_mem;
+      char name[256], compiled_archs[128], error[512];
+    } info{};
+    auto q = reinterpret_cast<int (*)(Info*)>(dlsym(g.handle, "crate_cuda_query"));
+    if (q && q(&info) != 0) reason = std::string("no usable GPU: ") + info.error;
+    else if (q) reason = "crate_cuda_init is missing from the library (a GPU is present)";
+    else reason = "neither crate_cuda_init nor crate_cuda_query is exported";
+    if (q && reason.rfind("no usable GPU", 0) != 0) {
+      std::printf("FAIL %s\ncuda tests: 0 passed, 1 failed\n", reason.c_str());
+      return 1;
+    }
+  }
+  if (!usable) {
+    std::printf("cuda tests: skipped (%s)\n", reason.c_str());
+    return 0;
+  }
+  if (opt.sticky) {
+    try {
+      return sticky_mode();
+    } catch (const Failure& f) {
+      std::printf("FAIL sticky: %s\ncuda tests: 0 passed, 1 failed\n", f.msg.c_str());
+      return 1;
+    }
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  crate_cuda_memory_stats base{};
+  if (g.crate_cuda_memory_stats_get) g.crate_cuda_memory_stats_get(&base);
+  runtime_cases();
+  if (g.crate_cuda_memory_stats_get) g.crate_cuda_memory_stats_get(&base);
+  gemm_cases();
+  mssa_cases();
+  ista_cases();
+  logdet_cases();
+  tssa_cases();
+  row_cases();
+  if (!g_poisoned && opt.filter.empty() && opt.exclude.empty()) leak_cases(base);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("cuda tests: %d passed, %d failed (%d skipped) in %.1f s\n", g_pass, g_fail, g_skip, secs);
+  return g_fail ? 1 : 0;
+}

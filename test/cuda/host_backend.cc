@@ -1,0 +1,377 @@
+// host_backend.cc: a host-memory stand-in for libcrate_cuda.so, for self-testing the harness
+// test/cuda/cuda_vs_cpu.cc on a machine with no GPU. It implements every entry of crate_cuda.h
+// with "device" memory = host memory: a caching allocator with the documented statistics, memcpy,
+// a callback thread for memcpy_d2h_async, GEMMs as plain f32 loops (TF32 / bf16 input rounding
+// emulated), the CRATE kernels through the CPU C ABI (libcrate.so) and the row ops as f32 loops.
+// A kernel handed a pointer outside every allocation records a sticky "illegal memory access"
+// (so --sticky can be exercised). Nothing here is part of the product; it proves that the
+// harness's plumbing (argument order, sizes, canaries, NaN-initialised outputs, tolerances) is
+// right before a GPU session spends its time on it.
+//
+//   g++ -std=c++17 -O2 -shared -fPIC -Inative/include test/cuda/host_backend.cc
+//       -L<build>/Release -lcrate -lpthread -Wl,-rpath,<build>/Release -o /tmp/libcrate_cuda_host.so
+//   <build>/Release/crate_cuda_test --lib /tmp/libcrate_cuda_host.so
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crate/crate.h"
+#include "crate/crate_cuda.h"
+
+namespace {
+thread_local std::string t_err;
+std::mutex g_mu;
+std::string g_sticky;  // non-empty: the "context" is poisoned
+std::map<uintptr_t, size_t> g_live;                 // ptr -> rounded size
+std::multimap<size_t, void*> g_cache;               // rounded size -> free block
+crate_cuda_memory_stats g_stats{};
+bool g_own = false;
+std::string g_backend = "cublasLt 0 (host fake)";
+
+crate_status err(crate_status s, const std::string& m) {
+  t_err = m;
+  return s;
+}
+crate_status sticky_check(const char* fn) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (!g_sticky.empty()) return err(CRATE_ERR_CUDA, std::string(fn) + ": CUDA context unusable after a sticky error: " + g_sticky);
+  return CRATE_OK;
+}
+#define GUARD(fn)                                    \
+  do {                                               \
+    crate_status s_ = sticky_check(fn);              \
+    if (s_ != CRATE_OK) return s_;                   \
+  } while (0)
+
+// CRATE_HOST_FAKE_BUG=<name> injects one bug, to show the harness catches it.
+bool bug(const char* name) {
+  const char* e = std::getenv("CRATE_HOST_FAKE_BUG");
+  return e && std::strcmp(e, name) == 0;
+}
+size_t round_size(size_t b) { return b < (1u << 20) ? (b + 511) / 512 * 512 : (b + (2u << 20) - 1) / (2u << 20) * (2u << 20); }
+bool valid_ptr(const void* p) {  // inside a live allocation?
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto u = reinterpret_cast<uintptr_t>(p);
+  auto it = g_live.upper_bound(u);
+  if (it == g_live.begin()) return false;
+  --it;
+  return u >= it->first && u < it->first + it->second;
+}
+float tf32(float f) {  // round to 10 mantissa bits (nearest)
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x1000u) & ~0x1FFFu;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+float bf(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+template <class TA, class F>
+crate_status gemm(const char* fn, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const TA* A,
+                  int64_t lda, const TA* B, int64_t ldb, float beta, float* C, int64_t ldc, int64_t batch, int64_t sa,
+                  int64_t sb, int64_t sc, F conv) {
+  GUARD(fn);
+  if (M < 0 || N < 0 || K < 0 || batch < 0) return err(CRATE_ERR_INVALID_ARGUMENT, std::string(fn) + ": negative size");
+  if (lda < (ta ? M : K) || ldb < (tb ? K : N) || ldc < N)
+    return err(CRATE_ERR_INVALID_ARGUMENT, std::string(fn) + ": leading dimension too small");
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        float s = 0;
+        for (int64_t k = 0; k < K; ++k)
+          s += conv(A[b * sa + (ta ? k * lda + i : i * lda + k)]) * conv(B[b * sb + (tb ? j * ldb + k : k * ldb + j)]);
+        float& c = C[b * sc + i * ldc + j];
+        c = (beta == 0.f && !bug("gemm_reads_c")) ? alpha * s : alpha * s + beta * c;  // bug: 0 * NaN leaks
+        if (ldc > N && j == N - 1 && bug("gemm_pad")) C[b * sc + i * ldc + N] = 0.f;
+      }
+  return CRATE_OK;
+}
+crate_status wrap(crate_status st) {
+  if (st != CRATE_OK) t_err = crate_last_error();
+  return st;
+}
+}  // namespace
+
+extern "C" {
+const char* crate_cuda_last_error(void) { return t_err.c_str(); }
+crate_status crate_cuda_status(void) { return sticky_check("crate_cuda_status"); }
+crate_status crate_cuda_init(int device) {
+  if (const char* e = std::getenv("CRATE_HOST_FAKE_NO_GPU")) return err(CRATE_ERR_CUDA, std::string("crate_cuda_init: ") + e);
+  return device == 0 ? CRATE_OK : err(CRATE_ERR_CUDA, "crate_cuda_init: no such device");
+}
+void* crate_cuda_default_stream(void) { return reinterpret_cast<void*>(uintptr_t(0x5157)); }
+
+crate_status crate_cuda_malloc(void** ptr, size_t bytes, void* stream) {
+  GUARD("crate_cuda_malloc");
+  if (!ptr) return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_malloc: ptr is NULL");
+  *ptr = nullptr;
+  if (bytes == 0) return CRATE_OK;
+  const size_t r = round_size(bytes);
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (bytes > (size_t(1) << 40))
+    return err(CRATE_ERR_OUT_OF_MEMORY, "crate_cuda_malloc: out of memory asking " + std::to_string(bytes) +
+                                            " bytes (free 0, cached " + std::to_string(g_stats.cached_bytes) + ")");
+  void* p = nullptr;
+  auto it = g_cache.find(r);
+  if (it != g_cache.end()) {
+    p = it->second;
+    g_cache.erase(it);
+    g_stats.cached_bytes -= r;
+  } else {
+    p = std::aligned_alloc(256, r);
+    ++g_stats.num_device_allocs;
+  }
+  g_live[reinterpret_cast<uintptr_t>(p)] = r;
+  g_stats.allocated_bytes += r;
+  g_stats.peak_allocated_bytes = std::max(g_stats.peak_allocated_bytes, g_stats.allocated_bytes);
+  ++g_stats.num_allocs;
+  *ptr = p;
+  return CRATE_OK;
+}
+crate_status crate_cuda_free(void* ptr, void* stream) {
+  GUARD("crate_cuda_free");
+  if (!ptr) return CRATE_OK;
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto it = g_live.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == g_live.end()) return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_free: pointer not allocated by crate_cuda_malloc");
+  g_stats.allocated_bytes -= it->second;
+  g_stats.cached_bytes += it->second;
+  g_cache.emplace(it->second, ptr);
+  g_live.erase(it);
+  return CRATE_OK;
+}
+size_t crate_cuda_empty_cache(void) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  size_t n = 0;
+  for (auto& kv : g_cache) {
+    n += kv.first;
+    std::free(kv.second);
+  }
+  g_cache.clear();
+  g_stats.cached_bytes = 0;
+  return n;
+}
+crate_status crate_cuda_memory_stats_get(crate_cuda_memory_stats* out) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  *out = g_stats;
+  out->device_total_bytes = size_t(80) << 30;
+  out->device_free_bytes = out->device_total_bytes - g_stats.allocated_bytes - g_stats.cached_bytes;
+  return CRATE_OK;
+}
+crate_status crate_cuda_memcpy(void* dst, const void* src, size_t bytes, int kind, void* stream) {
+  GUARD("crate_cuda_memcpy");
+  if (kind < 0 || kind > 2) return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_memcpy: kind must be 0, 1 or 2");
+  std::memcpy(dst, src, bytes);
+  return CRATE_OK;
+}
+crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, size_t bytes, void* stream,
+                                         void (*done)(void*, crate_status), void* user) {
+  GUARD("crate_cuda_memcpy_d2h_async");
+  std::thread([=] {
+    std::memcpy(dst, src, bytes);
+    done(user, CRATE_OK);
+  }).detach();
+  return CRATE_OK;
+}
+crate_status crate_cuda_synchronize(void* stream) { return sticky_check("crate_cuda_synchronize"); }
+
+crate_status crate_cuda_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                                 int64_t batch, int64_t sa, int64_t sb, int64_t sc, int allow_tf32, void* stream) {
+  if (allow_tf32)
+    return gemm("crate_cuda_gemm_f32", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, sa, sb, sc,
+                [](float x) { return tf32(x); });
+  return gemm("crate_cuda_gemm_f32", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, sa, sb, sc,
+              [](float x) { return x; });
+}
+crate_status crate_cuda_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                                  int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                                  int64_t batch, int64_t sa, int64_t sb, int64_t sc, void* stream) {
+  return gemm("crate_cuda_gemm_bf16", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, sa, sb, sc,
+              [](uint16_t x) { return bf(x); });
+}
+const char* crate_cuda_gemm_backend(void) { return g_own ? "own tensor-core GEMM (host fake)" : g_backend.c_str(); }
+crate_status crate_cuda_gemm_force_own(int own) {
+  g_own = own != 0;
+  return CRATE_OK;
+}
+
+crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N, int64_t H,
+                                         int64_t p, float scale, int causal, const uint8_t* key_mask, void* stream) {
+  GUARD("crate_cuda_mssa_forward_f32");
+  crate_status st = wrap(crate_mssa_forward_f32(P, O, L, B, N, H, p, scale, causal, key_mask));
+  void* scratch = nullptr;
+  if (bug("mssa_leaks_scratch")) crate_cuda_malloc(&scratch, 4096, stream);  // never freed
+  if (bug("mssa_1e-4"))  // a relative error of 1e-4 (e.g. a low-precision exp)
+    for (int64_t i = 0; i < B * N * H * p; ++i) O[i] *= 1.0001f;
+  return st;
+}
+crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const float* L, const float* dO, float* dP,
+                                          int64_t B, int64_t N, int64_t H, int64_t p, float scale, int causal,
+                                          const uint8_t* key_mask, void* stream) {
+  GUARD("crate_cuda_mssa_backward_f32");
+  return wrap(crate_mssa_backward_f32(P, O, L, dO, dP, B, N, H, p, scale, causal, key_mask));
+}
+crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d, float eta,
+                                         float lambd, void* stream) {
+  GUARD("crate_cuda_ista_forward_f32");
+  crate_status st = wrap(crate_ista_forward_f32(Y, W, Z, T, d, eta, lambd, nullptr));
+  if (bug("ista_writes_input") && T * d > 0) const_cast<float*>(Y)[0] += 1.f;
+  return st;
+}
+crate_status crate_cuda_ista_backward_f32(const float* Y, const float* W, const float* Z, const float* dZ, float* dY,
+                                          float* dW, int64_t T, int64_t d, float eta, void* stream) {
+  GUARD("crate_cuda_ista_backward_f32");
+  return wrap(crate_ista_backward_f32(Y, W, Z, dZ, dY, dW, T, d, eta, nullptr));
+}
+crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R, int64_t batch, int64_t m,
+                                                int64_t n, double* chol, void* stream) {
+  GUARD("crate_cuda_logdet_gram_forward_f32");
+  return wrap(crate_logdet_gram_forward_f32(Z, alpha, R, batch, m, n, chol));
+}
+crate_status crate_cuda_logdet_gram_backward_f32(const float* Z, const float* alpha, const float* dR, float* dZ,
+                                                 int64_t batch, int64_t m, int64_t n, const double* chol,
+                                                 void* stream) {
+  GUARD("crate_cuda_logdet_gram_backward_f32");
+  return wrap(crate_logdet_gram_backward_f32(Z, alpha, dR, dZ, batch, m, n, chol));
+}
+crate_status crate_cuda_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi, float* colnorm,
+                                         float* mstat, int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {
+  GUARD("crate_cuda_tssa_forward_f32");
+  return wrap(crate_tssa_forward_f32(W, temp, Y, Pi, colnorm, mstat, B, N, H, p));
+}
+crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, const float* dY, const float* Pi,
+                                          const float* colnorm, const float* mstat, float* dW, float* dtemp, int64_t B,
+                                          int64_t N, int64_t H, int64_t p, void* stream) {
+  GUARD("crate_cuda_tssa_backward_f32");
+  std::vector<float> keep(bug("tssa_last_unwritten") && B * N * H * p > 0 ? 1 : 0);
+  if (!keep.empty()) keep[0] = dW[B * N * H * p - 1];
+  crate_status st = wrap(crate_tssa_backward_f32(W, temp, dY, Pi, colnorm, mstat, dW, dtemp, B, N, H, p, nullptr));
+  if (!keep.empty()) dW[B * N * H * p - 1] = keep[0];
+  return st;
+}
+
+crate_status crate_cuda_layernorm_forward_f32(const float* x, const float* w, const float* b, float* y, float* mean,
+                                              float* rstd, int64_t rows, int64_t cols, double eps, void* stream) {
+  GUARD("crate_cuda_layernorm_forward_f32");
+  if (rows < 0 || cols < 1) return err(CRATE_ERR_INVALID_ARGUMENT, "layernorm: bad sizes");
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float m = 0, v = 0;
+    for (int64_t j = 0; j < cols; ++j) m += xr[j];
+    m /= cols;
+    for (int64_t j = 0; j < cols; ++j) v += (xr[j] - m) * (xr[j] - m);
+    v /= cols;
+    const float rs = static_cast<float>(1.0 / std::sqrt(v + eps));
+    mean[r] = m;
+    rstd[r] = rs;
+    for (int64_t j = 0; j < cols; ++j) y[r * cols + j] = (xr[j] - m) * rs * (w ? w[j] : 1.f) + (b ? b[j] : 0.f);
+  }
+  return CRATE_OK;
+}
+crate_status crate_cuda_layernorm_backward_f32(const float* x, const float* w, const float* mean, const float* rstd,
+                                               const float* g, float* dx, float* dw, float* db, int64_t rows,
+                                               int64_t cols, void* stream) {
+  GUARD("crate_cuda_layernorm_backward_f32");
+  for (int64_t r = 0; r < rows - (bug("ln_skip_row") ? 1 : 0); ++r) {
+    const float *xr = x + r * cols, *gr = g + r * cols;
+    float s1 = 0, s2 = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float gw = gr[j] * (w ? w[j] : 1.f);
+      s1 += gw;
+      s2 += gw * (xr[j] - mean[r]) * rstd[r];
+    }
+    s1 /= cols;
+    s2 /= cols;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float xh = (xr[j] - mean[r]) * rstd[r];
+      dx[r * cols + j] = rstd[r] * (gr[j] * (w ? w[j] : 1.f) - s1 - xh * s2);
+      if (dw) dw[j] += gr[j] * xh;
+      if (db) db[j] += gr[j];
+    }
+  }
+  return CRATE_OK;
+}
+crate_status crate_cuda_softmax_forward_f32(const float* x, float* y, int64_t rows, int64_t cols, int log,
+                                            void* stream) {
+  GUARD("crate_cuda_softmax_forward_f32");
+  const auto u = reinterpret_cast<uintptr_t>(x);  // the bogus addresses crate_cuda_test --sticky uses
+  const bool bogus = u < 0x10000 || (u >= (uintptr_t(1) << 46) && u < (uintptr_t(1) << 46) + (uintptr_t(1) << 32));
+  if (rows > 0 && bogus && !valid_ptr(x)) {  // what the GPU would do: an illegal address, reported later
+    std::lock_guard<std::mutex> lk(g_mu);
+    g_sticky = "cudaErrorIllegalAddress: an illegal memory access was encountered";
+    return CRATE_OK;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < cols; ++j) mx = std::max(mx, xr[j]);
+    float s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += std::exp(xr[j] - mx);
+    for (int64_t j = 0; j < cols; ++j) y[r * cols + j] = log ? xr[j] - mx - std::log(s) : std::exp(xr[j] - mx) / s;
+  }
+  if (bug("softmax_past_end") && rows * cols > 0) y[rows * cols] = 0.f;
+  return CRATE_OK;
+}
+crate_status crate_cuda_softmax_backward_f32(const float* y, const float* g, float* dx, int64_t rows, int64_t cols,
+                                             int log, void* stream) {
+  GUARD("crate_cuda_softmax_backward_f32");
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *yr = y + r * cols, *gr = g + r * cols;
+    float s = 0;
+    for (int64_t j = 0; j < cols; ++j) s += log ? gr[j] : gr[j] * yr[j];
+    for (int64_t j = 0; j < cols; ++j) dx[r * cols + j] = log ? gr[j] - std::exp(yr[j]) * s : yr[j] * (gr[j] - s);
+  }
+  return CRATE_OK;
+}
+crate_status crate_cuda_cross_entropy_forward_f32(const float* logits, const int32_t* target, float* loss_row,
+                                                  float* lse, int64_t* counted, int64_t rows, int64_t classes,
+                                                  double smoothing, int64_t ignore_index, void* stream) {
+  GUARD("crate_cuda_cross_entropy_forward_f32");
+  int64_t c = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = logits + r * classes;
+    float mx = -std::numeric_limits<float>::infinity(), s = 0, sx = 0;
+    for (int64_t j = 0; j < classes; ++j) mx = std::max(mx, xr[j]);
+    for (int64_t j = 0; j < classes; ++j) {
+      s += std::exp(xr[j] - mx);
+      sx += xr[j];
+    }
+    const float l = mx + std::log(s);
+    lse[r] = l;
+    if (target[r] == ignore_index) {
+      loss_row[r] = 0;
+      continue;
+    }
+    ++c;
+    loss_row[r] = static_cast<float>((1 - smoothing) * (l - xr[target[r]]) + smoothing * (l - sx / classes));
+  }
+  *counted = c;
+  return CRATE_OK;
+}
+crate_status crate_cuda_cross_entropy_backward_f32(const float* logits, const int32_t* target, const float* lse,
+                                                   const float* g_row, float* dlogits, int64_t rows, int64_t classes,
+                                                   double smoothing, int64_t ignore_index, void* stream) {
+  GUARD("crate_cuda_cross_entropy_backward_f32");
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < classes; ++j)
+      dlogits[r * classes + j] =
+          target[r] == ignore_index
+              ? 0.f
+              : static_cast<float>(g_row[r] * (std::exp(logits[r * classes + j] - lse[r]) - smoothing / classes -
+                                               (j == target[r] ? 1 - smoothing : 0)));
+  return CRATE_OK;
+}
+}  // extern "C"
