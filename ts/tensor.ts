@@ -348,10 +348,12 @@ export class Tensor {
 }
 
 /** @internal Allocates an uninitialised (or zeroed) tensor. */
-export function empty(shape: Shape, dtype: DType, device: Device, zero = false): Tensor {
+export function empty(shape: Shape, dtype: DType, device: Device, zero = false, scratch = false): Tensor {
   if (dtype === 'bf16' && device !== 'cuda') throw new TypeError("dtype 'bf16' is only available on device 'cuda'");
-  if (dtype === 'f64' && device === 'cuda')
+  // f64 on CUDA exists only as kernel scratch (the coding rate's f64 Cholesky factor)
+  if (dtype === 'f64' && device === 'cuda' && !scratch) {
     throw new TypeError("dtype 'f64' is not supported on device 'cuda' (use f32)");
+  }
   const h = native.empty(DTYPE_CODE[dtype], numelOf(shape), zero, DEVICE_CODE[device]);
   return new Tensor(new StorageRef(h), shape, dtype, device);
 }

@@ -76,8 +76,7 @@ Napi::Value Empty(const Napi::CallbackInfo& info) {
   int64_t n = a.i64(1, "numel");
   if (n < 0) a.fail("numel must be >= 0, got " + std::to_string(n));
   bool zero = a.boolean(2, "zero");
-  const Device dev = info.Length() > 3 ? device_arg(a, 3) : Device::cpu;
-  if (dev == Device::cuda && dt == DType::f64) a.fail("f64 tensors are not supported on cuda (use f32)");
+  const Device dev = info.Length() > 3 ? device_arg(a, 3) : Device::cpu;  // f64 on cuda: kernel scratch only
   Storage* s;
   try {
     return new_storage(info.Env(), dev, dt, n, zero, &s);

@@ -104,6 +104,9 @@ crate_status wrap(crate_status st) {
 }
 }  // namespace
 
+// For host_prim.cc (the primitive entries of the same fake library).
+void host_fake_set_error(const std::string& msg) { t_err = msg; }
+
 extern "C" {
 const char* crate_cuda_last_error(void) { return t_err.c_str(); }
 crate_status crate_cuda_status(void) { return sticky_check("crate_cuda_status"); }

@@ -368,7 +368,7 @@ export class CrateMAE extends Module {
       idx.sort((x, y) => (noise[b * N + x] as number) - (noise[b * N + y] as number) || x - y);
       for (let r = keepN; r < N; r++) m[b * N + (idx[r] as number)] = 1;
     }
-    return tensor(m, { shape: [batch, N], dtype: this.config.dtype });
+    return tensor(m, { shape: [batch, N], dtype: this.config.dtype, device: this.device });
   }
 
   /** Patch tokens with masked ones replaced by mask_token, cls prepended, + decoder_pos_embed. */

@@ -105,9 +105,9 @@ export class Conv2d extends Module {
       tidy(() => {
         let xp = x;
         if (p > 0) {
-          const zh = zeros([B, p, W, C], { dtype: x.dtype });
+          const zh = zeros([B, p, W, C], { dtype: x.dtype, device: x.device });
           xp = concat([zh, x, zh], 1);
-          const zw = zeros([B, H + 2 * p, p, C], { dtype: x.dtype });
+          const zw = zeros([B, H + 2 * p, p, C], { dtype: x.dtype, device: x.device });
           xp = concat([zw, xp, zw], 2);
         }
         const taps: Tensor[] = [];
@@ -265,6 +265,7 @@ export class PositionalEncodingFourier extends Module {
       const feats = tensor(fourierFeatures(Hp, Wp, this.hidden, this.temperature), {
         shape: [Hp * Wp, 2 * this.hidden],
         dtype: weight.dtype,
+        device: weight.device,
       });
       return linear(feats, reshape(weight, [this.dim, 2 * this.hidden]), bias);
     });

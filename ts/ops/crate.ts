@@ -3,9 +3,11 @@
 // argument and the shapes), runs the native kernel and records a backward that calls the
 // native backward. The same math built from primitive ops is in crate_composite.ts.
 import { record } from '../autograd.js';
+import { tidy } from '../memory.js';
 import { native } from '../native.js';
-import { empty, formatShape, type Tensor } from '../tensor.js';
-import type { MssaOptions } from './crate_composite.js';
+import { empty, formatShape, Tensor } from '../tensor.js';
+import { istaOvercompleteComposite, istaTiedComposite, type MssaOptions } from './crate_composite.js';
+import { permute, reshape } from './shape.js';
 import { checkFloat, checkSame, checkTensor } from './util.js';
 
 export type { MssaOptions } from './crate_composite.js';
@@ -185,10 +187,13 @@ function overcomplete(
 
 /** CRATE-α overcomplete two-step ISTA with decoder D1: Y (..., d), D, D1 (d, m) → (..., d). */
 export function istaOvercomplete(Y: Tensor, D: Tensor, D1: Tensor, eta = 0.1, lambda = 0.1): Tensor {
+  // CUDA has no fused kernel for it yet: the same math from primitive ops (GEMMs on cuBLAS)
+  if (Y instanceof Tensor && Y.device === 'cuda') return istaOvercompleteComposite(Y, D, D1, eta, lambda);
   return overcomplete('istaOvercomplete', 0, Y, D, D1, eta, lambda);
 }
 /** Causal-CRATE tied overcomplete ISTA: Y (..., d), W (m, d) → (..., d) (decoder = W). */
 export function istaTied(Y: Tensor, W: Tensor, eta = 0.1, lambda = 0.1): Tensor {
+  if (Y instanceof Tensor && Y.device === 'cuda') return istaTiedComposite(Y, W, eta, lambda);
   return overcomplete('istaTied', 1, Y, W, null, eta, lambda);
 }
 
@@ -231,6 +236,14 @@ export function logdetGram(Z: Tensor, alpha: number | Tensor): Tensor {
 export function logdetGramHeads(X: Tensor, alpha: number | Tensor, heads: number): Tensor {
   const op = 'codingRateHeads';
   const [B, N, HP] = check3(op, X, 'X', heads);
+  if (X.device === 'cuda') {
+    // no per-head CUDA kernel: gather the heads to (B·H, N, p) and use the batched one
+    return tidy(() => {
+      const Z = reshape(permute(reshape(X, [B, N, heads, HP / heads]), [0, 2, 1, 3]), [B * heads, N, HP / heads]);
+      const a = typeof alpha === 'number' ? alpha : reshape(alpha, [B * heads]);
+      return reshape(logdetGram(Z, a), [B, heads]);
+    });
+  }
   return logdetCall(op, X, alpha, [B, heads], B, N, HP / heads, heads);
 }
 
@@ -247,7 +260,7 @@ function logdetCall(
   const [a, ownA] = alphaTensor(op, alpha, Z, outShape);
   const R = empty(outShape, Z.dtype, Z.device);
   const items = heads > 0 ? batch * heads : batch;
-  const chol = empty([native.logdetCholNumel(items, m, n) as number], 'f64', Z.device);
+  const chol = empty([native.logdetCholNumel(items, m, n) as number], 'f64', Z.device, false, true);
   try {
     native.logdetForward(Z._h(op), a._h(op), R._h(op), chol._h(op), batch, m, n, heads);
   } catch (e) {

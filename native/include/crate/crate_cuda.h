@@ -110,7 +110,7 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
                                                     float* dY, float* dW, int64_t T, int64_t d, float eta,
                                                     void* stream);
 
-/* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) elements (device memory) that the
+/* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) bytes (device memory) that the
  * forward fills and the backward reads, as on the CPU. */
 CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R,
                                                           int64_t batch, int64_t m, int64_t n, double* chol,

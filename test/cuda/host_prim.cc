@@ -1,0 +1,163 @@
+// host_prim.cc: the rest of the host-memory stand-in for libcrate_cuda.so (with host_backend.cc):
+// the device query (a "GPU" named "host fake") and every entry of crate_cuda_prim.h, each calling
+// the CPU kernel of native/cpu/kernels.h on "device" memory that is host memory. Built together
+// with the CPU sources into a shared library, it lets the addon run its CUDA code paths on a
+// machine without a GPU (CRATE_CUDA_LIB=<fake>): argument order, device dispatch, Tensor.to,
+// await data() from a callback thread, Module.to, checkpoints and autocast are exercised end to
+// end (test/cuda_fake.test.ts). It proves the plumbing, not the CUDA kernels.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "crate/crate_cuda.h"
+#include "crate/crate_cuda_prim.h"
+#include "cpu/kernels.h"
+#include "cuda/cuda_backend_api.h"
+
+// Defined in host_backend.cc: sets the message crate_cuda_last_error returns.
+void host_fake_set_error(const std::string& msg);
+
+namespace {
+thread_local std::string t_prim_err;
+
+template <class F>
+crate_status run(const char* fn, F&& body) {
+  try {
+    body();
+    return CRATE_OK;
+  } catch (const std::exception& e) {
+    t_prim_err = std::string(fn) + ": " + e.what();
+    host_fake_set_error(t_prim_err);
+    return CRATE_ERR_INVALID_ARGUMENT;
+  }
+}
+using crate::cpu::BinaryOp;
+using crate::cpu::RandomKind;
+using crate::cpu::ReduceOp;
+using crate::cpu::UnaryOp;
+}  // namespace
+
+extern "C" {
+__attribute__((visibility("default"))) int crate_cuda_query(crate_cuda_info* out) {
+  std::memset(out, 0, sizeof(*out));
+  out->device_count = 1;
+  out->driver_version = 13000;
+  out->runtime_version = 13000;
+  out->cc_major = 9;
+  out->cc_minor = 0;
+  out->sm_count = 1;
+  out->total_mem = size_t(80) << 30;
+  std::snprintf(out->name, sizeof(out->name), "host fake (CPU memory, CPU kernels)");
+  std::snprintf(out->compiled_archs, sizeof(out->compiled_archs), "none (test fake)");
+  return 0;
+}
+
+crate_status crate_cuda_unary_f32(int op, const float* x, float* y, int64_t n, double a, double b, void*) {
+  return run("crate_cuda_unary_f32", [&] { crate::cpu::unary<float>(static_cast<UnaryOp>(op), x, y, n, a, b); });
+}
+crate_status crate_cuda_unary_backward_f32(int op, const float* x, const float* y, const float* g, float* dx, int64_t n,
+                                           double a, double b, void*) {
+  return run("crate_cuda_unary_backward_f32",
+             [&] { crate::cpu::unary_backward<float>(static_cast<UnaryOp>(op), x, y, g, dx, n, a, b); });
+}
+crate_status crate_cuda_binary_f32(int op, const float* a, const int64_t* as, const float* b, const int64_t* bs,
+                                   float* out, const int64_t* shape, int nd, void*) {
+  return run("crate_cuda_binary_f32",
+             [&] { crate::cpu::binary<float>(static_cast<BinaryOp>(op), a, as, b, bs, out, shape, nd); });
+}
+crate_status crate_cuda_binary_i32(int op, const int32_t* a, const int64_t* as, const int32_t* b, const int64_t* bs,
+                                   int32_t* out, const int64_t* shape, int nd, void*) {
+  return run("crate_cuda_binary_i32",
+             [&] { crate::cpu::binary<int32_t>(static_cast<BinaryOp>(op), a, as, b, bs, out, shape, nd); });
+}
+crate_status crate_cuda_where_f32(const float* c, const int64_t* cs, const float* a, const int64_t* as, const float* b,
+                                  const int64_t* bs, float* out, const int64_t* shape, int nd, void*) {
+  return run("crate_cuda_where_f32", [&] { crate::cpu::where<float>(c, cs, a, as, b, bs, out, shape, nd); });
+}
+crate_status crate_cuda_fill_f32(float* y, int64_t n, double v, void*) {
+  return run("crate_cuda_fill_f32", [&] { crate::cpu::fill<float>(y, n, v); });
+}
+crate_status crate_cuda_fill_i32(int32_t* y, int64_t n, double v, void*) {
+  return run("crate_cuda_fill_i32", [&] { crate::cpu::fill<int32_t>(y, n, v); });
+}
+crate_status crate_cuda_arange_f32(float* y, int64_t n, double s, double st, void*) {
+  return run("crate_cuda_arange_f32", [&] { crate::cpu::arange<float>(y, n, s, st); });
+}
+crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double s, double st, void*) {
+  return run("crate_cuda_arange_i32", [&] { crate::cpu::arange<int32_t>(y, n, s, st); });
+}
+crate_status crate_cuda_cast(const void* x, int sd, void* y, int dd, int64_t n, void*) {
+  return run("crate_cuda_cast", [&] {
+    auto bf16_of = [](float f) {  // round to nearest even
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+      return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    };
+    auto f_of = [](uint16_t h) {
+      uint32_t u = static_cast<uint32_t>(h) << 16;
+      float f;
+      std::memcpy(&f, &u, 4);
+      return f;
+    };
+    if (sd == 0 && dd == 0) crate::cpu::cast<float, float>(static_cast<const float*>(x), static_cast<float*>(y), n);
+    else if (sd == 0 && dd == 2) crate::cpu::cast<float, int32_t>(static_cast<const float*>(x), static_cast<int32_t*>(y), n);
+    else if (sd == 2 && dd == 0) crate::cpu::cast<int32_t, float>(static_cast<const int32_t*>(x), static_cast<float*>(y), n);
+    else if (sd == 2 && dd == 2) crate::cpu::cast<int32_t, int32_t>(static_cast<const int32_t*>(x), static_cast<int32_t*>(y), n);
+    else if (sd == 0 && dd == 3)
+      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(y)[i] = bf16_of(static_cast<const float*>(x)[i]);
+    else if (sd == 3 && dd == 0)
+      for (int64_t i = 0; i < n; ++i) static_cast<float*>(y)[i] = f_of(static_cast<const uint16_t*>(x)[i]);
+    else if (sd == 3 && dd == 3)
+      std::memcpy(y, x, static_cast<size_t>(n) * 2);
+    else
+      throw std::runtime_error("unsupported cast " + std::to_string(sd) + " -> " + std::to_string(dd));
+  });
+}
+crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* r, void*) {
+  return run("crate_cuda_find_nonfinite_f32", [&] { *r = crate::cpu::find_nonfinite<float>(x, n); });
+}
+crate_status crate_cuda_reduce_f32(int op, const float* x, const int64_t* shape, const uint8_t* red, int nd, float* out,
+                                   void*) {
+  return run("crate_cuda_reduce_f32", [&] { crate::cpu::reduce<float>(static_cast<ReduceOp>(op), x, shape, red, nd, out); });
+}
+crate_status crate_cuda_strided_copy_f32(const float* s, int64_t so, const int64_t* ss, float* d, int64_t dof,
+                                         const int64_t* ds, const int64_t* shape, int nd, int acc, void*) {
+  return run("crate_cuda_strided_copy_f32",
+             [&] { crate::cpu::strided_copy<float>(s, so, ss, d, dof, ds, shape, nd, acc != 0); });
+}
+crate_status crate_cuda_strided_copy_i32(const int32_t* s, int64_t so, const int64_t* ss, int32_t* d, int64_t dof,
+                                         const int64_t* ds, const int64_t* shape, int nd, void*) {
+  return run("crate_cuda_strided_copy_i32",
+             [&] { crate::cpu::strided_copy<int32_t>(s, so, ss, d, dof, ds, shape, nd, false); });
+}
+crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t o, int64_t dim, int64_t in,
+                                   int64_t k, void*) {
+  return run("crate_cuda_gather_f32", [&] { crate::cpu::gather<float>(x, idx, out, o, dim, in, k); });
+}
+crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t o, int64_t dim,
+                                   int64_t in, int64_t k, void*) {
+  return run("crate_cuda_gather_i32", [&] { crate::cpu::gather<int32_t>(x, idx, out, o, dim, in, k); });
+}
+crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t o, int64_t dim, int64_t in,
+                                      int64_t k, void*) {
+  return run("crate_cuda_index_add_f32", [&] { crate::cpu::index_add<float>(g, idx, dx, o, dim, in, k); });
+}
+crate_status crate_cuda_matmul_f32(const float* A, const float* B, float* C, const int64_t* bshape, const int64_t* as,
+                                   const int64_t* bs, int nb, int64_t M, int64_t N, int64_t K, int ta, int tb, int,
+                                   void*) {
+  return run("crate_cuda_matmul_f32",
+             [&] { crate::cpu::matmul<float>(A, B, C, bshape, as, bs, nb, M, N, K, ta != 0, tb != 0); });
+}
+crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t off, double a, double b,
+                                   void*) {
+  return run("crate_cuda_random_f32",
+             [&] { crate::cpu::random<float>(static_cast<RandomKind>(kind), y, n, seed, off, a, b); });
+}
+crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n, double lr, double b1,
+                                       double b2, double eps, double wd, double bc1, double bc2, void*) {
+  return run("crate_cuda_adamw_step_f32",
+             [&] { crate::cpu::adamw_step<float>(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2); });
+}
+}  // extern "C"
