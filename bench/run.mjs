@@ -50,9 +50,21 @@ const commit = (() => {
   }
 })();
 const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
-// Peak: AVX2 FMA, 2×8-wide FMA pipes = 32 FLOP/cycle/core at the nominal clock (measured 96
-// GFLOP/s per core on this machine class; see shared/research/PERFORMANCE.md §7).
-const peakGflops = 32 * 3.0 * info.threads;
+// Peak from the detected ISA, clock and thread count: FLOP/cycle/core = 2 FMA pipes × lanes × 2
+// (AVX-512: 16 f32 lanes, AVX2+FMA: 8, else SSE: 4 without FMA → 8 FLOP/cycle); the clock is the
+// nominal one Node reports (cpus()[0].speed, MHz), 3.0 GHz when it reports none.
+const cpuFlags = (() => {
+  try {
+    const { readFileSync } = await import('node:fs');
+    return (/^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(/\s+/);
+  } catch {
+    return [];
+  }
+})();
+const isa = cpuFlags.includes('avx512f') ? 'AVX-512' : cpuFlags.includes('avx2') && cpuFlags.includes('fma') ? 'AVX2+FMA' : 'SSE';
+const flopPerCycle = isa === 'AVX-512' ? 64 : isa === 'AVX2+FMA' ? 32 : 8;
+const clockGHz = (cpus()[0]?.speed || 3000) / 1000;
+const peakGflops = flopPerCycle * clockGHz * info.threads;
 const peakGBs = 31.5; // measured 256 MiB copy bandwidth on this machine class (read + write)
 
 function timeIt(fn, { warmup = 2, reps = quick ? 3 : 7 } = {}) {
@@ -217,7 +229,7 @@ if (want('memory')) {
 const name = args.name ?? (quick ? 'cpu-ops-quick' : 'cpu-ops');
 const outDir = join(here, 'results');
 mkdirSync(outDir, { recursive: true });
-const meta = { date: new Date().toISOString(), commit, device: `${cpuModel} (${info.threads} threads)`, gemm: info.gemmBackend, blas: info.blasLibrary, node: process.version, peakGflops, peakGBs };
+const meta = { date: new Date().toISOString(), commit, device: `${cpuModel} (${info.threads} threads)`, isa, clockGHz, gemm: info.gemmBackend, blas: info.blasLibrary, node: process.version, peakGflops, peakGBs };
 writeFileSync(join(outDir, `${name}.jsonl`), [JSON.stringify({ meta }), ...rows.map((r) => JSON.stringify(r)), ...memRows.map((r) => JSON.stringify({ memory: r }))].join('\n') + '\n');
 const f = (x, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '' : x.toFixed(d));
 const md = [
@@ -226,7 +238,7 @@ const md = [
   `- device: ${meta.device}; GEMM backend: ${meta.gemm}${meta.blas ? ` (${meta.blas})` : ''}; node ${meta.node}`,
   `- commit: ${commit}; date: ${meta.date}`,
   `- command: \`node bench/run.mjs${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``,
-  `- peak used for %: ${peakGflops} GFLOP/s (AVX2 FMA, 32 FLOP/cycle/core × 3.0 GHz × threads); bandwidth reference ${peakGBs} GB/s`,
+  `- peak used for %: ${peakGflops.toFixed(0)} GFLOP/s (${isa}: ${flopPerCycle} FLOP/cycle/core × ${clockGHz.toFixed(2)} GHz × ${info.threads} threads); bandwidth reference ${peakGBs} GB/s`,
   '- timings: median (min) of the timed repeats after 2 warm-up runs; fwd+bwd includes the tape and allocation, as a training step sees it',
   '',
   '| op | shape | path | median ms | min ms | GFLOP/s | % peak | GB/s | fused vs composite | own / OpenBLAS |',

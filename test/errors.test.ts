@@ -84,4 +84,15 @@ describe('bad input', () => {
     expect(Array.from(out.dataSync())).toEqual([19, 22, 43, 50, 19, 22, 43, 50, 19, 22, 43, 50]);
     for (const t of [a, b, out]) t.dispose();
   });
+  test('matmul over an empty inner dimension (K = 0) is a matrix of zeros, batched or not (found by the fuzzer)', () => {
+    C.tidy(() => {
+      expect(Array.from(C.matmul(C.ones([2, 0]), C.ones([0, 3])).dataSync())).toEqual([0, 0, 0, 0, 0, 0]);
+      const a = C.ones([2, 3, 0], { requiresGrad: true });
+      const y = C.matmul(a, C.ones([0, 4]));
+      expect(y.shape).toEqual([2, 3, 4]);
+      expect(Array.from(y.dataSync()).every((v) => v === 0)).toBe(true);
+      y.backward(C.onesLike(y));
+      expect(a.grad?.shape).toEqual([2, 3, 0]);
+    });
+  });
 });

@@ -32,6 +32,10 @@ void matmul(const T* A, const T* B, T* C, const int64_t* batch_shape, const int6
   int64_t batch = 1;
   for (int d = 0; d < nbatch; ++d) batch *= batch_shape[d];
   if (batch == 0 || M == 0 || N == 0) return;
+  if (K == 0) {  // an empty sum: C = 0 (and no GEMM, whose leading dimensions would be 0)
+    for (int64_t i = 0; i < batch * M * N; ++i) C[i] = T(0);
+    return;
+  }
   const int64_t lda = transA ? M : K, ldb = transB ? K : N;
   // Single effective batch stride per operand? (true for 0/1 batch dims or contiguous batches)
   auto flat_stride = [&](const int64_t* s, int64_t mat, int64_t& out) {
