@@ -6,7 +6,7 @@
 // machine's peak. Output: JSON lines (bench/results/<name>.jsonl) and a markdown table (.md).
 //   node bench/run.mjs [--filter mssa] [--quick] [--name cpu-ops] [--threads n]
 import { execSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,7 +55,6 @@ const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
 // nominal one Node reports (cpus()[0].speed, MHz), 3.0 GHz when it reports none.
 const cpuFlags = (() => {
   try {
-    const { readFileSync } = await import('node:fs');
     return (/^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(/\s+/);
   } catch {
     return [];
