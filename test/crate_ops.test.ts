@@ -170,3 +170,24 @@ describe('coding rate', () => {
     expect(dr[1]).toBeCloseTo((r[1] as number) - (rc[1] as number), 12);
   });
 });
+
+describe('causal TSSA composite (the CUDA fallback)', () => {
+  test('matches the fused op in value and in every gradient (f64)', () => {
+    const [B, T, H, p, Tmax] = [2, 13, 3, 5, 16];
+    const W = C.randn([B, T, H * p], { dtype: 'f64', seed: 11 });
+    const temp = C.tensor([0.7, 1.3, 1.0], { dtype: 'f64' });
+    const den = C.randn([H, Tmax], { dtype: 'f64', seed: 12, std: 0.1 });
+    const seed = C.randn([B, T, H * p], { dtype: 'f64', seed: 13 });
+    const run = (f: typeof C.tssaCausal) =>
+      C.tidy(() => {
+        const [w, t, d] = [W, temp, den].map((x) => x.detach().requiresGrad_(true)) as [Tensor, Tensor, Tensor];
+        const y = f(w, t, d, H);
+        y.backward(seed);
+        return [y, w.grad, t.grad, d.grad].map((x) => Array.from((x as Tensor).dataSync()));
+      });
+    const fused = run(C.tssaCausal);
+    const comp = run(C.composite.tssaCausalComposite);
+    fused.forEach((f, i) => expect(relErr(comp[i] as number[], f)).toBeLessThanOrEqual(1e-10));
+    for (const t of [W, temp, den, seed]) t.dispose();
+  });
+});

@@ -68,7 +68,7 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     expect(r.status).toBe(0);
   }, 300_000);
 
-  test('tensors, await data(), Module.to, training every task on cuda, amp and resume', () => {
+  test('tensors, await data(), Module.to, training every family on cuda, amp and resume', () => {
     if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
     const script = `
       const C = await import(${JSON.stringify(join(root, 'lib', 'index.js'))});
@@ -92,9 +92,14 @@ describe('CUDA code paths against a host-memory fake backend', () => {
       const amp = await train({ ...base, outDir: d + '/amp', device: 'cuda', amp: true }, quiet);
       const resumed = await train({ ...base, outDir: d + '/gpu', device: 'cuda', resume: true, epochs: 2 }, quiet);
       const mae = await train({ ...base, model: 'crate-mae-demo', outDir: d + '/mae', device: 'cuda' }, quiet);
-      const lm = await train({ model: 'crate-lm-demo', limitTrain: 32, limitTest: 8, batchSize: 8, epochs: 1, diagSamples: 2, outDir: d + '/lm', device: 'cuda' }, quiet);
+      const lmBase = { limitTrain: 32, limitTest: 8, batchSize: 8, epochs: 1, diagSamples: 2, device: 'cuda' };
+      const lm = await train({ ...lmBase, model: 'crate-lm-demo', outDir: d + '/lm' }, quiet);
+      const tostLm = await train({ ...lmBase, model: 'tost-lm-demo', outDir: d + '/tost-lm' }, quiet);
+      const tost = await train({ ...base, model: 'tost-demo', outDir: d + '/tost', device: 'cuda' }, quiet);
+      const alpha = await train({ ...base, model: 'crate-alpha-demo', outDir: d + '/alpha', device: 'cuda' }, quiet);
       Object.assign(out, { cpu: cpu.losses, gpu: gpu.losses, amp: amp.losses, resumed: resumed.losses.length,
-        layers: gpu.epochs[0].layers.length, mae: mae.losses, lm: lm.losses, sample: typeof lm.sample, mem: C.memory() });
+        layers: gpu.epochs[0].layers.length, mae: mae.losses, lm: lm.losses, sample: typeof lm.sample,
+        others: [tostLm, tost, alpha].map((r) => r.losses), mem: C.memory() });
       console.log(JSON.stringify(out));
     `;
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, env, encoding: 'utf8' });
@@ -117,6 +122,7 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     expect(o.mae.every(Number.isFinite)).toBe(true);
     expect(o.lm.every(Number.isFinite)).toBe(true);
     expect(o.sample).toBe('string');
+    for (const losses of o.others as number[][]) expect(losses.length > 0 && losses.every(Number.isFinite)).toBe(true);
     expect(o.mem.numTensors).toBe(0);
     expect(o.mem.cuda.bytes).toBe(0);
   }, 300_000);

@@ -22,22 +22,11 @@ function grads(spec: (typeof REGISTRY)[number], xs: C.Tensor[], args: unknown): 
   });
 }
 
-/** Registry ops that have no CUDA kernel yet: on CUDA they must refuse clearly. */
-const NO_CUDA_KERNEL = new Set(['tssaCausal (fused)']);
-
 if (device === 'cuda') {
-  for (const spec of REGISTRY.filter((s) => NO_CUDA_KERNEL.has(s.name))) {
-    test.skipIf(cudaMissing)(`${spec.name} [cuda]: refused with a clear error (no CUDA kernel yet)`, () => {
-      const c = spec.cases[0] as (typeof spec.cases)[number];
-      C.tidy(() => {
-        expect(() => spec.run(toTensors(c, makeData(c), 'f32', false, 'cuda'), c.args)).toThrow(/no CUDA kernel yet/);
-      });
-    });
-  }
   // CUDA vs the CPU path: the CUDA f32 error against the f64 reference must be within 2× the CPU
   // f32 error (plus a small absolute slack), FlashAttention's test criterion; the same for every
   // input gradient, with the f64 CPU gradient as the ground truth.
-  for (const spec of REGISTRY.filter((s) => !NO_CUDA_KERNEL.has(s.name))) {
+  for (const spec of REGISTRY) {
     describe.skipIf(cudaMissing)(`${spec.name} [cuda]`, () => {
       for (const c of spec.cases) {
         test(`${c.label}: forward cuda vs cpu`, () => {

@@ -6,7 +6,12 @@ import { record } from '../autograd.js';
 import { tidy } from '../memory.js';
 import { native } from '../native.js';
 import { empty, formatShape, Tensor } from '../tensor.js';
-import { istaOvercompleteComposite, istaTiedComposite, type MssaOptions } from './crate_composite.js';
+import {
+  istaOvercompleteComposite,
+  istaTiedComposite,
+  type MssaOptions,
+  tssaCausalComposite,
+} from './crate_composite.js';
 import { permute, reshape } from './shape.js';
 import { checkFloat, checkSame, checkTensor } from './util.js';
 
@@ -337,6 +342,8 @@ export function tssaCausal(W: Tensor, temp: Tensor, denomBias: Tensor, heads: nu
     );
   }
   const Tmax = denomBias.shape[1] as number;
+  // CUDA has no fused causal-TSSA kernel yet: the same math from primitive ops
+  if (W.device === 'cuda') return tssaCausalComposite(W, temp, denomBias, heads);
   const Y = empty(W.shape, W.dtype, W.device);
   native.tssaCausalForward(W._h(op), temp._h(op), denomBias._h(op), Y._h(op), B, T, H, p, Tmax);
   return record(

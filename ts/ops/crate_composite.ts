@@ -8,7 +8,7 @@ import * as E from './elementwise.js';
 import { matmul } from './matmul.js';
 import { softmax } from './nn.js';
 import { sum } from './reduce.js';
-import { permute, reshape } from './shape.js';
+import { permute, reshape, slice } from './shape.js';
 
 export interface MssaOptions {
   /** number of heads H; P has H·p columns */
@@ -86,5 +86,30 @@ export function tssaComposite(W: Tensor, temp: Tensor, heads: number): Tensor {
     const g = E.pow(E.add(m, 1), -1);
     const y = E.neg(E.mul(E.mul(w, reshape(Pi, [B, heads, N, 1])), g));
     return reshape(permute(y, [0, 2, 1, 3]), [B, N, HP]);
+  });
+}
+
+/**
+ * ToST causal TSSA, unfused, with cumulative sums over time written as products with a
+ * lower-triangular ones matrix (O(T²·p), fine for block sizes of a few thousand). W (B, T, H·p),
+ * temp (H), denomBias (H, Tmax ≥ T). Output (B, T, H·p). Formulas: native/include/crate/tssa.h.
+ */
+export function tssaCausalComposite(W: Tensor, temp: Tensor, denomBias: Tensor, heads: number): Tensor {
+  return tidy(() => {
+    const [B, T, HP] = W.shape as [number, number, number];
+    const p = HP / heads;
+    const tri = new Float32Array(T * T);
+    for (let i = 0; i < T; i++) for (let j = 0; j <= i; j++) tri[i * T + j] = 1;
+    const L = tensor(tri, { shape: [T, T], dtype: W.dtype, device: W.device }); // cumsum over t
+    const w = permute(reshape(W, [B, T, heads, p]), [0, 2, 1, 3]); // (B, H, T, p)
+    const w2 = E.square(w);
+    const csum = matmul(L, w2); // Σ_{s≤t} W², (B, H, T, p)
+    const bias = reshape(slice(denomBias, 1, 0, T), [1, heads, T]); // enters once per feature
+    const u = E.add(sum(E.div(w2, E.maximum(csum, 1e-12)), 3), E.mul(bias, p)); // (B, H, T)
+    const Pi = softmax(E.mul(u, reshape(temp, [1, heads, 1])), 1); // over heads
+    const Pi4 = reshape(Pi, [B, heads, T, 1]);
+    const m = E.div(matmul(L, E.mul(w2, Pi4)), E.add(matmul(L, Pi4), 1e-8));
+    const y = E.neg(E.div(E.mul(w, Pi4), E.add(m, 1)));
+    return reshape(permute(y, [0, 2, 1, 3]), [B, T, HP]);
   });
 }
