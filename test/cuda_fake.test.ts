@@ -7,7 +7,7 @@
 // bf16 GEMM path, and training each task on 'cuda'. It proves the plumbing, not the CUDA kernels
 // (those are proved by scripts/gpu_check.sh on a GPU).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -24,9 +24,9 @@ beforeAll(() => {
     return;
   }
   const srcs = (d: string) =>
-    spawnSync('sh', ['-c', `ls ${d}/*.cc`], { cwd: root, encoding: 'utf8' })
-      .stdout.split('\n')
-      .filter(Boolean);
+    readdirSync(join(root, d))
+      .filter((f) => f.endsWith('.cc'))
+      .map((f) => `${d}/${f}`);
   const r = spawnSync(
     'g++',
     [

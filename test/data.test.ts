@@ -41,6 +41,7 @@ import {
   writeIdx,
 } from '../ts/data/index.js';
 import * as C from '../ts/index.js';
+import { canResolve } from './helpers/harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'crate-data-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -547,12 +548,7 @@ describe('datasets and the loader', () => {
 });
 
 describe('image folders', () => {
-  let hasSharp = true;
-  try {
-    createRequire(import.meta.url).resolve('sharp');
-  } catch {
-    hasSharp = false;
-  }
+  const hasSharp = canResolve('sharp');
   test.skipIf(hasSharp)('without sharp installed, opening one says to install it', async () => {
     await expect(ImageFolder.open(dir, { size: [8, 8] })).rejects.toThrow(/install sharp to read image folders/);
   });

@@ -3,7 +3,6 @@
 // tokens of the embedded corpus) learn, resume with the exact loss sequence, report per-layer
 // diagnostics, and evaluate from their checkpoint; the model registry refuses unknown names.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -11,6 +10,7 @@ import * as C from '../ts/index.js';
 import { evaluateCheckpoint } from '../ts/train/evaluate.js';
 import { modelEntry, modelNames } from '../ts/train/tasks.js';
 import { train } from '../ts/train/trainer.js';
+import { canResolve } from './helpers/harness.js';
 
 const root = mkdtempSync(join(tmpdir(), 'crate-tasks-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -100,12 +100,7 @@ describe('causal language-model task', () => {
 });
 
 describe('image-folder data', () => {
-  let hasSharp = true;
-  try {
-    createRequire(import.meta.url).resolve('sharp');
-  } catch {
-    hasSharp = false;
-  }
+  const hasSharp = canResolve('sharp');
   test.skipIf(!hasSharp)('crate train --data folder reads train/ and test/ class folders', async () => {
     const { Resvg } = await import('@resvg/resvg-js');
     const dir = join(root, 'folder');

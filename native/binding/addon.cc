@@ -1,8 +1,6 @@
 // addon.cc: module entry: registers the op functions and the library-level calls
 // (info, memory stats, thread count, GEMM backend, async reads) and reports on the CUDA backend
 // (loaded by cuda_api.cc).
-#include <dlfcn.h>
-
 #include <cstring>
 #include <string>
 #include <vector>

@@ -39,6 +39,13 @@ void run_cpu_query(const Args& a, F&& fn) {
   }
 }
 
+// f64 elements of the Cholesky scratch of `items` Gram matrices of Z (m, n).
+size_t chol_numel(const Args& a, int64_t items, int64_t m, int64_t n) {
+  size_t need = 0;
+  run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
+  return need;
+}
+
 #define FLOAT_DISPATCH(a, dt, T, ...)                         \
   if ((dt) == DType::f32) {                                   \
     using T = float;                                          \
@@ -59,20 +66,24 @@ void expect_opt(const Args& a, Storage* s, const char* name, DType dt, int64_t n
   if (s) a.expect(s, name, dt, n);
 }
 
-std::vector<uint8_t> key_mask(const Args& a, Storage* m, int64_t n) {
-  std::vector<uint8_t> out;
-  if (!m) return out;
-  a.expect(m, "keyMask", m->dtype, n);
-  out.resize(n);
+// The nonzero entries of a key mask of any float/int dtype, as uint8, from host memory.
+std::vector<uint8_t> mask_to_u8(const Args& a, DType dt, const void* data, int64_t n) {
+  std::vector<uint8_t> out(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    switch (m->dtype) {
-      case DType::f32: out[i] = m->as<float>()[i] != 0.f; break;
-      case DType::f64: out[i] = m->as<double>()[i] != 0.0; break;
-      case DType::i32: out[i] = m->as<int32_t>()[i] != 0; break;
+    switch (dt) {
+      case DType::f32: out[i] = static_cast<const float*>(data)[i] != 0.f; break;
+      case DType::f64: out[i] = static_cast<const double*>(data)[i] != 0.0; break;
+      case DType::i32: out[i] = static_cast<const int32_t*>(data)[i] != 0; break;
       default: a.fail("keyMask dtype not supported");
     }
   }
   return out;
+}
+
+std::vector<uint8_t> key_mask(const Args& a, Storage* m, int64_t n) {
+  if (!m) return {};
+  a.expect(m, "keyMask", m->dtype, n);
+  return mask_to_u8(a, m->dtype, m->data, n);
 }
 
 // Device scratch from the CUDA caching allocator, freed on scope exit.
@@ -91,19 +102,14 @@ struct DeviceBuf {
   }
 };
 
-// A key mask (any dtype, on cuda) as the uint8 device array the CUDA kernels take.
-std::vector<uint8_t> key_mask_host(const Args& a, const CudaApi& api, Storage* m, int64_t n) {
-  std::vector<uint8_t> out(static_cast<size_t>(n));
+// A key mask on cuda as the uint8 device array the CUDA kernels take, written to `dst` (n bytes):
+// read to the host, converted, uploaded (the mask is B·N values, once per call).
+void key_mask_to_device(const Args& a, const CudaApi& api, Storage* m, int64_t n, void* dst) {
+  a.expect(m, "keyMask", m->dtype, n);
   std::vector<uint8_t> raw(static_cast<size_t>(n) * dtype_size(m->dtype));
   if (n) cuda_check(a, api.crate_cuda_memcpy(raw.data(), m->data, raw.size(), 1, nullptr));
-  for (int64_t i = 0; i < n; ++i) {
-    switch (m->dtype) {
-      case DType::f32: out[i] = reinterpret_cast<float*>(raw.data())[i] != 0.f; break;
-      case DType::i32: out[i] = reinterpret_cast<int32_t*>(raw.data())[i] != 0; break;
-      default: a.fail("keyMask dtype not supported on cuda (f32 or i32)");
-    }
-  }
-  return out;
+  const auto u8 = mask_to_u8(a, m->dtype, raw.data(), n);
+  if (n) cuda_check(a, api.crate_cuda_memcpy(dst, u8.data(), u8.size(), 0, nullptr));
 }
 
 void sizes_nonneg(const Args& a, std::initializer_list<int64_t> v) {
@@ -130,11 +136,7 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
     if (dt != DType::f32) a.fail("only f32 is supported on cuda");
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
-    if (km) {
-      a.expect(km, "keyMask", km->dtype, B * N);
-      auto hm = key_mask_host(a, api, km, B * N);
-      cuda_check(a, api.crate_cuda_memcpy(dmask.p, hm.data(), hm.size(), 0, nullptr));
-    }
+    if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
     cuda_check(a, api.crate_cuda_mssa_forward_f32(P->as<float>(), O->as<float>(), ptr<float>(L), B, N, H, p,
                                                   static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(),
                                                   nullptr));
@@ -171,11 +173,7 @@ Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
     if (dt != DType::f32) a.fail("only f32 is supported on cuda");
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
-    if (km) {
-      a.expect(km, "keyMask", km->dtype, B * N);
-      auto hm = key_mask_host(a, api, km, B * N);
-      cuda_check(a, api.crate_cuda_memcpy(dmask.p, hm.data(), hm.size(), 0, nullptr));
-    }
+    if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
     cuda_check(a, api.crate_cuda_mssa_backward_f32(P->as<float>(), O->as<float>(), L->as<float>(), dO->as<float>(),
                                                    dP->as<float>(), B, N, H, p, static_cast<float>(scale),
                                                    causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
@@ -358,17 +356,12 @@ Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
   a.expect(Z, "Z", dt, batch * m * n * (heads > 0 ? heads : 1));
   a.expect(alpha, "alpha", dt, items);
   a.expect(R, "R", dt, items);
-  if (chol) {
-    size_t need = 0;
-    run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
-    a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
-  }
+  const size_t need = chol_numel(a, items, m, n);
+  if (chol) a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
   if (a.on_cuda()) {
     if (dt != DType::f32) a.fail("only f32 is supported on cuda");
     if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
     const CudaApi& api = cuda_api(a);
-    size_t need = 0;
-    run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
     DeviceBuf tmp(a, api, chol ? 0 : need * sizeof(double));
     cuda_check(a, api.crate_cuda_logdet_gram_forward_f32(Z->as<float>(), alpha->as<float>(), R->as<float>(), batch, m,
                                                          n, chol ? chol->as<double>() : tmp.as<double>(), nullptr));
@@ -400,19 +393,14 @@ Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
   a.expect(alpha, "alpha", dt, items);
   a.expect(dR, "dR", dt, items);
   a.expect(dZ, "dZ", dt, numel);
-  if (chol) {
-    size_t need = 0;
-    run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
-    a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
-  }
+  const size_t need = chol_numel(a, items, m, n);
+  if (chol) a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
   if (a.on_cuda()) {
     if (dt != DType::f32) a.fail("only f32 is supported on cuda");
     if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
     const CudaApi& api = cuda_api(a);
     if (!chol) {
       // no saved factor: recompute it with a forward pass into scratch
-      size_t need = 0;
-      run_cpu_query(a, [&] { need = cpu::logdet_gram_chol_numel(items, m, n); });
       DeviceBuf tmp(a, api, need * sizeof(double));
       DeviceBuf r(a, api, static_cast<size_t>(items) * sizeof(float));
       cuda_check(a, api.crate_cuda_logdet_gram_forward_f32(Z->as<float>(), alpha->as<float>(), r.as<float>(), batch, m,

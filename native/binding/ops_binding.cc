@@ -425,22 +425,43 @@ Napi::Value IndexAdd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The arguments of matmul and matmulBf16: a, b, out, batchShape, a/b batch strides, M, N, K,
+// transA, transB; every buffer checked against the sizes (a, b of dtype `in`, out of `out_dt`).
+struct MatmulArgs {
+  Storage *x, *y, *o;
+  std::vector<int64_t> bshape, astr, bstr;
+  int64_t M, N, K, batch;
+  bool tA, tB;
+  MatmulArgs(const Args& a, DType in, DType out_dt)
+      : x(a.storage(0, "a")),
+        y(a.storage(1, "b")),
+        o(a.storage(2, "out")),
+        bshape(a.i64s(3, "batchShape")),
+        astr(a.i64s(4, "aBatchStrides")),
+        bstr(a.i64s(5, "bBatchStrides")),
+        M(a.i64(6, "M")),
+        N(a.i64(7, "N")),
+        K(a.i64(8, "K")),
+        batch(0),
+        tA(a.boolean(9, "transA")),
+        tB(a.boolean(10, "transB")) {
+    if (M < 0 || N < 0 || K < 0) a.fail("negative matrix size");
+    if (astr.size() != bshape.size() || bstr.size() != bshape.size()) a.fail("batch strides and shape differ in rank");
+    batch = checked_numel(a, bshape, "batchShape");
+    a.expect(x, "a", in, batch == 0 ? 0 : strided_extent(a, 0, astr, bshape, "a") - 1 + M * K);
+    a.expect(y, "b", in, batch == 0 ? 0 : strided_extent(a, 0, bstr, bshape, "b") - 1 + K * N);
+    a.expect(o, "out", out_dt, batch * M * N);
+  }
+};
+
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Args a(info, "matmul");
-  Storage* x = a.storage(0, "a");
-  Storage* y = a.storage(1, "b");
-  Storage* o = a.storage(2, "out");
-  auto bshape = a.i64s(3, "batchShape");
-  auto astr = a.i64s(4, "aBatchStrides");
-  auto bstr = a.i64s(5, "bBatchStrides");
-  int64_t M = a.i64(6, "M"), N = a.i64(7, "N"), K = a.i64(8, "K");
-  bool tA = a.boolean(9, "transA"), tB = a.boolean(10, "transB");
-  if (M < 0 || N < 0 || K < 0) a.fail("negative matrix size");
-  const int64_t batch = checked_numel(a, bshape, "batchShape");
-  std::vector<int64_t> ones(bshape.size(), 1);
-  a.expect(x, "a", x->dtype, batch == 0 ? 0 : strided_extent(a, 0, astr, bshape, "a") - 1 + M * K);
-  a.expect(y, "b", x->dtype, batch == 0 ? 0 : strided_extent(a, 0, bstr, bshape, "b") - 1 + K * N);
-  a.expect(o, "out", x->dtype, batch * M * N);
+  const DType dt = a.storage(0, "a")->dtype;
+  const MatmulArgs m(a, dt, dt);
+  Storage *x = m.x, *y = m.y, *o = m.o;
+  const auto &bshape = m.bshape, &astr = m.astr, &bstr = m.bstr;
+  const int64_t M = m.M, N = m.N, K = m.K;
+  const bool tA = m.tA, tB = m.tB;
   if (a.on_cuda()) {
     CUDA_F32_ONLY(a, x->dtype);
     cuda_check(a, cuda_api(a).crate_cuda_matmul_f32(x->as<float>(), y->as<float>(), o->as<float>(), bshape.data(),
@@ -458,20 +479,11 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 // is the strided batch of one cuBLAS call; outer batch dims loop on the host.
 Napi::Value MatmulBf16(const Napi::CallbackInfo& info) {
   Args a(info, "matmul (bf16 autocast)");
-  Storage* x = a.storage(0, "a");
-  Storage* y = a.storage(1, "b");
-  Storage* o = a.storage(2, "out");
-  auto bshape = a.i64s(3, "batchShape");
-  auto astr = a.i64s(4, "aBatchStrides");
-  auto bstr = a.i64s(5, "bBatchStrides");
-  int64_t M = a.i64(6, "M"), N = a.i64(7, "N"), K = a.i64(8, "K");
-  bool tA = a.boolean(9, "transA"), tB = a.boolean(10, "transB");
-  if (M < 0 || N < 0 || K < 0) a.fail("negative matrix size");
-  if (astr.size() != bshape.size() || bstr.size() != bshape.size()) a.fail("batch strides and shape differ in rank");
-  const int64_t batch = checked_numel(a, bshape, "batchShape");
-  a.expect(x, "a", DType::bf16, batch == 0 ? 0 : strided_extent(a, 0, astr, bshape, "a") - 1 + M * K);
-  a.expect(y, "b", DType::bf16, batch == 0 ? 0 : strided_extent(a, 0, bstr, bshape, "b") - 1 + K * N);
-  a.expect(o, "out", DType::f32, batch * M * N);
+  const MatmulArgs mm(a, DType::bf16, DType::f32);
+  Storage *x = mm.x, *y = mm.y, *o = mm.o;
+  const auto &bshape = mm.bshape, &astr = mm.astr, &bstr = mm.bstr;
+  const int64_t M = mm.M, N = mm.N, K = mm.K, batch = mm.batch;
+  const bool tA = mm.tA, tB = mm.tB;
   if (!a.on_cuda()) a.fail("bf16 matmul runs on cuda only");
   const CudaApi& api = cuda_api(a);
   if (batch == 0 || M == 0 || N == 0) return info.Env().Undefined();

@@ -1,5 +1,6 @@
 // harness.ts: builds registry inputs, compares against references, finite-difference gradients.
 
+import { createRequire } from 'node:module';
 import type { DType, Tensor } from '../../ts/index.js';
 import * as C from '../../ts/index.js';
 import type { Ref } from './ref.js';
@@ -130,4 +131,14 @@ export function gradCheck(spec: OpSpec, c: Case, maxPerInput = 12): GradReport {
     report = { maxErr, checked };
   });
   return report;
+}
+
+/** Whether a package can be imported here (optional dependencies such as sharp). */
+export function canResolve(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -341,8 +341,7 @@ export function castRaw(x: Tensor, dtype: DType): Tensor {
 export function cast(x: Tensor, dtype: DType): Tensor {
   checkTensor('cast', x, 'x');
   if (!(dtype in DTYPE_CODE)) throw new TypeError(`cast: unknown dtype ${String(dtype)}`);
-  const y = empty(x.shape, dtype, x.device);
-  native.cast(x._h('cast'), y._h('cast'));
+  const y = castRaw(x, dtype);
   if (dtype === 'i32' || x.dtype === 'i32') return y;
   return record(y, 'cast', [x], (g) => [cast(g, x.dtype)]);
 }
