@@ -1,14 +1,19 @@
 #!/usr/bin/env node
 // run.mjs: the benchmark harness (`npm run bench`, `crate bench`). Times the fused CRATE ops
 // against their composite (unfused) path, the primitive hot ops, and MSSA's peak memory vs the
-// composite's N×N, on the CPU. Warm-up runs are separate from timed runs; each case reports the
-// median and min of the repeats, napkin-math FLOP and byte counts, GFLOP/s, GB/s and % of the
-// machine's peak. Output: JSON lines (bench/results/<name>.jsonl) and a markdown table (.md).
-//   node bench/run.mjs [--filter mssa] [--quick] [--name cpu-ops] [--threads n]
+// composite's N×N, on the CPU or (--device cuda) on the GPU. Warm-up runs are separate from timed
+// runs; each case reports the median and min of the repeats, napkin-math FLOP and byte counts,
+// GFLOP/s, GB/s and % of the machine's peak. On CUDA every timed run is bracketed by synchronize()
+// (the time a training step sees, launch overhead and the tape included; the kernel-only timings
+// with CUDA events and L2 flushes are bench/peers/cuda_torch.py's), GEMMs run f32, TF32 and bf16
+// (autocast), peaks come from a table of known GPUs, and memory is the allocator's peak.
+// Output: JSON lines (<outdir>/<name>.jsonl) and a markdown table (.md).
+//   node bench/run.mjs [--filter mssa] [--quick] [--name cpu-ops|cuda-ops] [--threads n] [--device cpu|cuda]
+//        [--outdir bench/results]
 import { execSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -20,6 +25,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean' },
     name: { type: 'string' },
     threads: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    outdir: { type: 'string' },
     'memory-child': { type: 'string' },
   },
 });
@@ -30,12 +37,14 @@ if (args['memory-child']) {
   const [variant, N] = args['memory-child'].split(':');
   const { readFileSync } = await import('node:fs');
   const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
-  const P = C.randn([1, Number(N), 64], { seed: 1, requiresGrad: true });
-  const before = hwm();
+  const P = C.randn([1, Number(N), 64], { seed: 1, requiresGrad: true, device: args.device });
+  const onCuda = args.device === 'cuda';
+  const before = onCuda ? C.memory().cuda.bytes : hwm();
   const f = variant === 'fused' ? C.mssa : C.composite.mssaComposite;
   const O = f(P, { heads: 1 });
   O.backward(C.onesLike(O));
-  console.log(JSON.stringify({ peakGrowth: hwm() - before }));
+  if (onCuda) C.synchronize();
+  console.log(JSON.stringify({ peakGrowth: (onCuda ? C.memory().cuda.peakBytes : hwm()) - before }));
   process.exit(0);
 }
 
@@ -63,15 +72,42 @@ const cpuFlags = (() => {
 const isa = cpuFlags.includes('avx512f') ? 'AVX-512' : cpuFlags.includes('avx2') && cpuFlags.includes('fma') ? 'AVX2+FMA' : 'SSE';
 const flopPerCycle = isa === 'AVX-512' ? 64 : isa === 'AVX2+FMA' ? 32 : 8;
 const clockGHz = (cpus()[0]?.speed || 3000) / 1000;
-const peakGflops = flopPerCycle * clockGHz * info.threads;
-const peakGBs = 31.5; // measured 256 MiB copy bandwidth on this machine class (read + write)
+const cpuPeakGflops = flopPerCycle * clockGHz * info.threads;
+const cpuPeakGBs = 31.5; // measured 256 MiB copy bandwidth on this machine class (read + write)
+
+// ---------------------------------------------------------------- device
+const device = args.device;
+if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
+if (device === 'cuda' && !info.cudaAvailable) {
+  console.error(`bench: --device cuda but CUDA is not available: ${info.cudaReason}`);
+  process.exit(3);
+}
+// Dense peaks from the vendor datasheets, TFLOP/s (f32 SIMT, TF32 and bf16 tensor cores) and HBM
+// GB/s; an unknown GPU gets no % column.
+const GPU_PEAKS = [
+  [/H200/, { f32: 67, tf32: 494.7, bf16: 989.4, gbs: 4800 }],
+  [/H100.*PCIe/, { f32: 51, tf32: 378, bf16: 756, gbs: 2000 }],
+  [/H100.*NVL/, { f32: 60, tf32: 417.5, bf16: 835, gbs: 3900 }],
+  [/H100/, { f32: 67, tf32: 494.7, bf16: 989.4, gbs: 3350 }],
+  [/A100.*80GB/, { f32: 19.5, tf32: 156, bf16: 312, gbs: 2039 }],
+  [/A100/, { f32: 19.5, tf32: 156, bf16: 312, gbs: 1555 }],
+];
+const gpuPeak = device === 'cuda' ? (GPU_PEAKS.find(([re]) => re.test(info.cuda?.name ?? ''))?.[1] ?? null) : null;
+/** GFLOP/s peak of a precision ('f32' unless a row says otherwise). */
+const peakOf = (precision = 'f32') =>
+  device === 'cuda' ? (gpuPeak ? gpuPeak[precision] * 1000 : null) : precision === 'f32' ? cpuPeakGflops : null;
+const peakGflops = peakOf('f32');
+const peakGBs = device === 'cuda' ? (gpuPeak?.gbs ?? null) : cpuPeakGBs;
+const sync = device === 'cuda' ? () => C.synchronize() : () => {};
 
 function timeIt(fn, { warmup = 2, reps = quick ? 3 : 7 } = {}) {
   for (let i = 0; i < warmup; i++) fn();
+  sync();
   const t = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
     fn();
+    sync();
     t.push(performance.now() - t0);
   }
   t.sort((a, b) => a - b);
@@ -95,7 +131,8 @@ function record(row) {
     gflops: row.flops ? row.flops / (row.median * 1e6) : null,
     gbs: row.bytes ? row.bytes / (row.median * 1e6) : null,
   };
-  r.pctPeak = r.gflops ? (100 * r.gflops) / peakGflops : null;
+  const peak = peakOf(row.precision);
+  r.pctPeak = r.gflops && peak ? (100 * r.gflops) / peak : null;
   rows.push(r);
   const f = (x, d = 1) => (x === null || x === undefined ? '' : x.toFixed(d));
   console.log(
@@ -116,7 +153,7 @@ function cratePair(op, shape, make, fused, composite, flops, bytes) {
   for (const x of inputs) x.dispose();
 }
 
-const g = (shape, seed, extra = {}) => C.randn(shape, { seed, requiresGrad: true, ...extra });
+const g = (shape, seed, extra = {}) => C.randn(shape, { seed, requiresGrad: true, device, ...extra });
 const mssaShapes = quick
   ? [[8, 65, 6, 64]]
   : [
@@ -152,7 +189,7 @@ for (const [B, N, H, p] of quick ? [[8, 1024, 6, 64]] : [[8, 1024, 6, 64], [8, 4
   cratePair(
     'tssa fwd+bwd',
     `B${B} N${N} H${H} p${p}`,
-    () => [g([B, N, H * p], 4), C.ones([H], { requiresGrad: true })],
+    () => [g([B, N, H * p], 4), C.ones([H], { requiresGrad: true, device })],
     (W, t) => C.tssa(W, t, H),
     (W, t) => C.composite.tssaComposite(W, t, H),
     B * N * H * p * 30,
@@ -180,7 +217,7 @@ if (want('layerNorm')) {
   cratePair(
     'layerNorm fwd+bwd',
     '8192x384',
-    () => [g([8192, 384], 6), C.ones([384], { requiresGrad: true }), C.zeros([384], { requiresGrad: true })],
+    () => [g([8192, 384], 6), C.ones([384], { requiresGrad: true, device }), C.zeros([384], { requiresGrad: true, device })],
     (x, w, b) => C.layerNorm(x, w, b),
     lnComposite,
     8192 * 384 * 16,
@@ -189,23 +226,34 @@ if (want('layerNorm')) {
 }
 if (want('matmul')) {
   // square sizes, then the CRATE-T token GEMMs (B·N = 2080 tokens at 32×32/patch 4, batch 32):
-  // x·W (384→384), x·W (384→1536), x·W (1536→384), and the Linear layout x·Wᵀ.
+  // x·W (384→384), x·W (384→1536), x·W (1536→384), and the Linear layout x·Wᵀ. CPU: the own GEMM
+  // vs OpenBLAS; CUDA: the loaded GEMM (cuBLASLt/cuBLAS or own) in f32, TF32 and bf16 (autocast).
   const cases = quick
     ? [[1024, 1024, 1024, false]]
-    : [[256, 256, 256, false], [1024, 1024, 1024, false], [2048, 2048, 2048, false], [2080, 384, 384, false], [2080, 1536, 384, false], [2080, 384, 1536, false], [2080, 384, 384, true]];
+    : [[256, 256, 256, false], [1024, 1024, 1024, false], [2048, 2048, 2048, false], ...(device === 'cuda' ? [[8192, 8192, 8192, false]] : []), [2080, 384, 384, false], [2080, 1536, 384, false], [2080, 384, 1536, false], [2080, 384, 384, true]];
+  const variants =
+    device === 'cuda'
+      ? [
+          ['f32', () => C.setAllowTF32(false), (f) => f()],
+          ['tf32', () => C.setAllowTF32(true), (f) => f()],
+          ['bf16', () => C.setAllowTF32(false), (f) => C.autocast(f)],
+        ]
+      : [['own', () => C.setGemmBackend('own'), (f) => f()], ...(info.blasLibrary ? [['blas', () => C.setGemmBackend('blas'), (f) => f()]] : [])];
   for (const [M, N, K, tB] of cases) {
-    const a = C.randn([M, K], { seed: 7 });
-    const bb = C.randn(tB ? [N, K] : [K, N], { seed: 8 });
+    const a = C.randn([M, K], { seed: 7, device });
+    const bb = C.randn(tB ? [N, K] : [K, N], { seed: 8, device });
     const ratio = {};
-    for (const backend of ['own', ...(info.blasLibrary ? ['blas'] : [])]) {
-      C.setGemmBackend(backend);
-      const t = timeIt(() => C.tidy(() => C.matmul(a, bb, { transB: tB })), { reps: quick ? 3 : 9 });
-      ratio[backend] = t.median;
+    for (const [path, setup, wrap] of variants) {
+      setup();
+      const t = timeIt(() => C.tidy(() => wrap(() => C.matmul(a, bb, { transB: tB }))), { reps: quick ? 3 : 9 });
+      ratio[path] = t.median;
       const shape = M === N && N === K ? `${M}³` : `${M}x${N}x${K}${tB ? ' (x·Wᵀ)' : ''}`;
-      record({ op: 'matmul f32', shape, path: backend, ...t, flops: 2 * M * N * K, bytes: 4 * (M * K + K * N + M * N), ...(backend === 'own' ? {} : { speedup: undefined }) });
+      const precision = device === 'cuda' ? path : 'f32';
+      record({ op: `matmul ${device === 'cuda' ? path : 'f32'}`, shape, path: device === 'cuda' ? info.cuda?.gemm ?? 'cuda' : path, precision, ...t, flops: 2 * M * N * K, bytes: 4 * (M * K + K * N + M * N) });
     }
     if (ratio.blas) rows[rows.length - 2].ownVsBlas = ratio.blas / ratio.own;
-    C.setGemmBackend(info.gemmBackend);
+    if (device === 'cuda') C.setAllowTF32(false);
+    else C.setGemmBackend(info.gemmBackend);
     a.dispose();
     bb.dispose();
   }
@@ -216,37 +264,47 @@ const memRows = [];
 if (want('memory')) {
   for (const N of quick ? [1024] : [1024, 4096]) {
     for (const variant of ['fused', 'composite']) {
-      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--memory-child', `${variant}:${N}`], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--memory-child', `${variant}:${N}`, '--device', device], { encoding: 'utf8' });
       const m = r.status === 0 ? JSON.parse(r.stdout.trim().split('\n').pop()) : { peakGrowth: Number.NaN };
       memRows.push({ N, variant, peakGrowthMiB: m.peakGrowth / 2 ** 20, nxnMiB: (4 * N * N) / 2 ** 20 });
-      console.log(`mssa memory N=${N} ${variant}: peak RSS growth ${(m.peakGrowth / 2 ** 20).toFixed(1)} MiB (one N×N f32 = ${((4 * N * N) / 2 ** 20).toFixed(1)} MiB)`);
+      console.log(`mssa memory N=${N} ${variant}: peak ${device === 'cuda' ? 'device' : 'RSS'} growth ${(m.peakGrowth / 2 ** 20).toFixed(1)} MiB (one N×N f32 = ${((4 * N * N) / 2 ** 20).toFixed(1)} MiB)`);
     }
   }
 }
 
 // ---------------------------------------------------------------- report
-const name = args.name ?? (quick ? 'cpu-ops-quick' : 'cpu-ops');
-const outDir = join(here, 'results');
+const onCuda = device === 'cuda';
+const name = args.name ?? `${device}-ops${quick ? '-quick' : ''}`;
+const outDir = args.outdir ? resolve(args.outdir) : join(here, 'results');
 mkdirSync(outDir, { recursive: true });
-const meta = { date: new Date().toISOString(), commit, device: `${cpuModel} (${info.threads} threads)`, isa, clockGHz, gemm: info.gemmBackend, blas: info.blasLibrary, node: process.version, peakGflops, peakGBs };
+const deviceName = onCuda
+  ? `${info.cuda?.name} (cc ${info.cuda?.computeCapability}, ${info.cuda?.smCount} SMs, driver ${info.cuda?.driverVersion})`
+  : `${cpuModel} (${info.threads} threads)`;
+const gemmName = onCuda ? info.cuda?.gemm : info.gemmBackend;
+const meta = { date: new Date().toISOString(), commit, deviceKind: device, device: deviceName, isa: onCuda ? null : isa, clockGHz: onCuda ? null : clockGHz, gemm: gemmName, blas: onCuda ? null : info.blasLibrary, node: process.version, peakGflops, peakGBs, gpuPeak };
 writeFileSync(join(outDir, `${name}.jsonl`), [JSON.stringify({ meta }), ...rows.map((r) => JSON.stringify(r)), ...memRows.map((r) => JSON.stringify({ memory: r }))].join('\n') + '\n');
 const f = (x, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '' : x.toFixed(d));
+const peakLine = onCuda
+  ? gpuPeak
+    ? `- peaks used for %: f32 ${gpuPeak.f32}, TF32 ${gpuPeak.tf32}, bf16 ${gpuPeak.bf16} TFLOP/s dense, HBM ${gpuPeak.gbs} GB/s (datasheet of the matched GPU)`
+    : '- peaks: GPU not in the table of bench/run.mjs: no % column'
+  : `- peak used for %: ${peakGflops.toFixed(0)} GFLOP/s (${isa}: ${flopPerCycle} FLOP/cycle/core × ${clockGHz.toFixed(2)} GHz × ${info.threads} threads); bandwidth reference ${peakGBs} GB/s`;
 const md = [
-  `# CPU kernel benchmarks (${name})`,
+  `# ${onCuda ? 'CUDA' : 'CPU'} kernel benchmarks (${name})`,
   '',
   `- device: ${meta.device}; GEMM backend: ${meta.gemm}${meta.blas ? ` (${meta.blas})` : ''}; node ${meta.node}`,
   `- commit: ${commit}; date: ${meta.date}`,
   `- command: \`node bench/run.mjs${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}\``,
-  `- peak used for %: ${peakGflops.toFixed(0)} GFLOP/s (${isa}: ${flopPerCycle} FLOP/cycle/core × ${clockGHz.toFixed(2)} GHz × ${info.threads} threads); bandwidth reference ${peakGBs} GB/s`,
-  '- timings: median (min) of the timed repeats after 2 warm-up runs; fwd+bwd includes the tape and allocation, as a training step sees it',
+  peakLine,
+  `- timings: median (min) of the timed repeats after 2 warm-up runs; fwd+bwd includes the tape and allocation, as a training step sees it${onCuda ? '; each run ends with synchronize()' : ''}`,
   '',
-  '| op | shape | path | median ms | min ms | GFLOP/s | % peak | GB/s | fused vs composite | own / OpenBLAS |',
-  '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
-  ...rows.map((r) => `| ${r.op} | ${r.shape} | ${r.path} | ${f(r.median, 2)} | ${f(r.min, 2)} | ${f(r.gflops)} | ${f(r.pctPeak)} | ${f(r.gbs)} | ${r.speedup ? `${r.speedup.toFixed(2)}×` : ''} | ${r.ownVsBlas ? `${(100 * r.ownVsBlas).toFixed(0)}%` : ''} |`),
+  `| op | shape | path | median ms | min ms | GFLOP/s | % peak | GB/s | fused vs composite |${onCuda ? '' : ' own / OpenBLAS |'}`,
+  `|---|---|---|---:|---:|---:|---:|---:|---:|${onCuda ? '' : '---:|'}`,
+  ...rows.map((r) => `| ${r.op} | ${r.shape} | ${r.path} | ${f(r.median, 2)} | ${f(r.min, 2)} | ${f(r.gflops)} | ${f(r.pctPeak)} | ${f(r.gbs)} | ${r.speedup ? `${r.speedup.toFixed(2)}×` : ''} |${onCuda ? '' : ` ${r.ownVsBlas ? `${(100 * r.ownVsBlas).toFixed(0)}%` : ''} |`}`),
   '',
   ...(memRows.length
     ? [
-        '## MSSA fwd+bwd peak memory (fresh process, growth of peak RSS)',
+        `## MSSA fwd+bwd peak memory (fresh process, growth of ${onCuda ? 'the allocator\'s peak device bytes' : 'peak RSS'})`,
         '',
         '| N | path | peak growth MiB | one N×N f32 MiB |',
         '|---:|---|---:|---:|',
@@ -256,4 +314,4 @@ const md = [
     : []),
 ];
 writeFileSync(join(outDir, `${name}.md`), md.join('\n'));
-console.log(`\nwrote bench/results/${name}.md and .jsonl`);
+console.log(`\nwrote ${join(outDir, name)}.md and .jsonl`);

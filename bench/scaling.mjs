@@ -3,12 +3,15 @@
 // N = 256 … 16384: fwd+bwd time (median of repeats after a warm-up) and peak memory (growth of
 // peak RSS in a fresh process per case), plus the composite MSSA (materialises N×N) while it
 // fits. Napkin math per (batch, head): MSSA fwd+bwd ≈ 12·N²·p FLOP, TSSA ≈ 30·N·p. Writes
-// bench/results/<name>.{md,jsonl,svg,png}.
-//   node bench/scaling.mjs [--threads 2] [--max 16384] [--heads 4] [--dim-head 32] [--name tssa-vs-mssa-cpu]
+// <outdir>/<name>.{md,jsonl,svg,png}. With --device cuda each timed run is bracketed by
+// synchronize() and the memory column is the caching allocator's peak of live device bytes over
+// one fwd+bwd (fresh process per case) instead of the growth of peak RSS.
+//   node bench/scaling.mjs [--threads 2] [--max 16384] [--heads 4] [--dim-head 32] [--device cpu|cuda]
+//        [--name tssa-vs-mssa-<device>] [--outdir bench/results]
 import { execSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -21,6 +24,8 @@ const { values: a } = parseArgs({
     heads: { type: 'string' },
     'dim-head': { type: 'string' },
     name: { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    outdir: { type: 'string' },
     child: { type: 'string' },
   },
 });
@@ -28,12 +33,19 @@ const threads = Number(a.threads ?? 2);
 const H = Number(a.heads ?? 4);
 const p = Number(a['dim-head'] ?? 32);
 const maxN = Number(a.max ?? 16384);
+const device = a.device;
+if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
+if (device === 'cuda' && !C.cudaAvailable()) {
+  console.error(`scaling: --device cuda but CUDA is not available: ${C.info().cudaReason}`);
+  process.exit(3);
+}
+const sync = device === 'cuda' ? () => C.synchronize() : () => {};
 C.setNumThreads(threads);
 
 /** fwd+bwd of one op on a (1, N, H·p) input; the op's outputs and grads are freed each run. */
 function runner(op, N) {
-  const X = C.randn([1, N, H * p], { seed: 1, requiresGrad: true, std: 0.5 });
-  const temp = C.ones([H], { requiresGrad: true });
+  const X = C.randn([1, N, H * p], { seed: 1, requiresGrad: true, std: 0.5, device });
+  const temp = C.ones([H], { requiresGrad: true, device });
   const f = {
     mssa: () => C.mssa(X, { heads: H }),
     'mssa-composite': () => C.composite.mssaComposite(X, { heads: H }),
@@ -46,6 +58,7 @@ function runner(op, N) {
         out.backward(C.onesLike(out));
         X.zeroGrad();
         temp.zeroGrad();
+        sync();
       }),
     dispose: () => {
       X.dispose();
@@ -59,6 +72,12 @@ if (a.child) {
   const [op, N] = a.child.split(':');
   const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
   const r = runner(op, Number(N));
+  if (device === 'cuda') {
+    const before = C.memory().cuda.bytes; // the inputs
+    r.step();
+    console.log(JSON.stringify({ peakGrowth: C.memory().cuda.peakBytes - before }));
+    process.exit(0);
+  }
   const before = hwm();
   r.step();
   console.log(JSON.stringify({ peakGrowth: hwm() - before }));
@@ -87,7 +106,7 @@ for (const N of Ns) {
     }
     r.dispose();
     t.sort((x, y) => x - y);
-    const mem = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', `${op}:${N}`, '--threads', String(threads), '--heads', String(H), '--dim-head', String(p)], { encoding: 'utf8' });
+    const mem = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', `${op}:${N}`, '--threads', String(threads), '--heads', String(H), '--dim-head', String(p), '--device', device], { encoding: 'utf8' });
     const peak = mem.status === 0 ? JSON.parse(mem.stdout.trim().split('\n').pop()).peakGrowth : Number.NaN;
     const flops = op === 'tssa' ? 30 * N * p * H : 12 * N * N * p * H;
     const row = { op, N, heads: H, dimHead: p, median: t[Math.floor(t.length / 2)], min: t[0], reps, flops, peakMiB: peak / 2 ** 20 };
@@ -105,9 +124,10 @@ const commit = (() => {
     return 'unknown';
   }
 })();
-const name = a.name ?? 'tssa-vs-mssa-cpu';
-const meta = { date: new Date().toISOString(), commit, device: `${cpus()[0]?.model} (${threads} threads)`, node: process.version, heads: H, dimHead: p, batch: 1 };
-const out = join(here, 'results');
+const name = a.name ?? `tssa-vs-mssa-${device}`;
+const deviceName = device === 'cuda' ? `${C.info().cuda?.name ?? 'CUDA device'}` : `${cpus()[0]?.model} (${threads} threads)`;
+const meta = { date: new Date().toISOString(), commit, device: deviceName, node: process.version, heads: H, dimHead: p, batch: 1 };
+const out = a.outdir ? resolve(a.outdir) : join(here, 'results');
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, `${name}.jsonl`), [JSON.stringify({ meta }), ...rows.map((r) => JSON.stringify(r))].join('\n') + '\n');
 const get = (op, N, k) => rows.find((r) => r.op === op && r.N === N)?.[k];
@@ -123,8 +143,8 @@ const md = [
   `# TSSA vs MSSA as N grows (fwd+bwd, f32, CPU)`,
   '',
   `- device: ${meta.device}; node ${meta.node}; commit ${commit}; ${meta.date}`,
-  `- command: \`node bench/scaling.mjs --threads ${threads} --max ${maxN} --heads ${H} --dim-head ${p}\``,
-  `- shape: batch 1, ${H} heads × p = ${p} (input (1, N, ${H * p})); time = median of the repeats after one warm-up; memory = growth of peak RSS over one fwd+bwd in a fresh process`,
+  `- command: \`node bench/scaling.mjs --device ${device} --threads ${threads} --max ${maxN} --heads ${H} --dim-head ${p}\``,
+  `- shape: batch 1, ${H} heads × p = ${p} (input (1, N, ${H * p})); time = median of the repeats after one warm-up; memory = ${device === 'cuda' ? 'peak live device bytes (caching allocator)' : 'growth of peak RSS'} over one fwd+bwd in a fresh process`,
   `- napkin math: MSSA fwd+bwd 12·N²·p FLOP per head (Q = K = V), TSSA ≈ 30·N·p; the composite MSSA stores N×N scores, so it stops at N = 8192`,
   `- measured growth exponent over the last two doublings (1 = linear, 2 = quadratic): TSSA ${f(slope('tssa'), 2)}, fused MSSA ${f(slope('mssa'), 2)}, composite MSSA ${f(slope('mssa-composite'), 2)}`,
   '',
@@ -147,4 +167,4 @@ const svg = renderSvg(`TSSA vs MSSA fwd+bwd, ${H} heads × ${p}, ${meta.device}`
   { title: 'peak memory: log10(MiB)', xLabel: 'log2 N', series: series('peakMiB', Math.log10) },
 ]);
 await writeFigure(join(out, name), svg);
-console.log(`wrote bench/results/${name}.{md,jsonl,svg,png}`);
+console.log(`wrote ${join(out, name)}.{md,jsonl,svg,png}`);

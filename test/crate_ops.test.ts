@@ -187,7 +187,7 @@ describe('causal TSSA composite (the CUDA fallback)', () => {
       });
     const fused = run(C.tssaCausal);
     const comp = run(C.composite.tssaCausalComposite);
-    fused.forEach((f, i) => expect(relErr(comp[i] as number[], f)).toBeLessThanOrEqual(1e-10));
+    for (const [i, f] of fused.entries()) expect(relErr(comp[i] as number[], f)).toBeLessThanOrEqual(1e-10);
     for (const t of [W, temp, den, seed]) t.dispose();
   });
 });

@@ -7,7 +7,7 @@
 // bf16 GEMM path, and training each task on 'cuda'. It proves the plumbing, not the CUDA kernels
 // (those are proved by scripts/gpu_check.sh on a GPU).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -62,7 +62,7 @@ describe('CUDA code paths against a host-memory fake backend', () => {
       env: { ...env, CRATE_TEST_DEVICE: 'cuda' },
       encoding: 'utf8',
     });
-    const out = (r.stdout + r.stderr).replace(/\x1b\[[0-9;]*m/g, '');
+    const out = (r.stdout + r.stderr).replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '');
     expect(out).toMatch(/Tests\s+\d+ passed/);
     expect(out).not.toMatch(/failed/);
     expect(r.status).toBe(0);
@@ -114,9 +114,11 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     // the same model, data and seed on 'cuda' (CPU kernels behind the fake; the GEMM differs in
     // summation order only) gives the CPU loss sequence
     expect(o.gpu.length).toBe(o.cpu.length);
-    o.gpu.forEach((l: number, i: number) => expect(Math.abs(l - o.cpu[i])).toBeLessThan(1e-3 * Math.abs(o.cpu[i])));
+    for (const [i, l] of (o.gpu as number[]).entries())
+      expect(Math.abs(l - o.cpu[i])).toBeLessThan(1e-3 * Math.abs(o.cpu[i]));
     // bf16 GEMMs change the losses a little, not a lot
-    o.amp.forEach((l: number, i: number) => expect(Math.abs(l - o.cpu[i])).toBeLessThan(1e-2 * Math.abs(o.cpu[i])));
+    for (const [i, l] of (o.amp as number[]).entries())
+      expect(Math.abs(l - o.cpu[i])).toBeLessThan(1e-2 * Math.abs(o.cpu[i]));
     expect(o.resumed).toBe(o.cpu.length); // the second epoch after resuming
     expect(o.layers).toBe(2);
     expect(o.mae.every(Number.isFinite)).toBe(true);
@@ -125,5 +127,77 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     for (const losses of o.others as number[][]) expect(losses.length > 0 && losses.every(Number.isFinite)).toBe(true);
     expect(o.mem.numTensors).toBe(0);
     expect(o.mem.cuda.bytes).toBe(0);
+  }, 300_000);
+
+  test("bench/train_step.mjs on cuda (f32 and --amp) writes its report, with the CPU run's loss", () => {
+    if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
+    const out = mkdtempSync(join(tmpdir(), 'crate-train-step-'));
+    try {
+      const run = (...extra: string[]) => {
+        const args = ['bench/train_step.mjs', '--preset', 'tiny', '--steps', '2', '--warmup', '1', '--no-peer'];
+        const r = spawnSync(process.execPath, [...args, '--outdir', out, ...extra], {
+          cwd: root,
+          env,
+          encoding: 'utf8',
+        });
+        if (r.status !== 0) throw new Error(r.stderr || r.stdout);
+        return r;
+      };
+      run('--device', 'cpu');
+      run('--device', 'cuda');
+      run('--device', 'cuda', '--amp');
+      const read = (name: string) => JSON.parse(readFileSync(join(out, `${name}.jsonl`), 'utf8'));
+      const cpu = read('train-step-cpu-tiny');
+      const gpu = read('train-step-cuda-tiny');
+      const amp = read('train-step-cuda-amp-tiny');
+      expect(gpu.device).toBe('cuda');
+      expect(gpu.meta.device).toMatch(/host fake/);
+      expect(gpu.ours.ms_median).toBeGreaterThan(0);
+      // same seed, same steps: the fake's CPU kernels give the CPU loss (GEMM order aside); bf16 close
+      expect(Math.abs(gpu.ours.loss - cpu.ours.loss)).toBeLessThan(1e-3 * Math.abs(cpu.ours.loss));
+      expect(Math.abs(amp.ours.loss - cpu.ours.loss)).toBeLessThan(2e-2 * Math.abs(cpu.ours.loss));
+      expect(gpu.ours.memory.cuda.bytes).toBeGreaterThan(0); // the model lives on the device
+      const md = readFileSync(join(out, 'train-step-cuda-amp-tiny.md'), 'utf8');
+      expect(md).toMatch(/bf16 autocast, CUDA/);
+      expect(md).toMatch(/--device cuda --amp/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 300_000);
+
+  test('bench/run.mjs and bench/scaling.mjs run on cuda and report device numbers', () => {
+    if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
+    const out = mkdtempSync(join(tmpdir(), 'crate-bench-cuda-'));
+    try {
+      const node = (...args: string[]) => {
+        const r = spawnSync(process.execPath, args, { cwd: root, env, encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(r.stderr || r.stdout);
+      };
+      node('bench/run.mjs', '--quick', '--device', 'cuda', '--filter', 'tssa', '--outdir', out);
+      node('bench/scaling.mjs', '--device', 'cuda', '--max', '512', '--outdir', out);
+      const ops = readFileSync(join(out, 'cuda-ops-quick.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(ops[0].meta.deviceKind).toBe('cuda');
+      expect(ops[0].meta.device).toMatch(/host fake/);
+      const tssa = ops.filter((r) => r.op === 'tssa fwd+bwd');
+      expect(tssa.map((r) => r.path).sort()).toEqual(['composite', 'fused']);
+      for (const r of tssa) expect(r.median).toBeGreaterThan(0);
+      const scaling = readFileSync(join(out, 'tssa-vs-mssa-cuda.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const rows = scaling.slice(1);
+      expect(rows.map((r) => `${r.op}:${r.N}`).sort()).toEqual(
+        ['mssa-composite:256', 'mssa-composite:512', 'mssa:256', 'mssa:512', 'tssa:256', 'tssa:512'].sort(),
+      );
+      // device memory from the allocator: the composite holds N×N scores, the fused kernel does not
+      const peak = (op: string, N: number) => rows.find((r) => r.op === op && r.N === N).peakMiB;
+      expect(peak('mssa-composite', 512)).toBeGreaterThan((4 * (4 * 512 * 512)) / 2 ** 20);
+      expect(peak('mssa', 512)).toBeLessThan((4 * 512 * 512) / 2 ** 20);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   }, 300_000);
 });

@@ -66,10 +66,11 @@ ${modelList()}
 
   Prints what the native addon was built with and found at run time: CUDA compiled in, GPU and
   driver found (or why not), the BLAS library loaded (or why not), the GEMM backend and threads.`,
-  bench: `crate bench [--filter <op>] [--quick]
+  bench: `crate bench [--filter <op>] [--quick] [--device cpu|cuda] [--outdir <dir>] [--name <name>]
 
-  Runs the kernel and training-step benchmarks (bench/run.mjs) and writes JSON lines and a
-  markdown table to bench/results/.`,
+  Runs the kernel benchmarks (bench/run.mjs: fused CRATE ops vs their composite path, GEMMs,
+  MSSA memory) on the CPU or the GPU and writes JSON lines and a markdown table to
+  bench/results/<device>-ops.{jsonl,md}. Training steps vs PyTorch: node bench/train_step.mjs.`,
 });
 
 function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; threads: number } {

@@ -5,7 +5,6 @@
 import type { DType } from '../dtype.js';
 import { tidy } from '../memory.js';
 import { ista, istaOvercomplete, istaTied, type MssaOptions, mssa } from '../ops/crate.js';
-import { ones, zeros } from '../ops/creation.js';
 import type { Tensor } from '../tensor.js';
 import { kaimingUniform } from './init.js';
 import { Dropout, Identity, LayerNorm, Linear, Sequential } from './layers.js';

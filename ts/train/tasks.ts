@@ -546,7 +546,18 @@ export async function lmTask(c: TaskConfig): Promise<Task> {
     async *batches(epoch, startBatch) {
       for (let i = startBatch; i < numBatches; i++) {
         const { x, y } = sampler.batch(epoch * numBatches + i);
-        yield onDevice({ x, y, index: i, dispose: () => (x.dispose(), y.dispose()) }, device);
+        yield onDevice(
+          {
+            x,
+            y,
+            index: i,
+            dispose: () => {
+              x.dispose();
+              y.dispose();
+            },
+          },
+          device,
+        );
       }
     },
     loss: (b) => model.forward(b.x, b.y).loss as Tensor,
