@@ -102,14 +102,18 @@ struct DeviceBuf {
   }
 };
 
-// A key mask on cuda as the uint8 device array the CUDA kernels take, written to `dst` (n bytes):
-// read to the host, converted, uploaded (the mask is B·N values, once per call).
+// A key mask on cuda as the uint8 device array the CUDA kernels take, written to `dst` (n bytes),
+// converted on the device in stream order (no host round trip, no synchronisation).
 void key_mask_to_device(const Args& a, const CudaApi& api, Storage* m, int64_t n, void* dst) {
   a.expect(m, "keyMask", m->dtype, n);
-  std::vector<uint8_t> raw(static_cast<size_t>(n) * dtype_size(m->dtype));
-  if (n) cuda_check(a, api.crate_cuda_memcpy(raw.data(), m->data, raw.size(), 1, nullptr));
-  const auto u8 = mask_to_u8(a, m->dtype, raw.data(), n);
-  if (n) cuda_check(a, api.crate_cuda_memcpy(dst, u8.data(), u8.size(), 0, nullptr));
+  int code = 0;
+  switch (m->dtype) {
+    case DType::f32: code = 0; break;
+    case DType::i32: code = 2; break;
+    case DType::bf16: code = 3; break;
+    default: a.fail("keyMask dtype not supported on cuda (f32, i32 or bf16)");
+  }
+  cuda_check(a, api.crate_cuda_nonzero_u8(m->data, code, static_cast<uint8_t*>(dst), n, nullptr));
 }
 
 void sizes_nonneg(const Args& a, std::initializer_list<int64_t> v) {
@@ -277,6 +281,20 @@ Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
   expect_opt(a, S1, "A1", dt, T_ * m);
   expect_opt(a, S2, "A2", dt, T_ * m);
   expect_opt(a, R, "R", dt, T_ * d);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    const CudaApi& api = cuda_api(a);
+    const float e = static_cast<float>(eta), l = static_cast<float>(lambda);
+    if (mode == 0)
+      cuda_check(a, api.crate_cuda_ista_overcomplete_forward_f32(Y->as<float>(), D->as<float>(), D1->as<float>(),
+                                                                 out->as<float>(), ptr<float>(S1), ptr<float>(S2),
+                                                                 ptr<float>(R), T_, d, m, e, l, nullptr));
+    else
+      cuda_check(a, api.crate_cuda_ista_tied_forward_f32(Y->as<float>(), D->as<float>(), out->as<float>(),
+                                                         ptr<float>(S1), ptr<float>(S2), ptr<float>(R), T_, d, m, e, l,
+                                                         nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    if (mode == 0)
                      cpu::ista_overcomplete_forward<T>(Y->as<T>(), D->as<T>(), D1->as<T>(), out->as<T>(), ptr<T>(S1),
@@ -318,6 +336,21 @@ Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
     if (!D1 || !dD1) a.fail("D1 and dD1 are required");
     a.expect(D1, "D1", dt, d * m);
     a.expect(dD1, "dD1", dt, d * m);
+  }
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    const CudaApi& api = cuda_api(a);
+    if (mode == 0)
+      cuda_check(a, api.crate_cuda_ista_overcomplete_backward_f32(
+                        Y->as<float>(), D->as<float>(), D1->as<float>(), S1->as<float>(), S2->as<float>(),
+                        R->as<float>(), dOut->as<float>(), dY->as<float>(), dD->as<float>(), dD1->as<float>(), T_, d,
+                        m, static_cast<float>(eta), nullptr));
+    else
+      cuda_check(a, api.crate_cuda_ista_tied_backward_f32(Y->as<float>(), D->as<float>(), S1->as<float>(),
+                                                          S2->as<float>(), R->as<float>(), dOut->as<float>(),
+                                                          dY->as<float>(), dD->as<float>(), T_, d, m,
+                                                          static_cast<float>(eta), nullptr));
+    return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    if (mode == 0)
@@ -524,6 +557,12 @@ Napi::Value TssaCausalForward(const Napi::CallbackInfo& info) {
   a.expect(temp, "temp", dt, H);
   a.expect(den, "denomBias", dt, H * Tmax);
   a.expect(Y, "Y", dt, B * Tn * H * p);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_forward_f32(W->as<float>(), temp->as<float>(), den->as<float>(),
+                                                                 Y->as<float>(), nullptr, B, Tn, H, p, Tmax, nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_causal_forward<T>(W->as<T>(), temp->as<T>(), den->as<T>(), Y->as<T>(), nullptr, B, Tn, H,
                                                p, Tmax);
@@ -552,6 +591,13 @@ Napi::Value TssaCausalBackward(const Napi::CallbackInfo& info) {
   a.expect(dW, "dW", dt, n);
   expect_opt(a, dtemp, "dtemp", dt, H);
   expect_opt(a, dden, "ddenomBias", dt, H * Tmax);
+  if (a.on_cuda()) {
+    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_backward_f32(
+                      W->as<float>(), temp->as<float>(), den->as<float>(), dY->as<float>(), dW->as<float>(),
+                      ptr<float>(dtemp), ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));
+    return info.Env().Undefined();
+  }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_causal_backward<T>(W->as<T>(), temp->as<T>(), den->as<T>(), dY->as<T>(), dW->as<T>(),
                                                 ptr<T>(dtemp), ptr<T>(dden), B, Tn, H, p, Tmax, nullptr);

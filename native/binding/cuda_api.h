@@ -20,12 +20,15 @@ class Args;
   X(crate_cuda_memcpy) X(crate_cuda_memcpy_d2h_async) X(crate_cuda_synchronize) X(crate_cuda_gemm_backend) X(crate_cuda_gemm_bf16)     \
   X(crate_cuda_mssa_forward_f32) X(crate_cuda_mssa_backward_f32) X(crate_cuda_ista_forward_f32)                \
   X(crate_cuda_ista_backward_f32) X(crate_cuda_logdet_gram_forward_f32) X(crate_cuda_logdet_gram_backward_f32) \
+  X(crate_cuda_ista_overcomplete_forward_f32) X(crate_cuda_ista_overcomplete_backward_f32)                     \
+  X(crate_cuda_ista_tied_forward_f32) X(crate_cuda_ista_tied_backward_f32)                                     \
   X(crate_cuda_tssa_forward_f32) X(crate_cuda_tssa_backward_f32) X(crate_cuda_layernorm_forward_f32)           \
+  X(crate_cuda_tssa_causal_forward_f32) X(crate_cuda_tssa_causal_backward_f32)                               \
   X(crate_cuda_layernorm_backward_f32) X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)    \
   X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32) X(crate_cuda_unary_f32)     \
   X(crate_cuda_unary_backward_f32) X(crate_cuda_binary_f32) X(crate_cuda_binary_i32) X(crate_cuda_where_f32)   \
   X(crate_cuda_fill_f32) X(crate_cuda_fill_i32) X(crate_cuda_arange_f32) X(crate_cuda_arange_i32)              \
-  X(crate_cuda_cast) X(crate_cuda_find_nonfinite_f32) X(crate_cuda_reduce_f32) X(crate_cuda_strided_copy_f32)  \
+  X(crate_cuda_cast) X(crate_cuda_nonzero_u8) X(crate_cuda_find_nonfinite_f32) X(crate_cuda_reduce_f32) X(crate_cuda_strided_copy_f32)  \
   X(crate_cuda_strided_copy_i32) X(crate_cuda_gather_f32) X(crate_cuda_gather_i32) X(crate_cuda_index_add_f32) \
   X(crate_cuda_matmul_f32) X(crate_cuda_random_f32) X(crate_cuda_adamw_step_f32)
 

@@ -1,5 +1,5 @@
 // elementwise.cu: CUDA twins of native/cpu/elementwise.cc: unary (+ backward), binary (f32, i32),
-// where, fill, arange, cast and find_nonfinite.
+// where, fill, arange, cast, nonzero_u8 (key masks) and find_nonfinite.
 //
 // The op is a template parameter of each kernel (one switch per call). Unary runs a grid-stride
 // loop over float4 when the buffers are 16-byte aligned. Binary and where canonicalise their
@@ -275,6 +275,19 @@ void cast_from(const void* x, void* y, int dst, int64_t n, cudaStream_t stream) 
 
 inline size_t dtype_bytes(int dt) { return dt == kDtypeBf16 ? 2 : 4; }
 
+// ------------------------------------------------------------------ nonzero (masks)
+/** x != 0 as a byte, like the CPU's `v != 0` (NaN counts as nonzero; -0 as zero). */
+PRIM_HD uint8_t is_nonzero(float v) { return v != 0.f; }
+PRIM_HD uint8_t is_nonzero(int32_t v) { return v != 0; }
+PRIM_HD uint8_t is_nonzero(Bf16 v) { return (v.bits & 0x7fffu) != 0; }
+
+template <class S>
+__global__ void nonzero_u8_kernel(const S* __restrict__ x, uint8_t* __restrict__ y, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = is_nonzero(x[i]);
+}
+
 // ------------------------------------------------------------------ find_nonfinite
 __global__ void find_nonfinite_kernel(const float* __restrict__ x, int64_t n, bool vec,
                                       unsigned long long* __restrict__ first) {
@@ -442,6 +455,25 @@ CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, in
       default: cast_from<Bf16>(x, y, dst_dtype, n, stream); break;
     }
     check_launch("cast", stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_nonzero_u8(const void* x, int dtype, uint8_t* y, int64_t n, void* stream_) {
+  return guard("crate_cuda_nonzero_u8", [&] {
+    CRATE_CUDA_REQUIRE(dtype == kDtypeF32 || dtype == kDtypeI32 || dtype == kDtypeBf16, "nonzero_u8",
+                       "unsupported dtype " + std::to_string(dtype) + " (0 f32, 2 i32, 3 bf16)");
+    CRATE_CUDA_REQUIRE(n >= 0, "nonzero_u8", "negative size " + std::to_string(n));
+    if (n == 0) return;
+    require_ptr("nonzero_u8", x, "x");
+    require_ptr("nonzero_u8", y, "y");
+    cudaStream_t stream = resolve_stream(stream_);
+    const int grid = grid_for(n, kBlock);
+    switch (dtype) {
+      case kDtypeF32: nonzero_u8_kernel<float><<<grid, kBlock, 0, stream>>>(static_cast<const float*>(x), y, n); break;
+      case kDtypeI32: nonzero_u8_kernel<int32_t><<<grid, kBlock, 0, stream>>>(static_cast<const int32_t*>(x), y, n); break;
+      default: nonzero_u8_kernel<Bf16><<<grid, kBlock, 0, stream>>>(static_cast<const Bf16*>(x), y, n); break;
+    }
+    check_launch("nonzero_u8", stream);
   });
 }
 

@@ -1,6 +1,11 @@
-// ista.cu: the CRATE ISTA step on the GPU, forward and backward (f32), the same algorithm and
-// branch structure as native/cpu/ista.cc so the results agree to f32 rounding:
+// ista.cu: the CRATE ISTA-step family on the GPU, forward and backward (f32), the same algorithm
+// and branch structure as native/cpu/ista.cc so the results agree to f32 rounding. Every op is a
+// chain of GEMMs (gemm.cu's internal entry: cuBLASLt when loaded, else the own kernels; plain f32,
+// allow_tf32 = false, since the C ABI promises the CPU result to f32 rounding) with one fused
+// memory-bound epilogue pass after each GEMM that needs one (float4 when every pointer it touches is
+// 16-byte aligned). Scratch comes from the caching allocator (Scratch, stream-ordered).
 //
+// CRATE (complete W, d x d):
 //   forward, T >= d:  K = I + eta (W - W^T W)            (one GEMM W^T W into scratch + form_k)
 //                     Z = Y K                             (one GEMM into Z)
 //                     Z = ReLU(Z - eta lambda)            (fused in-place epilogue, float4)
@@ -11,11 +16,43 @@
 //                     dY = G + eta (V - V W), V = G W^T   (T <  d)
 //                     dM = eta Y^T G,  dW = dM - W (dM + dM^T)
 //
+// CRATE-alpha overcomplete (D, D1 (d, m)), each line one GEMM + its epilogue:
+//   forward:   A1 = ReLU(eta Y D - eta lambda)            (T, m)   epilogue: threshold + ReLU
+//              R  = A1 D^T - Y                            (T, d)   epilogue: residual
+//              A2 = ReLU(A1 - eta R D - eta lambda)       (T, m)   epilogue: step + threshold + ReLU
+//                   (A1 and A2 both unsaved: A2 overwrites A1's scratch through the GEMM's beta = 1,
+//                    as on the CPU; otherwise the epilogue adds A1)
+//              out = A2 D1^T                              (T, d)   no epilogue
+//   backward:  dD1 = dOut^T A2                            (only when dD1 is requested)
+//              G2 = (dOut D1) o [A2 > 0]                  epilogue: ReLU mask in place
+//              E  = G2 D^T
+//              dD = -eta R^T G2                           (before G2 is overwritten below)
+//              G1 = (G2 - eta E D) o [A1 > 0], and G2 += G1 in the same pass (one epilogue
+//                   instead of the CPU's two: the mask product and the later X += Y2)
+//              dD += -eta E^T A1 + eta Y^T G1             (the CPU's accumulation order)
+//              dY = eta (G1 + G2) D^T
+// Causal-CRATE tied (W (m, d), decoder = W), the same shape with D = W^T:
+//   forward:   A0 = ReLU(eta Y W^T - eta lambda),  R = Y - A0 W,  A1 = ReLU(A0 + eta R W^T - eta lambda),
+//              out = A1 W
+//   backward:  G1 = (dOut W^T) o [A1 > 0],  E = G1 W,  dW = A1^T dOut + eta G1^T R,
+//              G0 = (G1 - eta E W^T) o [A0 > 0] fused with G1 += G0,
+//              dW += -eta A0^T E + eta G0^T Y,  dY = eta (G1 + G0) W
+//
+// Napkin math for the overcomplete/tied ops (T tokens, d width, m dictionary atoms, typically 4d):
+//   FLOPs are the GEMMs, 2 T d m each: forward 4 GEMMs = 8 T d m; backward 8 (overcomplete, with
+//   dD1) or 9 (tied) = 16-18 T d m. Epilogue bytes (f32): forward 8 T m (A1: read + write) +
+//   12 T d (R: read R and Y, write R) + 12 T m (A2: read A2 and A1, write A2; 8 T m in place)
+//   = 20 T m + 12 T d; backward 12 T m (mask: read G and A, write G) + 20 T m (fused step: read
+//   G1, G2, A, write G1, G2) = 32 T m (the CPU's three passes would move 36 T m).
+//   E.g. CRATE-alpha-B, d = 768, m = 3072, T = 8 x 197 = 1576: forward 29.7 GFLOP (~0.6 ms at
+//   ~50 TFLOP/s plain f32 on an H100) vs 111 MB of epilogue traffic (~0.04 ms at ~3 TB/s);
+//   backward 59 GFLOP (~1.2 ms) vs 155 MB (~0.05 ms): the epilogues add ~5%, the GEMMs decide.
+//
 // Epilogue choice: cuBLAS(Lt) has no ReLU-with-shift epilogue we can rely on in every backend
-// (the own tensor-core GEMM is the fallback), so the GEMM writes Z and one memory-bound in-place
-// pass applies ReLU(Z - eta lambda) (float4 when Z is 16-byte aligned; one read + one write of Z).
-// GEMMs run in plain f32 (allow_tf32 = false): the C ABI promises the CPU result to f32 rounding.
-// ReLU keeps NaN like the CPU (x < 0 ? 0 : x), so a NaN in Y or W propagates to Z.
+// (the own tensor-core GEMM is the fallback), so the GEMM writes its output and one memory-bound
+// in-place pass applies the residual / step / threshold / ReLU / mask (one read + one write of the
+// output plus the operand it adds). ReLU keeps NaN like the CPU (x < 0 ? 0 : x), so a NaN in an
+// input propagates to the outputs; the masks are `a > 0 ? g : 0`, exactly the CPU's.
 #include <memory>
 #include <string>
 
@@ -152,6 +189,95 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// R = R + sign Y in place (the residual epilogue: sign = -1 for CRATE-alpha's R = A1 D^T - Y,
+// +1 for the tied R = Y - A0 W; -1 * y is exact, so this is the CPU's `r -= Y` / `r += Y`).
+__global__ void __launch_bounds__(kBlock)
+    residual_kernel(float* __restrict__ R, const float* __restrict__ Y, int64_t n, float sign, int vec) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t tail = 0;
+  if (vec) {
+    const int64_t n4 = n >> 2;
+    float4* R4 = reinterpret_cast<float4*>(R);
+    const float4* Y4 = reinterpret_cast<const float4*>(Y);
+    for (int64_t i = i0; i < n4; i += stride) {
+      float4 r = R4[i];
+      const float4 y = Y4[i];
+      r.x += sign * y.x;
+      r.y += sign * y.y;
+      r.z += sign * y.z;
+      r.w += sign * y.w;
+      R4[i] = r;
+    }
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + i0; i < n; i += stride) R[i] += sign * Y[i];
+}
+
+// G = A > 0 ? G : 0 in place (the ReLU mask product of the backward: G holds the GEMM's output).
+__global__ void __launch_bounds__(kBlock)
+    mask_inplace_kernel(float* __restrict__ G, const float* __restrict__ A, int64_t n, int vec) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t tail = 0;
+  if (vec) {
+    const int64_t n4 = n >> 2;
+    float4* G4 = reinterpret_cast<float4*>(G);
+    const float4* A4 = reinterpret_cast<const float4*>(A);
+    for (int64_t i = i0; i < n4; i += stride) {
+      float4 g = G4[i];
+      const float4 a = A4[i];
+      g.x = a.x > 0.f ? g.x : 0.f;
+      g.y = a.y > 0.f ? g.y : 0.f;
+      g.z = a.z > 0.f ? g.z : 0.f;
+      g.w = a.w > 0.f ? g.w : 0.f;
+      G4[i] = g;
+    }
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + i0; i < n; i += stride) G[i] = A[i] > 0.f ? G[i] : 0.f;
+}
+
+// The backward's inner ISTA step, both updates in one pass:
+//   Gin = A > 0 ? Gin + Gout : 0        (Gin = -eta E D on entry; the CPU's `Y2 = A1 > 0 ? Y2 + X : 0`)
+//   Gout = Gout + Gin  when sum != 0    (the CPU's later `X += Y2`, the same f32 sum)
+__global__ void __launch_bounds__(kBlock)
+    step_mask_kernel(float* __restrict__ Gin, float* __restrict__ Gout, const float* __restrict__ A, int64_t n,
+                     int sum, int vec) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t tail = 0;
+  if (vec) {
+    const int64_t n4 = n >> 2;
+    float4* I4 = reinterpret_cast<float4*>(Gin);
+    float4* O4 = reinterpret_cast<float4*>(Gout);
+    const float4* A4 = reinterpret_cast<const float4*>(A);
+    for (int64_t i = i0; i < n4; i += stride) {
+      float4 g = I4[i], o = O4[i];
+      const float4 a = A4[i];
+      g.x = a.x > 0.f ? g.x + o.x : 0.f;
+      g.y = a.y > 0.f ? g.y + o.y : 0.f;
+      g.z = a.z > 0.f ? g.z + o.z : 0.f;
+      g.w = a.w > 0.f ? g.w + o.w : 0.f;
+      I4[i] = g;
+      if (sum) {
+        o.x += g.x;
+        o.y += g.y;
+        o.z += g.z;
+        o.w += g.w;
+        O4[i] = o;
+      }
+    }
+    tail = n4 << 2;
+  }
+  for (int64_t i = tail + i0; i < n; i += stride) {
+    const float o = Gout[i];
+    const float g = A[i] > 0.f ? Gin[i] + o : 0.f;
+    Gin[i] = g;
+    if (sum) Gout[i] = o + g;
+  }
+}
+
 void check_dims(const char* fn, int64_t T, int64_t d) {
   CRATE_CUDA_REQUIRE(T >= 0, fn, "T must be >= 0, got " + std::to_string(T));
   CRATE_CUDA_REQUIRE(d >= 1, fn, "d must be >= 1, got " + std::to_string(d));
@@ -173,6 +299,72 @@ void form_k(const float* W, float* K, int64_t d, float eta, cudaStream_t st) {
   gemm(true, false, d, d, d, -eta, W, d, W, d, 0.f, K, d, st);
   form_k_kernel<<<grid_for(d * d, kBlock), kBlock, 0, st>>>(K, W, d, eta);
   check_launch("ista form_k_kernel", st);
+}
+
+// ---- epilogue launchers (float4 when every pointer is 16-byte aligned)
+unsigned ew_grid(int64_t n, int vec) { return grid_for(vec ? (n + 3) / 4 : n, kBlock); }
+
+// Z = ReLU(Z - thr)  (n elements)
+void relu_shift(float* Z, int64_t n, float thr, cudaStream_t st) {
+  const int vec = aligned16(Z) ? 1 : 0;
+  relu_shift_kernel<<<ew_grid(n, vec), kBlock, 0, st>>>(Z, n, thr, vec);
+  check_launch("ista relu_shift_kernel", st);
+}
+
+// Z = ReLU(Z + Y - thr)
+void relu_add_shift(float* Z, const float* Y, int64_t n, float thr, cudaStream_t st) {
+  const int vec = aligned16(Z) && aligned16(Y) ? 1 : 0;
+  relu_add_shift_kernel<<<ew_grid(n, vec), kBlock, 0, st>>>(Z, Y, n, thr, vec);
+  check_launch("ista relu_add_shift_kernel", st);
+}
+
+// R = R + sign Y
+void residual(float* R, const float* Y, int64_t n, float sign, cudaStream_t st) {
+  const int vec = aligned16(R) && aligned16(Y) ? 1 : 0;
+  residual_kernel<<<ew_grid(n, vec), kBlock, 0, st>>>(R, Y, n, sign, vec);
+  check_launch("ista residual_kernel", st);
+}
+
+// G = A > 0 ? G : 0
+void mask_inplace(float* G, const float* A, int64_t n, cudaStream_t st) {
+  const int vec = aligned16(G) && aligned16(A) ? 1 : 0;
+  mask_inplace_kernel<<<ew_grid(n, vec), kBlock, 0, st>>>(G, A, n, vec);
+  check_launch("ista mask_inplace_kernel", st);
+}
+
+// Gin = A > 0 ? Gin + Gout : 0, then Gout += Gin when sum
+void step_mask(float* Gin, float* Gout, const float* A, int64_t n, bool sum, cudaStream_t st) {
+  const int vec = aligned16(Gin) && aligned16(Gout) && aligned16(A) ? 1 : 0;
+  step_mask_kernel<<<ew_grid(n, vec), kBlock, 0, st>>>(Gin, Gout, A, n, sum ? 1 : 0, vec);
+  check_launch("ista step_mask_kernel", st);
+}
+
+// Device memset of n floats (no-op for a null pointer or n = 0): the CPU's zero() for T = 0.
+void zero(float* p, int64_t n, const char* what, cudaStream_t st) {
+  if (p && n > 0) check(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(float), st), what);
+}
+
+// The CPU's check_tdm: T >= 0, d, m >= 1, each at most 2^40, T m and d m at most 1e15.
+void check_tdm(const char* fn, int64_t T, int64_t d, int64_t m) {
+  auto dim = [&](const char* name, int64_t v, int64_t minv) {
+    CRATE_CUDA_REQUIRE(v >= minv, fn,
+                       std::string(name) + " must be >= " + std::to_string(minv) + ", got " + std::to_string(v));
+    CRATE_CUDA_REQUIRE(v <= (int64_t(1) << 40), fn, std::string(name) + " too large, got " + std::to_string(v));
+  };
+  dim("T", T, 0);
+  dim("d", d, 1);
+  dim("m", m, 1);
+  auto prod = [&](int64_t a, int64_t b) {
+    CRATE_CUDA_REQUIRE((double)a * (double)b <= 1e15, fn,
+                       "tensor too large (" + std::to_string(a) + " x " + std::to_string(b) + ")");
+  };
+  prod(T, m);
+  prod(d, m);
+}
+
+// Scratch of n floats, or none when not needed.
+std::unique_ptr<Scratch> scratch_if(bool need, int64_t n, cudaStream_t st) {
+  return need ? std::make_unique<Scratch>(static_cast<size_t>(n) * sizeof(float), st) : nullptr;
 }
 
 }  // namespace
@@ -199,8 +391,7 @@ CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* 
       float* K = ks.as<float>();
       form_k(W, K, d, eta, st);
       gemm(false, false, T, d, d, 1.f, Y, d, K, d, 0.f, Z, d, st);  // Z = Y K
-      relu_shift_kernel<<<grid_for(aligned16(Z) ? (n + 3) / 4 : n, kBlock), kBlock, 0, st>>>(Z, n, thr, aligned16(Z) ? 1 : 0);
-      check_launch("ista relu_shift_kernel", st);
+      relu_shift(Z, n, thr, st);
     } else {
       Scratch us(static_cast<size_t>(n) * sizeof(float), st);
       float* U = us.as<float>();
@@ -208,9 +399,7 @@ CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* 
       add_inplace_kernel<<<grid_for(n, kBlock), kBlock, 0, st>>>(U, Y, n);  // U = Y - Y W^T
       check_launch("ista add_inplace_kernel", st);
       gemm(false, false, T, d, d, eta, U, d, W, d, 0.f, Z, d, st);  // Z = eta U W
-      const int vec = aligned16(Z) && aligned16(Y) ? 1 : 0;
-      relu_add_shift_kernel<<<grid_for(vec ? (n + 3) / 4 : n, kBlock), kBlock, 0, st>>>(Z, Y, n, thr, vec);
-      check_launch("ista relu_add_shift_kernel", st);
+      relu_add_shift(Z, Y, n, thr, st);
     }
   });
 }
@@ -225,7 +414,7 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
     CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
     cudaStream_t st = resolve_stream(stream);
     if (T == 0) {
-      if (dW) check(cudaMemsetAsync(dW, 0, static_cast<size_t>(d * d) * sizeof(float), st), "ista_backward memset dW");
+      zero(dW, d * d, "ista_backward memset dW", st);
       return;
     }
     CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
@@ -267,6 +456,167 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
       check_launch("ista sym_kernel", st);
       gemm(false, false, d, d, d, -1.f, W, d, Sym, d, 1.f, dW, d, st);  // dW = dM - W (dM + dM^T)
     }
+  });
+}
+
+// ---------------------------------------------------------------- CRATE-alpha overcomplete ISTA
+
+CRATE_API crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, const float* D, const float* D1,
+                                                                float* out, float* A1, float* A2, float* R, int64_t T,
+                                                                int64_t d, int64_t m, float eta, float lambd,
+                                                                void* stream) {
+  return guard("crate_cuda_ista_overcomplete_forward_f32", [&] {
+    const char* fn = "ista_overcomplete_forward";
+    check_tdm(fn, T, d, m);
+    if (T == 0) return;
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(D, fn, "D must not be null");
+    CRATE_CUDA_REQUIRE(D1, fn, "D1 must not be null");
+    CRATE_CUDA_REQUIRE(out, fn, "out must not be null");
+    cudaStream_t st = resolve_stream(stream);
+    const int64_t ntm = T * m, ntd = T * d;
+    // unsaved iterates share one (T, m) scratch (A2 then overwrites A1, as on the CPU)
+    auto slot_a = scratch_if(!A1 || !A2, ntm, st);
+    auto slot_r = scratch_if(!R, ntd, st);
+    float* a1 = A1 ? A1 : slot_a->as<float>();  // (T, m)
+    float* a2 = A2 ? A2 : slot_a->as<float>();  // (T, m)
+    float* r = R ? R : slot_r->as<float>();     // (T, d)
+    const float thr = eta * lambd;
+    gemm(false, false, T, m, d, eta, Y, d, D, m, 0.f, a1, m, st);  // A1 = eta Y D
+    relu_shift(a1, ntm, thr, st);                                   // A1 = ReLU(A1 - eta lambda)
+    gemm(false, true, T, d, m, 1.f, a1, m, D, m, 0.f, r, d, st);    // R = A1 D^T
+    residual(r, Y, ntd, -1.f, st);                                  // R -= Y
+    if (a2 == a1) {
+      gemm(false, false, T, m, d, -eta, r, d, D, m, 1.f, a2, m, st);  // A2 = A1 - eta R D
+      relu_shift(a2, ntm, thr, st);                                    // A2 = ReLU(A2 - eta lambda)
+    } else {
+      gemm(false, false, T, m, d, -eta, r, d, D, m, 0.f, a2, m, st);  // A2 = -eta R D
+      relu_add_shift(a2, a1, ntm, thr, st);                            // A2 = ReLU(A2 + A1 - eta lambda)
+    }
+    gemm(false, true, T, d, m, 1.f, a2, m, D1, m, 0.f, out, d, st);  // out = A2 D1^T
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y, const float* D, const float* D1,
+                                                                 const float* A1, const float* A2, const float* R,
+                                                                 const float* dOut, float* dY, float* dD, float* dD1,
+                                                                 int64_t T, int64_t d, int64_t m, float eta,
+                                                                 void* stream) {
+  return guard("crate_cuda_ista_overcomplete_backward_f32", [&] {
+    const char* fn = "ista_overcomplete_backward";
+    check_tdm(fn, T, d, m);
+    if (!dY && !dD && !dD1) return;
+    cudaStream_t st = resolve_stream(stream);
+    if (T == 0) {
+      zero(dD, d * m, "ista_overcomplete_backward memset dD", st);
+      zero(dD1, d * m, "ista_overcomplete_backward memset dD1", st);
+      return;
+    }
+    CRATE_CUDA_REQUIRE(dOut, fn, "dOut must not be null");
+    CRATE_CUDA_REQUIRE(A2, fn, "A2 must not be null");
+    if (dY || dD) {
+      CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+      CRATE_CUDA_REQUIRE(D, fn, "D must not be null");
+      CRATE_CUDA_REQUIRE(D1, fn, "D1 must not be null");
+      CRATE_CUDA_REQUIRE(A1, fn, "A1 must not be null");
+      CRATE_CUDA_REQUIRE(R, fn, "R must not be null");
+    }
+    if (dD1) gemm(true, false, d, m, T, 1.f, dOut, d, A2, m, 0.f, dD1, m, st);  // dD1 = dOut^T A2
+    if (!dY && !dD) return;
+    const int64_t ntm = T * m;
+    Scratch g2s(static_cast<size_t>(ntm) * sizeof(float), st), g1s(static_cast<size_t>(ntm) * sizeof(float), st),
+        es(static_cast<size_t>(T * d) * sizeof(float), st);
+    float* G2 = g2s.as<float>();  // (T, m): G2, later G1 + G2
+    float* G1 = g1s.as<float>();  // (T, m)
+    float* E = es.as<float>();    // (T, d) = G2 D^T
+    gemm(false, false, T, m, d, 1.f, dOut, d, D1, m, 0.f, G2, m, st);  // G2 = dOut D1
+    mask_inplace(G2, A2, ntm, st);                                      // G2 = G2 o [A2 > 0]
+    gemm(false, true, T, d, m, 1.f, G2, m, D, m, 0.f, E, d, st);        // E = G2 D^T
+    if (dD) gemm(true, false, d, m, T, -eta, R, d, G2, m, 0.f, dD, m, st);  // dD = -eta R^T G2
+    gemm(false, false, T, m, d, -eta, E, d, D, m, 0.f, G1, m, st);      // G1 = -eta E D
+    step_mask(G1, G2, A1, ntm, dY != nullptr, st);  // G1 = (G2 + G1) o [A1 > 0]; G2 += G1
+    if (dD) {
+      gemm(true, false, d, m, T, -eta, E, d, A1, m, 1.f, dD, m, st);  // dD += -eta E^T A1
+      gemm(true, false, d, m, T, eta, Y, d, G1, m, 1.f, dD, m, st);   // dD += eta Y^T G1
+    }
+    if (dY) gemm(false, true, T, d, m, eta, G2, m, D, m, 0.f, dY, d, st);  // dY = eta (G1 + G2) D^T
+  });
+}
+
+// ------------------------------------------------------------------ causal-CRATE tied ISTA
+
+CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const float* W, float* out, float* A0,
+                                                        float* A1, float* R, int64_t T, int64_t d, int64_t m,
+                                                        float eta, float lambd, void* stream) {
+  return guard("crate_cuda_ista_tied_forward_f32", [&] {
+    const char* fn = "ista_tied_forward";
+    check_tdm(fn, T, d, m);
+    if (T == 0) return;
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    CRATE_CUDA_REQUIRE(out, fn, "out must not be null");
+    cudaStream_t st = resolve_stream(stream);
+    const int64_t ntm = T * m, ntd = T * d;
+    auto slot_a = scratch_if(!A0 || !A1, ntm, st);
+    auto slot_r = scratch_if(!R, ntd, st);
+    float* a0 = A0 ? A0 : slot_a->as<float>();  // (T, m)
+    float* a1 = A1 ? A1 : slot_a->as<float>();  // (T, m)
+    float* r = R ? R : slot_r->as<float>();     // (T, d)
+    const float thr = eta * lambd;
+    gemm(false, true, T, m, d, eta, Y, d, W, d, 0.f, a0, m, st);     // A0 = eta Y W^T
+    relu_shift(a0, ntm, thr, st);                                     // A0 = ReLU(A0 - eta lambda)
+    gemm(false, false, T, d, m, -1.f, a0, m, W, d, 0.f, r, d, st);   // R = -A0 W
+    residual(r, Y, ntd, 1.f, st);                                     // R += Y
+    if (a1 == a0) {
+      gemm(false, true, T, m, d, eta, r, d, W, d, 1.f, a1, m, st);  // A1 = A0 + eta R W^T
+      relu_shift(a1, ntm, thr, st);                                  // A1 = ReLU(A1 - eta lambda)
+    } else {
+      gemm(false, true, T, m, d, eta, r, d, W, d, 0.f, a1, m, st);  // A1 = eta R W^T
+      relu_add_shift(a1, a0, ntm, thr, st);                          // A1 = ReLU(A1 + A0 - eta lambda)
+    }
+    gemm(false, false, T, d, m, 1.f, a1, m, W, d, 0.f, out, d, st);  // out = A1 W
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const float* W, const float* A0,
+                                                         const float* A1, const float* R, const float* dOut,
+                                                         float* dY, float* dW, int64_t T, int64_t d, int64_t m,
+                                                         float eta, void* stream) {
+  return guard("crate_cuda_ista_tied_backward_f32", [&] {
+    const char* fn = "ista_tied_backward";
+    check_tdm(fn, T, d, m);
+    if (!dY && !dW) return;
+    cudaStream_t st = resolve_stream(stream);
+    if (T == 0) {
+      zero(dW, m * d, "ista_tied_backward memset dW", st);
+      return;
+    }
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    CRATE_CUDA_REQUIRE(A0, fn, "A0 must not be null");
+    CRATE_CUDA_REQUIRE(A1, fn, "A1 must not be null");
+    CRATE_CUDA_REQUIRE(R, fn, "R must not be null");
+    CRATE_CUDA_REQUIRE(dOut, fn, "dOut must not be null");
+    const int64_t ntm = T * m;
+    Scratch g1s(static_cast<size_t>(ntm) * sizeof(float), st), g0s(static_cast<size_t>(ntm) * sizeof(float), st),
+        es(static_cast<size_t>(T * d) * sizeof(float), st);
+    float* G1 = g1s.as<float>();  // (T, m): G1, later G1 + G0
+    float* G0 = g0s.as<float>();  // (T, m)
+    float* E = es.as<float>();    // (T, d) = G1 W
+    gemm(false, true, T, m, d, 1.f, dOut, d, W, d, 0.f, G1, m, st);  // G1 = dOut W^T
+    mask_inplace(G1, A1, ntm, st);                                    // G1 = G1 o [A1 > 0]
+    gemm(false, false, T, d, m, 1.f, G1, m, W, d, 0.f, E, d, st);    // E = G1 W
+    if (dW) {
+      gemm(true, false, m, d, T, 1.f, A1, m, dOut, d, 0.f, dW, d, st);  // dW = A1^T dOut
+      gemm(true, false, m, d, T, eta, G1, m, R, d, 1.f, dW, d, st);     // dW += eta G1^T R
+    }
+    gemm(false, true, T, m, d, -eta, E, d, W, d, 0.f, G0, m, st);  // G0 = -eta E W^T
+    step_mask(G0, G1, A0, ntm, dY != nullptr, st);                 // G0 = (G1 + G0) o [A0 > 0]; G1 += G0
+    if (dW) {
+      gemm(true, false, m, d, T, -eta, A0, m, E, d, 1.f, dW, d, st);  // dW += -eta A0^T E
+      gemm(true, false, m, d, T, eta, G0, m, Y, d, 1.f, dW, d, st);   // dW += eta G0^T Y
+    }
+    if (dY) gemm(false, false, T, d, m, eta, G1, m, W, d, 0.f, dY, d, st);  // dY = eta (G1 + G0) W
   });
 }
 

@@ -1,5 +1,6 @@
-// tssa.cu: ToST vision token-statistics self-attention (TSSA) on the GPU, forward and backward,
-// the maths of native/cpu/tssa.{h,cc} (f64 statistics for f32 data, like the CPU):
+// tssa.cu: ToST token-statistics self-attention (TSSA) on the GPU, forward and backward, the vision
+// form and the causal (language) form below, the maths of native/cpu/tssa.{h,cc} (f64 statistics
+// for f32 data, like the CPU). Vision:
 //
 //   nu[c]   = max(||W[:,c]||_2 over tokens, 1e-12)               column kernel
 //   s[h,n]  = sum_{c in h} W[n,c]^2 / nu[c]^2                      token kernel (a warp per token)
@@ -25,7 +26,68 @@
 // recomputes the statistics (Pi, colnorm or mstat NULL), synchronize the stream. The backward
 // with the saved buffers does not read anything back and stays asynchronous: the buffers are the
 // forward's for the same W and temp (the CPU does not re-validate them either), and the forward
-// has already validated that temp. Only the non-causal TSSA is exposed by crate_cuda.h.
+// has already validated that temp.
+//
+// ---- Causal TSSA (ToST language; tssa_causal_forward / tssa_causal_backward of native/cpu/tssa.cc)
+// Per batch item b, head h, step t, feature c of h (sums inclusive over s <= t):
+//   C[t,c]  = sum_s W[s,c]^2                  u[h,t] = sum_c W[t,c]^2 / max(C[t,c], 1e-12) + p bias[h,t]
+//   Pi[:,t] = softmax over heads of temp[h] u[h,t]
+//   P[h,t]  = sum_s Pi[h,s]                   N[t,c] = sum_s Pi[h,s] W[s,c]^2
+//   Y[t,c]  = -W[t,c] Pi[h,t] / (1 + N[t,c] / (P[h,t] + 1e-8))
+// Shapes: W, Y, dY, dW (B, T, H*p); temp (H); denom_bias, ddenom_bias (H, Tmax), only columns
+// t < T read (ddenom_bias columns >= T written 0); Pi (B, H, T) nullable. Statistics in f64, as
+// the CPU f32 path (which computes everything in f64 and rounds only the outputs).
+//
+// Design: the running sums over t are chunked scans. Time is cut into chunks of kChunk = 16 steps.
+//   column arrays (B, nck, D) f64, nck = ceil(T/16): per (b, chunk, feature) first the chunk's sum,
+//                 then (chunk_scan_kernel, one thread per (b, c), serial over chunks) the running
+//                 sum at the chunk's start (forward scans) or past its end (reverse scans)
+//   token arrays  (B, H, T) f64: u, Pi, P, and the backward's per-(b, h, t) terms; their running
+//                 sums over t by token_scan_kernel (a warp per (b, h) row, shuffle scan + carry)
+// and the kernels that need a running value at every step restart it from the chunk's start value
+// and walk the chunk's <= 16 steps serially (loops unrolled over 16 with a guard, so a thread's
+// loads of the chunk are issued together). Three kernel shapes:
+//   column kernels: a thread per (b, chunk, c), c fastest (coalesced rows of W), serial over the
+//                   chunk; no reductions (chunk sums, Y, dW)
+//   head kernels:   a warp per (b, chunk, h); the head's features in slabs of 32 (a lane each),
+//                   serial over the chunk with a butterfly sum over the slab per step, lane tt
+//                   keeping step t0 + tt's sum (u; the backward's dPi terms)
+//   token kernels:  a warp per (b, t), lanes striding the heads (softmax over heads, its backward)
+// No atomics except the error flags (atomicMin of an index); every sum has a fixed order, so
+// results are bitwise reproducible run to run. Only the order differs from the CPU's sequential
+// sums (f64, far below the f32 output rounding).
+//   forward:  F1 chunk sums of W^2 -> scan -> C0;  F2 head: u (C running from C0);  F3 token:
+//             softmax -> Pi;  P = token scan of Pi;  chunk sums of Pi W^2 -> scan -> N0;
+//             F4 column: Y (N running from N0)
+//   backward (no saved buffers: F1-F3 and N0 are recomputed), with g = 1/(1+m), m = N/den,
+//   den = P + 1e-8, cl = max(C, 1e-12), reverse running sums RN = sum_{s>=t} dm/den,
+//   RP = sum_{s>=t} dden, RC = sum_{s>=t} dC (the derivation is above tssa_causal_backward in
+//   native/cpu/tssa.cc):
+//             B1 chunk sums of dm/den, dm = g^2 dY W Pi -> reverse scan -> RN past each chunk
+//             B2 head: dden = -sum_c dm m/den, q = sum_c (RN W^2 - dY W g); RP = reverse token scan
+//             B3 token: dPi = q + RP, dl = Pi (dPi - sum_h Pi dPi), dtemp terms dl u, du = temp dl
+//             B4 chunk sums of dC = -du W^2/cl^2 [C >= 1e-12] -> reverse scan -> RC past each chunk
+//             B5 column: dW = -dY Pi g + 2 W (RN Pi + du/cl + RC); the chunk's C, N recomputed
+//                forward into registers (2 x 16 doubles), then the steps in reverse
+//             dtemp[h] = sum_{b,t} dl u (a CTA per h), ddenom[h,t] = sum_b p du
+// Small p leaves lanes of the head kernels idle (p = 16: half a warp); they are 1 of the forward's
+// 4 passes over W and 2 of the backward's 7. The scans over chunks have only B*D threads, so each
+// keeps kScanBatch = 16 loads in flight (latency, not bandwidth, is their cost). Scratch: forward 8 (B nck D + 3 B H T) bytes, backward 8 (4 B nck D + 6 B H T).
+//
+// Napkin math (ToST-base, B = 8, T = 1024, H = 12, p = 64: B T D = 6.3 M, W = 25 MB f32, a column
+// array 3.1 MB, a token array 0.8 MB):
+//   forward  reads W 4 times + writes Y, ~150 MB with the f64 arrays -> ~50 us at ~3 TB/s;
+//            ~20 f64 flops + 3 divisions (~10 flops each) per element, ~0.3 GFLOP f64 -> ~10 us
+//            at 34 TFLOP/s f64: memory-bound, plus 10 launches.
+//   backward reads W 7 times and dY 3 times + writes dW, ~300 MB -> ~100 us; ~70 f64 flops +
+//            9 divisions per element, ~1 GFLOP f64 -> ~30 us (overlaps the memory time); 19
+//            launches.
+//   The composite it replaces (cumulative sums as products with a T x T lower-triangular matrix)
+//   is O(B T^2 D): 2 B T^2 D = 13 GFLOP per cumulative sum here, several per step.
+// Errors as the CPU: sizes, T > Tmax, NULL pointers -> CRATE_ERR_INVALID_ARGUMENT; NaN/Inf in
+// denom_bias[:, :T] ("denom_bias[1, 3] is NaN", reported first), temp, or W ("W[b=0, t=3, c=5] is
+// NaN") -> CRATE_ERR_NUMERICAL, from device flags read back at the end: both calls synchronize
+// the stream once. NaN in dY propagates (as on the CPU).
 #include <cmath>
 #include <memory>
 #include <string>
@@ -40,6 +102,8 @@ constexpr double kPiEps = 1e-8;
 constexpr int kThreads = 256;
 constexpr int kRowsPerCol = 8;  // token slices per column CTA (block 32 x 8)
 constexpr unsigned long long kNone = ~0ull;
+constexpr int kChunk = 16;  // causal: time steps per chunk (scans run over chunks, then inside one)
+constexpr int kScanBatch = 16;  // causal: loads in flight per thread in the scans over chunks
 
 __device__ __forceinline__ double clamp_eps(double x) { return x > kNormEps ? x : kNormEps; }
 
@@ -451,11 +515,467 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// =================================================================================================
+// Causal TSSA kernels (see the second header block at the top). Index conventions:
+//   W, dY, Y, dW  (B, T, D)       D = H*p, head h = columns [h*p, (h+1)*p)
+//   column arrays (B, nck, D) f64 one value per (batch item, chunk, feature): chunk sums, turned
+//                                 into the running sum at the chunk's start (or past its end) by
+//                                 a scan over chunks
+//   token arrays  (B, H, T) f64   one value per (batch item, head, step)
+//   chunk k       steps [k*kChunk, min(T, (k+1)*kChunk))
+// =================================================================================================
+
+// Decomposes a column-kernel item x in [0, B*nck*D) into (b, k, c) with c fastest (coalesced).
+struct ColItem {
+  int64_t b, k, c, bk;
+  __device__ ColItem(int64_t x, int64_t nck, int64_t D) {
+    c = x % D;
+    bk = x / D;
+    k = bk % nck;
+    b = bk / nck;
+  }
+};
+
+__device__ __forceinline__ int chunk_len(int64_t k, int64_t Tn) {
+  const int64_t left = Tn - k * kChunk;
+  return static_cast<int>(left < kChunk ? left : kChunk);
+}
+
+// denom_bias[h, t] finite for t < T? -> first bad h*T + t (the CPU's scan order) in *bad.
+template <class T>
+__global__ void bias_check_kernel(const T* __restrict__ bias, int64_t H, int64_t Tn, int64_t Tmax,
+                                  unsigned long long* __restrict__ bad) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < H * Tn;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t h = i / Tn, t = i % Tn;
+    if (!isfinite(static_cast<double>(bias[h * Tmax + t]))) atomicMin(bad, static_cast<unsigned long long>(i));
+  }
+}
+
+// F1 column chunk sums of W^2 (the increments of C).  X (B, nck, D) out.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    chunk_sum_sq_kernel(const T* __restrict__ W, double* __restrict__ X, int64_t B, int64_t Tn, int64_t D,
+                        int64_t nck) {
+  const int64_t total = B * nck * D;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ColItem it(x, nck, D);
+    const int len = chunk_len(it.k, Tn);
+    const T* w = W + (it.b * Tn + it.k * kChunk) * D + it.c;  // w[tt * D] = W[b, t0 + tt, c]
+    double acc = 0.0;
+#pragma unroll
+    for (int tt = 0; tt < kChunk; ++tt) {
+      if (tt >= len) continue;
+      const double v = static_cast<double>(w[tt * D]);
+      acc += v * v;
+    }
+    X[x] = acc;
+  }
+}
+
+// Column chunk sums of Pi W^2 (the increments of N).  Pi (B, H, T), X (B, nck, D) out.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    chunk_sum_piw2_kernel(const T* __restrict__ W, const double* __restrict__ pi, double* __restrict__ X, int64_t B,
+                          int64_t Tn, int64_t H, int64_t p, int64_t nck) {
+  const int64_t D = H * p, total = B * nck * D;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ColItem it(x, nck, D);
+    const int len = chunk_len(it.k, Tn);
+    const int64_t t0 = it.k * kChunk;
+    const T* w = W + (it.b * Tn + t0) * D + it.c;
+    const double* pr = pi + (it.b * H + it.c / p) * Tn + t0;  // pr[tt] = Pi[b, h, t0 + tt]
+    double acc = 0.0;
+#pragma unroll
+    for (int tt = 0; tt < kChunk; ++tt) {
+      if (tt >= len) continue;
+      const double v = static_cast<double>(w[tt * D]);
+      acc += pr[tt] * v * v;
+    }
+    X[x] = acc;
+  }
+}
+
+// Turns column chunk sums X (B, nck, D) into exclusive running sums over chunks, in place:
+// forward (reverse = false) X[k] = sum_{k' < k}, reverse X[k] = sum_{k' > k}. One thread per
+// (b, c), serial over chunks (fixed order); loads in batches of kScanBatch so a thread has that
+// many in flight (B*D threads are few: latency, not bandwidth, is the cost here). bad_b
+// (nullable): first b with a non-finite total.
+__global__ void __launch_bounds__(kThreads)
+    chunk_scan_kernel(double* __restrict__ X, int64_t B, int64_t nck, int64_t D, bool reverse,
+                      unsigned long long* __restrict__ bad_b) {
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < B * D;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = x / D, c = x % D;
+    double* col = X + b * nck * D + c;  // col[k * D]
+    double run = 0.0;
+    for (int64_t i0 = 0; i0 < nck; i0 += kScanBatch) {
+      double v[kScanBatch];
+#pragma unroll
+      for (int j = 0; j < kScanBatch; ++j) {
+        const int64_t i = i0 + j;
+        if (i < nck) v[j] = col[(reverse ? nck - 1 - i : i) * D];
+      }
+#pragma unroll
+      for (int j = 0; j < kScanBatch; ++j) {
+        const int64_t i = i0 + j;
+        if (i < nck) {
+          col[(reverse ? nck - 1 - i : i) * D] = run;
+          run += v[j];
+        }
+      }
+    }
+    if (bad_b && !isfinite(run)) atomicMin(bad_b, static_cast<unsigned long long>(b));
+  }
+}
+
+// Inclusive running sums over t of token rows (B*H rows of T), forward or reverse; one warp per
+// row, 32 steps per shuffle scan + carry, kScanBatch / 4 such blocks loaded at once. dst may
+// equal src (each element is loaded before it is stored, by the same lane).
+__global__ void __launch_bounds__(kThreads)
+    token_scan_kernel(const double* src, double* dst, int64_t rows, int64_t Tn, bool reverse) {
+  constexpr int kBlocks = kScanBatch / 4;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows;
+       row += warps) {
+    const double* s = src + row * Tn;
+    double* d = dst + row * Tn;
+    double carry = 0.0;
+    for (int64_t base = 0; base < Tn; base += 32 * kBlocks) {
+      double v[kBlocks];
+#pragma unroll
+      for (int j = 0; j < kBlocks; ++j) {
+        const int64_t i = base + 32 * j + lane;  // i-th step in scan order
+        v[j] = i < Tn ? s[reverse ? Tn - 1 - i : i] : 0.0;
+      }
+#pragma unroll
+      for (int j = 0; j < kBlocks; ++j) {
+        double a = v[j];
+        for (int o = 1; o < 32; o <<= 1) {
+          const double u = __shfl_up_sync(0xffffffffu, a, o);
+          if (lane >= o) a += u;
+        }
+        a += carry;
+        const int64_t i = base + 32 * j + lane;
+        if (i < Tn) d[reverse ? Tn - 1 - i : i] = a;
+        carry = __shfl_sync(0xffffffffu, a, 31);
+      }
+    }
+  }
+}
+
+// Head kernel F2: u[b,h,t] = sum_{c in h} W[t,c]^2 / max(C[t,c], eps) + p * denom_bias[h,t].
+// One warp per (b, chunk, h); the head's features in slabs of 32 (a lane each), the chunk's
+// steps serial with C running from the chunk start C0; per step a butterfly sum over the slab,
+// kept by lane tt (lane tt ends with step t0 + tt's sum over all slabs, in slab order).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    causal_logit_kernel(const T* __restrict__ W, const T* __restrict__ bias, const double* __restrict__ C0,
+                        double* __restrict__ U, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax,
+                        int64_t nck) {
+  const int lane = threadIdx.x & 31;
+  const int64_t D = H * p, items = B * nck * H;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); item < items;
+       item += warps) {
+    const int64_t h = item % H, bk = item / H, k = bk % nck, b = bk / nck, t0 = k * kChunk;
+    const int len = chunk_len(k, Tn);
+    double mine = 0.0;
+    for (int64_t j0 = 0; j0 < p; j0 += 32) {
+      const bool on = j0 + lane < p;
+      const int64_t c = h * p + j0 + lane;
+      const T* w = W + (b * Tn + t0) * D + c;
+      double C = on ? C0[bk * D + c] : 0.0;
+#pragma unroll
+      for (int tt = 0; tt < kChunk; ++tt) {
+        if (tt < len) {  // warp-uniform
+          const double v = on ? static_cast<double>(w[tt * D]) : 0.0;
+          C += v * v;
+          const double r = warp_allsum(on ? v * v / clamp_eps(C) : 0.0);
+          if (lane == tt) mine += r;
+        }
+      }
+    }
+    if (lane < len)
+      U[(b * H + h) * Tn + t0 + lane] =
+          mine + static_cast<double>(p) * static_cast<double>(bias[h * Tmax + t0 + lane]);
+  }
+}
+
+// Token kernel F3: pi[b,:,t] = softmax over heads of temp[h] u[b,h,t]; PiT (nullable) = pi.
+// One warp per (b, t), lanes striding the heads (logits written into pi, then normalised).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    causal_softmax_kernel(const T* __restrict__ temp, const double* __restrict__ U, double* __restrict__ pi,
+                          T* __restrict__ PiT, int64_t B, int64_t Tn, int64_t H) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t tok = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); tok < B * Tn;
+       tok += warps) {
+    const int64_t b = tok / Tn, t = tok % Tn;
+    const int64_t row = b * H * Tn + t;  // [row + h * Tn] = (b, h, t)
+    double mx = -INFINITY;
+    for (int64_t h = lane; h < H; h += 32) {
+      const double x = static_cast<double>(temp[h]) * U[row + h * Tn];
+      pi[row + h * Tn] = x;
+      mx = mx < x ? x : mx;
+    }
+    mx = warp_allmax(mx);
+    double sum = 0.0;
+    for (int64_t h = lane; h < H; h += 32) {
+      const double e = exp(pi[row + h * Tn] - mx);
+      pi[row + h * Tn] = e;
+      sum += e;
+    }
+    sum = warp_allsum(sum);
+    const double inv = 1.0 / sum;
+    for (int64_t h = lane; h < H; h += 32) {
+      const double v = pi[row + h * Tn] * inv;
+      pi[row + h * Tn] = v;
+      if (PiT) PiT[row + h * Tn] = static_cast<T>(v);
+    }
+  }
+}
+
+// Column kernel F4: Y[t,c] = -W Pi / (1 + N[t,c] / (P[h,t] + 1e-8)), N running from N0.
+// Pc (B, H, T) = P, the inclusive running sum of Pi over t.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    causal_output_kernel(const T* __restrict__ W, const double* __restrict__ pi, const double* __restrict__ Pc,
+                         const double* __restrict__ N0, T* __restrict__ Y, int64_t B, int64_t Tn, int64_t H,
+                         int64_t p, int64_t nck) {
+  const int64_t D = H * p, total = B * nck * D;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ColItem it(x, nck, D);
+    const int len = chunk_len(it.k, Tn);
+    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    double Nacc = N0[x];
+#pragma unroll
+    for (int tt = 0; tt < kChunk; ++tt) {
+      if (tt >= len) continue;
+      const double v = static_cast<double>(W[off + tt * D]), Pv = pi[tok + tt];
+      Nacc += Pv * v * v;
+      const double iden = 1.0 / (Pc[tok + tt] + kPiEps);
+      Y[off + tt * D] = static_cast<T>(-v * Pv / (1.0 + Nacc * iden));
+    }
+  }
+}
+
+// ---- causal backward ----------------------------------------------------------------------------
+
+// B1 column chunk sums of dN = dm / den, dm = g^2 dY W Pi (the increments of RN).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    chunk_sum_dn_kernel(const T* __restrict__ W, const T* __restrict__ dY, const double* __restrict__ pi,
+                        const double* __restrict__ Pc, const double* __restrict__ N0, double* __restrict__ X,
+                        int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t nck) {
+  const int64_t D = H * p, total = B * nck * D;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ColItem it(x, nck, D);
+    const int len = chunk_len(it.k, Tn);
+    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    double Nacc = N0[x], acc = 0.0;
+#pragma unroll
+    for (int tt = 0; tt < kChunk; ++tt) {
+      if (tt >= len) continue;
+      const double v = static_cast<double>(W[off + tt * D]), dv = static_cast<double>(dY[off + tt * D]);
+      const double Pv = pi[tok + tt], iden = 1.0 / (Pc[tok + tt] + kPiEps);
+      Nacc += Pv * v * v;
+      const double m = Nacc * iden, g = 1.0 / (1.0 + m);
+      acc += g * g * dv * v * Pv * iden;
+    }
+    X[x] = acc;
+  }
+}
+
+// Head kernel B2: per (b, h, t)
+//   dden[t] = -sum_{c in h} dm m / den                      (-> RP by a reverse scan)
+//   q[t]    = sum_{c in h} (RN[t,c] W^2 - dY W g)            (dPi = q + RP)
+// RN[t,c] = RN past the chunk (RNn) + sum over the chunk's steps >= t of dm / den. Per slab the
+// chunk's N[t,c] are recomputed forward into registers, then the steps run in reverse.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    causal_dpi_kernel(const T* __restrict__ W, const T* __restrict__ dY, const double* __restrict__ pi,
+                      const double* __restrict__ Pc, const double* __restrict__ N0, const double* __restrict__ RNn,
+                      double* __restrict__ q, double* __restrict__ dden, int64_t B, int64_t Tn, int64_t H, int64_t p,
+                      int64_t nck) {
+  const int lane = threadIdx.x & 31;
+  const int64_t D = H * p, items = B * nck * H;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t item = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); item < items;
+       item += warps) {
+    const int64_t h = item % H, bk = item / H, k = bk % nck, b = bk / nck, t0 = k * kChunk;
+    const int len = chunk_len(k, Tn);
+    const int64_t tok = (b * H + h) * Tn + t0;  // token arrays at (b, h, t0)
+    double my_q = 0.0, my_dd = 0.0;
+    for (int64_t j0 = 0; j0 < p; j0 += 32) {
+      const bool on = j0 + lane < p;
+      const int64_t c = h * p + j0 + lane, off = (b * Tn + t0) * D + c;
+      double Nt[kChunk];
+      double Nacc = on ? N0[bk * D + c] : 0.0;
+#pragma unroll
+      for (int tt = 0; tt < kChunk; ++tt) {
+        if (tt < len) {
+          const double v = on ? static_cast<double>(W[off + tt * D]) : 0.0;
+          Nacc += pi[tok + tt] * v * v;
+          Nt[tt] = Nacc;
+        }
+      }
+      double RN = on ? RNn[bk * D + c] : 0.0;
+#pragma unroll
+      for (int tt = kChunk - 1; tt >= 0; --tt) {
+        if (tt < len) {  // warp-uniform
+          double dd = 0.0, qq = 0.0;
+          if (on) {
+            const double v = static_cast<double>(W[off + tt * D]), dv = static_cast<double>(dY[off + tt * D]);
+            const double Pv = pi[tok + tt], iden = 1.0 / (Pc[tok + tt] + kPiEps);
+            const double m = Nt[tt] * iden, g = 1.0 / (1.0 + m);
+            const double dm = g * g * dv * v * Pv;
+            RN += dm * iden;
+            dd = -(dm * m * iden);
+            qq = RN * v * v - dv * v * g;
+          }
+          dd = warp_allsum(dd);
+          qq = warp_allsum(qq);
+          if (lane == tt) {
+            my_dd += dd;
+            my_q += qq;
+          }
+        }
+      }
+    }
+    if (lane < len) {
+      q[tok + lane] = my_q;
+      dden[tok + lane] = my_dd;
+    }
+  }
+}
+
+// Token kernel B3: softmax backward over heads at each (b, t):
+//   dPi = q + RP;  dl = Pi (dPi - sum_h Pi dPi);  U <- dl u (dtemp terms);  du = temp[h] dl.
+// q is overwritten with dPi (each lane re-reads only its own heads).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    causal_softmax_backward_kernel(const T* __restrict__ temp, const double* __restrict__ pi,
+                                   const double* __restrict__ RP, double* __restrict__ q, double* __restrict__ U,
+                                   double* __restrict__ du, int64_t B, int64_t Tn, int64_t H) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t tok = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); tok < B * Tn;
+       tok += warps) {
+    const int64_t b = tok / Tn, t = tok % Tn;
+    const int64_t row = b * H * Tn + t;  // [row + h * Tn] = (b, h, t)
+    double dot = 0.0;
+    for (int64_t h = lane; h < H; h += 32) {
+      const int64_t o = row + h * Tn;
+      const double dp = q[o] + RP[o];
+      q[o] = dp;
+      dot += pi[o] * dp;
+    }
+    dot = warp_allsum(dot);
+    for (int64_t h = lane; h < H; h += 32) {
+      const int64_t o = row + h * Tn;
+      const double dl = pi[o] * (q[o] - dot);
+      U[o] = dl * U[o];
+      du[o] = static_cast<double>(temp[h]) * dl;
+    }
+  }
+}
+
+// B4 column chunk sums of dC = -du W^2 / cl^2 where the clamp passes the gradient (C >= eps)
+// (the increments of RC).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    chunk_sum_dc_kernel(const T* __restrict__ W, const double* __restrict__ du, const double* __restrict__ C0,
+                        double* __restrict__ X, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t nck) {
+  const int64_t D = H * p, total = B * nck * D;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ColItem it(x, nck, D);
+    const int len = chunk_len(it.k, Tn);
+    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    double C = C0[x], acc = 0.0;
+#pragma unroll
+    for (int tt = 0; tt < kChunk; ++tt) {
+      if (tt >= len) continue;
+      const double v = static_cast<double>(W[off + tt * D]);
+      C += v * v;
+      const double cl = clamp_eps(C), icl = 1.0 / cl;
+      const double dc = du[tok + tt] * v * v * icl * icl;
+      acc -= cl == C ? dc : 0.0;
+    }
+    X[x] = acc;
+  }
+}
+
+// Column kernel B5: dW = -dY Pi g + 2 W (RN Pi + du / cl + RC), RN and RC inclusive reverse
+// running sums (from RNn / RCn past the chunk); the chunk's C and N are recomputed forward into
+// registers, then the steps run in reverse.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    causal_dw_kernel(const T* __restrict__ W, const T* __restrict__ dY, const double* __restrict__ pi,
+                     const double* __restrict__ Pc, const double* __restrict__ du, const double* __restrict__ C0,
+                     const double* __restrict__ N0, const double* __restrict__ RNn, const double* __restrict__ RCn,
+                     T* __restrict__ dW, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t nck) {
+  const int64_t D = H * p, total = B * nck * D;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const ColItem it(x, nck, D);
+    const int len = chunk_len(it.k, Tn);
+    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    double Ct[kChunk], Nt[kChunk];
+    double C = C0[x], Nacc = N0[x];
+#pragma unroll
+    for (int tt = 0; tt < kChunk; ++tt) {
+      if (tt < len) {
+        const double v = static_cast<double>(W[off + tt * D]);
+        C += v * v;
+        Nacc += pi[tok + tt] * v * v;
+        Ct[tt] = C;
+        Nt[tt] = Nacc;
+      }
+    }
+    double RN = RNn[x], RC = RCn[x];
+#pragma unroll
+    for (int tt = kChunk - 1; tt >= 0; --tt) {
+      if (tt < len) {
+        const double v = static_cast<double>(W[off + tt * D]), dv = static_cast<double>(dY[off + tt * D]);
+        const double Pv = pi[tok + tt], iden = 1.0 / (Pc[tok + tt] + kPiEps), dut = du[tok + tt];
+        const double m = Nt[tt] * iden, g = 1.0 / (1.0 + m);
+        RN += g * g * dv * v * Pv * iden;
+        const double cl = clamp_eps(Ct[tt]), icl = 1.0 / cl;
+        const double dc = dut * v * v * icl * icl;
+        RC -= cl == Ct[tt] ? dc : 0.0;
+        dW[off + tt * D] = static_cast<T>(-dv * Pv * g + 2.0 * v * (RN * Pv + dut * icl + RC));
+      }
+    }
+  }
+}
+
+// ddenom_bias[h, t] = sum_b p du[b,h,t] for t < T (columns >= T were zeroed by the host).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    ddenom_kernel(const double* __restrict__ du, T* __restrict__ ddenom, int64_t B, int64_t Tn, int64_t H, int64_t p,
+                  int64_t Tmax) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < H * Tn;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t h = i / Tn, t = i % Tn;
+    double acc = 0.0;
+    for (int64_t b = 0; b < B; ++b) acc += static_cast<double>(p) * du[(b * H + h) * Tn + t];
+    ddenom[h * Tmax + t] = static_cast<T>(acc);
+  }
+}
+
 // ---- host side -----------------------------------------------------------------------------------
 
-void check_sizes(const char* fn, int64_t B, int64_t N, int64_t H, int64_t p) {
+void check_sizes(const char* fn, int64_t B, int64_t N, int64_t H, int64_t p, const char* nname = "N") {
   CRATE_CUDA_REQUIRE(B >= 0 && N >= 0 && H >= 0 && p >= 0, fn,
-                     "sizes must be >= 0 (got B=" + std::to_string(B) + ", N=" + std::to_string(N) +
+                     "sizes must be >= 0 (got B=" + std::to_string(B) + ", " + nname + "=" + std::to_string(N) +
                          ", H=" + std::to_string(H) + ", p=" + std::to_string(p) + ")");
   const double total = (double)B * (double)N * (double)H * (double)(p > 8 ? p : 8);
   CRATE_CUDA_REQUIRE(total < 9.0e18, fn, "size overflow");
@@ -482,14 +1002,16 @@ struct F64Arena {
   }
 };
 
-// Flags: [bad_h (temp) | bad_b (W column sums) | idx (locate)], 0xFF.. = none.
+// Flags: [bad_h (temp) | bad_b (W column sums) | idx (locate) | bad h*T+t (causal denom_bias)],
+// 0xFF.. = none.
+constexpr int kFlagWords = 4;
 struct Flags {
   std::unique_ptr<Scratch> mem;
   unsigned long long* words = nullptr;
   explicit Flags(cudaStream_t st) {
-    mem = std::make_unique<Scratch>(3 * sizeof(unsigned long long), st);
+    mem = std::make_unique<Scratch>(kFlagWords * sizeof(unsigned long long), st);
     words = mem->as<unsigned long long>();
-    check(cudaMemsetAsync(words, 0xFF, 3 * sizeof(unsigned long long), st), "tssa: memset flags");
+    check(cudaMemsetAsync(words, 0xFF, kFlagWords * sizeof(unsigned long long), st), "tssa: memset flags");
   }
 };
 
@@ -501,9 +1023,11 @@ double read_elem(const T* p, cudaStream_t st) {
   return static_cast<double>(v);
 }
 
-// Reads the flags (synchronizes) and throws like the CPU: temp first, then the first bad b.
+// Reads the flags (synchronizes) and throws like the CPU: temp first, then the first bad b (its
+// first bad element named "W[b=, <tname>=, c=]").
 template <class T>
-void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int64_t N, int64_t D, cudaStream_t st) {
+void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int64_t N, int64_t D, cudaStream_t st,
+                 const char* tname = "n") {
   unsigned long long w[2] = {kNone, kNone};
   check(cudaMemcpyAsync(w, fl.words, sizeof(w), cudaMemcpyDeviceToHost, st), "tssa: read flags");
   check(cudaStreamSynchronize(st), "tssa: synchronize");
@@ -521,10 +1045,11 @@ void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int
   check(cudaMemcpyAsync(&idx, fl.words + 2, sizeof(idx), cudaMemcpyDeviceToHost, st), "tssa: read flags");
   check(cudaStreamSynchronize(st), "tssa: synchronize");
   if (idx == kNone)
-    throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": sum of W[b=" + std::to_string(b) + "]² over n overflows");
+    throw Error(CRATE_ERR_NUMERICAL,
+                std::string(fn) + ": sum of W[b=" + std::to_string(b) + "]² over " + tname + " overflows");
   const double v = read_elem(Wb + idx, st);
   const int64_t n = static_cast<int64_t>(idx) / D, c = static_cast<int64_t>(idx) % D;
-  throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": W[b=" + std::to_string(b) + ", n=" + std::to_string(n) +
+  throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": W[b=" + std::to_string(b) + ", " + tname + "=" + std::to_string(n) +
                                        ", c=" + std::to_string(c) + "] is " + (std::isnan(v) ? "NaN" : "Inf"));
 }
 
@@ -635,6 +1160,169 @@ void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T*
   if (fl) raise_flags<T>(fn, *fl, W, temp, N, D, st);
 }
 
+// ---- causal host side ----------------------------------------------------------------------------
+
+// Sizes and pointers as the CPU's check_causal; the denom_bias NaN scan is a kernel (flag word 3).
+void check_causal_sizes(const char* fn, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax) {
+  check_sizes(fn, B, Tn, H, p, "T");
+  CRATE_CUDA_REQUIRE(Tmax >= Tn, fn,
+                     "T=" + std::to_string(Tn) + " exceeds Tmax=" + std::to_string(Tmax) +
+                         " (denom_bias has shape (H, Tmax))");
+  CRATE_CUDA_REQUIRE(static_cast<double>(H) * static_cast<double>(Tmax) < 9.0e18, fn, "size overflow");
+}
+
+template <class T>
+void launch_bias_check(const T* bias, int64_t H, int64_t Tn, int64_t Tmax, const Flags& fl, cudaStream_t st) {
+  bias_check_kernel<T><<<grid_for(H * Tn, kThreads, 4096), kThreads, 0, st>>>(bias, H, Tn, Tmax, fl.words + 3);
+  check_launch("tssa_causal bias_check_kernel", st);
+}
+
+// Reads the flags (synchronizes) and throws like the CPU: denom_bias first, then temp, then W.
+template <class T>
+void raise_causal_flags(const char* fn, const Flags& fl, const T* W, const T* temp, const T* bias, int64_t Tn,
+                        int64_t Tmax, int64_t D, cudaStream_t st) {
+  unsigned long long bad = kNone;
+  check(cudaMemcpyAsync(&bad, fl.words + 3, sizeof(bad), cudaMemcpyDeviceToHost, st), "tssa: read flags");
+  check(cudaStreamSynchronize(st), "tssa: synchronize");
+  if (bad != kNone) {
+    const int64_t h = static_cast<int64_t>(bad) / Tn, t = static_cast<int64_t>(bad) % Tn;
+    const double v = read_elem(bias + h * Tmax + t, st);
+    throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": denom_bias[" + std::to_string(h) + ", " +
+                                         std::to_string(t) + "] is " + (std::isnan(v) ? "NaN" : "Inf"));
+  }
+  raise_flags<T>(fn, fl, W, temp, Tn, D, st, "t");
+}
+
+// The forward's statistics, shared by the backward's recompute:
+//   C0 (B, nck, D)  running sum of W^2 at each chunk's start
+//   U  (B, H, T)    u;   pi (B, H, T) Pi (PiT: nullable f32 copy);   Pc (B, H, T) running sum of Pi
+//   N0 (B, nck, D)  running sum of Pi W^2 at each chunk's start (may alias C0 when C0 is not needed
+//                   afterwards: C0 is dead once the logits are computed)
+template <class T>
+void causal_stats(const T* W, const T* temp, const T* bias, int64_t B, int64_t Tn, int64_t H, int64_t p,
+                  int64_t Tmax, int64_t nck, double* C0, double* U, double* pi, double* Pc, double* N0, T* PiT,
+                  const Flags& fl, cudaStream_t st) {
+  const int64_t D = H * p;
+  launch_bias_check<T>(bias, H, Tn, Tmax, fl, st);
+  temp_check_kernel<T><<<1, kThreads, 0, st>>>(temp, H, fl.words);
+  check_launch("tssa_causal temp_check_kernel", st);
+  if (D > 0) {
+    chunk_sum_sq_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, C0, B, Tn, D, nck);
+    check_launch("tssa_causal chunk_sum_sq_kernel", st);
+    chunk_scan_kernel<<<grid_for(B * D, kThreads), kThreads, 0, st>>>(C0, B, nck, D, false, fl.words + 1);
+    check_launch("tssa_causal chunk_scan_kernel", st);
+  }
+  causal_logit_kernel<T><<<warp_grid(B * nck * H), kThreads, 0, st>>>(W, bias, C0, U, B, Tn, H, p, Tmax, nck);
+  check_launch("tssa_causal causal_logit_kernel", st);
+  causal_softmax_kernel<T><<<warp_grid(B * Tn), kThreads, 0, st>>>(temp, U, pi, PiT, B, Tn, H);
+  check_launch("tssa_causal causal_softmax_kernel", st);
+  if (D == 0) return;
+  token_scan_kernel<<<warp_grid(B * H), kThreads, 0, st>>>(pi, Pc, B * H, Tn, false);
+  check_launch("tssa_causal token_scan_kernel", st);
+  chunk_sum_piw2_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, pi, N0, B, Tn, H, p, nck);
+  check_launch("tssa_causal chunk_sum_piw2_kernel", st);
+  chunk_scan_kernel<<<grid_for(B * D, kThreads), kThreads, 0, st>>>(N0, B, nck, D, false, nullptr);
+  check_launch("tssa_causal chunk_scan_kernel", st);
+}
+
+template <class T>
+void tssa_causal_forward(const T* W, const T* temp, const T* bias, T* Y, T* Pi, int64_t B, int64_t Tn, int64_t H,
+                         int64_t p, int64_t Tmax, void* stream) {
+  const char* fn = "tssa_causal_forward";
+  check_causal_sizes(fn, B, Tn, H, p, Tmax);
+  if (B == 0 || Tn == 0 || H == 0) return;
+  CRATE_CUDA_REQUIRE(temp, fn, "temp must not be NULL");
+  CRATE_CUDA_REQUIRE(bias, fn, "denom_bias must not be NULL");
+  if (p > 0) {
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be NULL");
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be NULL");
+  }
+  const int64_t D = H * p, nck = (Tn + kChunk - 1) / kChunk, BHT = B * H * Tn;
+  cudaStream_t st = resolve_stream(stream);
+  Flags fl(st);
+  F64Arena ar(static_cast<size_t>(B * nck * D + 3 * BHT), st);
+  double* CN0 = ar.take(B * nck * D);  // C0, then N0
+  double* U = ar.take(BHT);
+  double* pi = ar.take(BHT);
+  double* Pc = ar.take(BHT);
+  causal_stats<T>(W, temp, bias, B, Tn, H, p, Tmax, nck, CN0, U, pi, Pc, CN0, Pi, fl, st);
+  if (D > 0) {
+    causal_output_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, pi, Pc, CN0, Y, B, Tn, H, p,
+                                                                                    nck);
+    check_launch("tssa_causal causal_output_kernel", st);
+  }
+  raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, D, st);
+}
+
+template <class T>
+void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY, T* dW, T* dtemp, T* ddenom,
+                          int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* stream) {
+  const char* fn = "tssa_causal_backward";
+  check_causal_sizes(fn, B, Tn, H, p, Tmax);
+  const bool work = B > 0 && Tn > 0 && H > 0;
+  if (work) {
+    CRATE_CUDA_REQUIRE(temp, fn, "temp must not be NULL");
+    CRATE_CUDA_REQUIRE(bias, fn, "denom_bias must not be NULL");
+  }
+  cudaStream_t st = nullptr;
+  if ((dtemp && H > 0) || (ddenom && H > 0 && Tmax > 0) || work) st = resolve_stream(stream);
+  if (dtemp && H > 0)
+    check(cudaMemsetAsync(dtemp, 0, static_cast<size_t>(H) * sizeof(T), st), "tssa_causal_backward: zero dtemp");
+  if (ddenom && H > 0 && Tmax > 0)
+    check(cudaMemsetAsync(ddenom, 0, static_cast<size_t>(H * Tmax) * sizeof(T), st),
+          "tssa_causal_backward: zero ddenom_bias");
+  if (!work) return;
+  if (p == 0) {  // the CPU still scans denom_bias here (and only that)
+    Flags fl(st);
+    launch_bias_check<T>(bias, H, Tn, Tmax, fl, st);
+    raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, 0, st);
+    return;
+  }
+  CRATE_CUDA_REQUIRE(W, fn, "W must not be NULL");
+  CRATE_CUDA_REQUIRE(dY, fn, "dY must not be NULL");
+  CRATE_CUDA_REQUIRE(dW, fn, "dW must not be NULL");
+  const int64_t D = H * p, nck = (Tn + kChunk - 1) / kChunk, BHT = B * H * Tn, BKD = B * nck * D;
+  Flags fl(st);
+  F64Arena ar(static_cast<size_t>(4 * BKD + 6 * BHT), st);
+  double* C0 = ar.take(BKD);
+  double* N0 = ar.take(BKD);
+  double* RNn = ar.take(BKD);
+  double* RCn = ar.take(BKD);
+  double* U = ar.take(BHT);  // u, then the dtemp terms dl u
+  double* pi = ar.take(BHT);
+  double* Pc = ar.take(BHT);
+  double* q = ar.take(BHT);  // q, then dPi
+  double* RP = ar.take(BHT);  // dden, then its reverse running sum RP
+  double* du = ar.take(BHT);
+  causal_stats<T>(W, temp, bias, B, Tn, H, p, Tmax, nck, C0, U, pi, Pc, N0, nullptr, fl, st);
+  const unsigned col_blocks = grid_for(BKD, kThreads);
+  chunk_sum_dn_kernel<T><<<col_blocks, kThreads, 0, st>>>(W, dY, pi, Pc, N0, RNn, B, Tn, H, p, nck);
+  check_launch("tssa_causal chunk_sum_dn_kernel", st);
+  chunk_scan_kernel<<<grid_for(B * D, kThreads), kThreads, 0, st>>>(RNn, B, nck, D, true, nullptr);
+  check_launch("tssa_causal chunk_scan_kernel", st);
+  causal_dpi_kernel<T><<<warp_grid(B * nck * H), kThreads, 0, st>>>(W, dY, pi, Pc, N0, RNn, q, RP, B, Tn, H, p, nck);
+  check_launch("tssa_causal causal_dpi_kernel", st);
+  token_scan_kernel<<<warp_grid(B * H), kThreads, 0, st>>>(RP, RP, B * H, Tn, true);
+  check_launch("tssa_causal token_scan_kernel", st);
+  causal_softmax_backward_kernel<T><<<warp_grid(B * Tn), kThreads, 0, st>>>(temp, pi, RP, q, U, du, B, Tn, H);
+  check_launch("tssa_causal causal_softmax_backward_kernel", st);
+  chunk_sum_dc_kernel<T><<<col_blocks, kThreads, 0, st>>>(W, du, C0, RCn, B, Tn, H, p, nck);
+  check_launch("tssa_causal chunk_sum_dc_kernel", st);
+  chunk_scan_kernel<<<grid_for(B * D, kThreads), kThreads, 0, st>>>(RCn, B, nck, D, true, nullptr);
+  check_launch("tssa_causal chunk_scan_kernel", st);
+  causal_dw_kernel<T><<<col_blocks, kThreads, 0, st>>>(W, dY, pi, Pc, du, C0, N0, RNn, RCn, dW, B, Tn, H, p, nck);
+  check_launch("tssa_causal causal_dw_kernel", st);
+  if (dtemp) {
+    dtau_kernel<T><<<cap(H, 1LL << 20), kThreads, 0, st>>>(U, dtemp, B, Tn, H);
+    check_launch("tssa_causal dtau_kernel", st);
+  }
+  if (ddenom) {
+    ddenom_kernel<T><<<grid_for(H * Tn, kThreads), kThreads, 0, st>>>(du, ddenom, B, Tn, H, p, Tmax);
+    check_launch("tssa_causal ddenom_kernel", st);
+  }
+  raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, D, st);
+}
+
 }  // namespace
 }  // namespace crate::cuda
 
@@ -655,6 +1343,22 @@ CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float*
                                                     int64_t p, void* stream) {
   return guard("crate_cuda_tssa_backward_f32",
                [&] { tssa_backward<float>(W, temp, dY, Pi, colnorm, mstat, dW, dtemp, B, N, H, p, stream); });
+}
+
+CRATE_API crate_status crate_cuda_tssa_causal_forward_f32(const float* W, const float* temp, const float* denom_bias,
+                                                          float* Y, float* Pi, int64_t B, int64_t T, int64_t H,
+                                                          int64_t p, int64_t Tmax, void* stream) {
+  return guard("crate_cuda_tssa_causal_forward_f32",
+               [&] { tssa_causal_forward<float>(W, temp, denom_bias, Y, Pi, B, T, H, p, Tmax, stream); });
+}
+
+CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp,
+                                                           const float* denom_bias, const float* dY, float* dW,
+                                                           float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
+                                                           int64_t H, int64_t p, int64_t Tmax, void* stream) {
+  return guard("crate_cuda_tssa_causal_backward_f32", [&] {
+    tssa_causal_backward<float>(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax, stream);
+  });
 }
 
 }  // extern "C"

@@ -72,8 +72,11 @@
   X(crate_cuda_gemm_f32) X(crate_cuda_gemm_bf16) X(crate_cuda_gemm_backend)                        \
   X(crate_cuda_gemm_force_own) X(crate_cuda_mssa_forward_f32) X(crate_cuda_mssa_backward_f32)      \
   X(crate_cuda_ista_forward_f32) X(crate_cuda_ista_backward_f32)                                   \
+  X(crate_cuda_ista_overcomplete_forward_f32) X(crate_cuda_ista_overcomplete_backward_f32)         \
+  X(crate_cuda_ista_tied_forward_f32) X(crate_cuda_ista_tied_backward_f32)                         \
   X(crate_cuda_logdet_gram_forward_f32) X(crate_cuda_logdet_gram_backward_f32)                     \
   X(crate_cuda_tssa_forward_f32) X(crate_cuda_tssa_backward_f32)                                   \
+  X(crate_cuda_tssa_causal_forward_f32) X(crate_cuda_tssa_causal_backward_f32)                     \
   X(crate_cuda_layernorm_forward_f32) X(crate_cuda_layernorm_backward_f32)                         \
   X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)                             \
   X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)
@@ -906,6 +909,230 @@ void ista_cases() {
   ista_case(33, 65, 0.1f, 0.1f, true);
 }
 
+// ============================================================ CRATE-alpha overcomplete / tied ISTA
+
+// Which saved tensors the forward gets: all (training), none (inference: the second iterate
+// overwrites the first in scratch) or only the first iterate (the second and R in scratch).
+enum OcSaved { kSavedAll = 0, kSavedNone = 1, kSavedFirst = 2 };
+// Requested gradient outputs, a bitmask: dY, dD (dW for tied), dD1 (overcomplete only).
+enum OcGrad { kGradY = 1, kGradD = 2, kGradD1 = 4 };
+
+std::string oc_variant(bool tied, int saved, int grads) {
+  std::string v = saved == kSavedAll ? "" : saved == kSavedNone ? " saved=NULL" : tied ? " saved=A0" : " saved=A1";
+  const int all = tied ? (kGradY | kGradD) : (kGradY | kGradD | kGradD1);
+  if (grads != all) {
+    v += " grads=";
+    if (grads & kGradY) v += "dY,";
+    if (grads & kGradD) v += tied ? "dW," : "dD,";
+    if (grads & kGradD1) v += "dD1,";
+    v.pop_back();
+  }
+  return v;
+}
+
+// tied = false: CRATE-alpha, D and D1 (d, m), saved A1, A2, R.  tied = true: causal CRATE, W (m, d)
+// in the D slot, saved A0, A1, R. Every output and gradient against the CPU f64 function.
+void ista_oc_case(bool tied, int64_t T, int64_t d, int64_t m, float eta, float lambd, int saved, int grads) {
+  const std::string name = fmt("%s T=%lld d=%lld m=%lld eta=%g lambda=%g%s", tied ? "ista_tied" : "ista_overcomplete",
+                               (long long)T, (long long)d, (long long)m, eta, lambd,
+                               oc_variant(tied, saved, grads).c_str());
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nY = static_cast<size_t>(T * d), nA = static_cast<size_t>(T * m), nD = static_cast<size_t>(d * m);
+    const double sd = 1.0 / std::sqrt(static_cast<double>(d));
+    const std::vector<float> Y = randn(r, nY), D = randn(r, nD, sd);
+    const std::vector<float> D1 = tied ? std::vector<float>() : randn(r, nD, sd);
+    const std::vector<double> Y64 = to64(Y), D64 = to64(D), D164 = to64(D1);
+    const char* nameD = tied ? "W" : "D";
+    const char* nameA = tied ? "A0" : "A1";  // first iterate
+    const char* nameB = tied ? "A1" : "A2";  // second iterate
+    const bool sa = saved != kSavedNone, sb = saved == kSavedAll;  // R is saved with the second iterate
+    auto p32 = [](bool on, std::vector<float>& v) { return on ? v.data() : nullptr; };
+
+    // forward: f64 (everything saved), CPU f32 and CUDA with the same NULL pattern
+    std::vector<double> o64(nY), a64(nA), b64(nA), r64(nY);
+    std::vector<float> o32(nY), a32(nA), b32(nA), r32(nY);
+    if (tied) {
+      CPU(crate_ista_tied_forward_f64, Y64.data(), D64.data(), o64.data(), a64.data(), b64.data(), r64.data(), T, d, m,
+          eta, lambd, nullptr);
+      CPU(crate_ista_tied_forward_f32, Y.data(), D.data(), o32.data(), p32(sa, a32), p32(sb, b32), p32(sb, r32), T, d,
+          m, eta, lambd, nullptr);
+    } else {
+      CPU(crate_ista_overcomplete_forward_f64, Y64.data(), D64.data(), D164.data(), o64.data(), a64.data(), b64.data(),
+          r64.data(), T, d, m, eta, lambd, nullptr);
+      CPU(crate_ista_overcomplete_forward_f32, Y.data(), D.data(), D1.data(), o32.data(), p32(sa, a32), p32(sb, b32),
+          p32(sb, r32), T, d, m, eta, lambd, nullptr);
+    }
+    DBuf dY = din("Y", Y), dD = din(nameD, D), dD1 = tied ? DBuf() : din("D1", D1), dO = dout<float>("out", nY);
+    DBuf dA = sa ? dout<float>(nameA, nA) : DBuf(), dB = sb ? dout<float>(nameB, nA) : DBuf(),
+         dR = sb ? dout<float>("R", nY) : DBuf();
+    if (tied)
+      CU(crate_cuda_ista_tied_forward_f32, dY.as<float>(), dD.as<float>(), dO.as<float>(), dA.as<float>(),
+         dB.as<float>(), dR.as<float>(), T, d, m, eta, lambd, nullptr);
+    else
+      CU(crate_cuda_ista_overcomplete_forward_f32, dY.as<float>(), dD.as<float>(), dD1.as<float>(), dO.as<float>(),
+         dA.as<float>(), dB.as<float>(), dR.as<float>(), T, d, m, eta, lambd, nullptr);
+    check_out("out", down<float>(dO), o32, o64, Tol::out);
+    if (sa) check_out(nameA, down<float>(dA), a32, a64, Tol::out);
+    if (sb) check_out(nameB, down<float>(dB), b32, b64, Tol::out);
+    if (sb) check_out("R", down<float>(dR), r32, r64, Tol::out);
+
+    // backward: the saved tensors are the f64 forward's, rounded, so all three see the same masks
+    const std::vector<float> G = randn(r, nY), Ai = to32(a64), Bi = to32(b64), Ri = to32(r64);
+    const std::vector<double> G64 = to64(G), Ai64 = to64(Ai), Bi64 = to64(Bi), Ri64 = to64(Ri);
+    const bool gy = grads & kGradY, gd = grads & kGradD, gd1 = !tied && (grads & kGradD1);
+    std::vector<double> gY64(nY), gD64(nD), gD164(nD);
+    std::vector<float> gY32(nY), gD32(nD), gD132(nD);
+    if (tied) {
+      CPU(crate_ista_tied_backward_f64, Y64.data(), D64.data(), Ai64.data(), Bi64.data(), Ri64.data(), G64.data(),
+          gY64.data(), gD64.data(), T, d, m, eta, nullptr);
+      CPU(crate_ista_tied_backward_f32, Y.data(), D.data(), Ai.data(), Bi.data(), Ri.data(), G.data(), p32(gy, gY32),
+          p32(gd, gD32), T, d, m, eta, nullptr);
+    } else {
+      CPU(crate_ista_overcomplete_backward_f64, Y64.data(), D64.data(), D164.data(), Ai64.data(), Bi64.data(),
+          Ri64.data(), G64.data(), gY64.data(), gD64.data(), gD164.data(), T, d, m, eta, nullptr);
+      CPU(crate_ista_overcomplete_backward_f32, Y.data(), D.data(), D1.data(), Ai.data(), Bi.data(), Ri.data(),
+          G.data(), p32(gy, gY32), p32(gd, gD32), p32(gd1, gD132), T, d, m, eta, nullptr);
+    }
+    DBuf dAi = din(std::string(nameA) + "(in)", Ai), dBi = din(std::string(nameB) + "(in)", Bi),
+         dRi = din("R(in)", Ri), dG = din("dOut", G);
+    DBuf dgY = gy ? dout<float>("dY", nY) : DBuf(), dgD = gd ? dout<float>(tied ? "dW" : "dD", nD) : DBuf(),
+         dgD1 = gd1 ? dout<float>("dD1", nD) : DBuf();
+    if (tied)
+      CU(crate_cuda_ista_tied_backward_f32, dY.as<float>(), dD.as<float>(), dAi.as<float>(), dBi.as<float>(),
+         dRi.as<float>(), dG.as<float>(), dgY.as<float>(), dgD.as<float>(), T, d, m, eta, nullptr);
+    else
+      CU(crate_cuda_ista_overcomplete_backward_f32, dY.as<float>(), dD.as<float>(), dD1.as<float>(), dAi.as<float>(),
+         dBi.as<float>(), dRi.as<float>(), dG.as<float>(), dgY.as<float>(), dgD.as<float>(), dgD1.as<float>(), T, d,
+         m, eta, nullptr);
+    if (gy) check_out("dY", down<float>(dgY), gY32, gY64, Tol::grad);
+    if (gd) check_out(tied ? "dW" : "dD", down<float>(dgD), gD32, gD64, Tol::grad);
+    if (gd1) check_out("dD1", down<float>(dgD1), gD132, gD164, Tol::grad);
+  });
+}
+
+// A NaN in Y: NaN exactly where the CPU f32 forward has NaN (its token row), finite elsewhere.
+void ista_oc_nan_case(bool tied) {
+  const char* op = tied ? "ista_tied" : "ista_overcomplete";
+  run_case(fmt("%s: a NaN in Y propagates like the CPU (ReLU keeps NaN)", op), [&] {
+    Rng r = case_rng();
+    const int64_t T = 7, d = 33, m = 67;
+    const size_t nY = static_cast<size_t>(T * d), nA = static_cast<size_t>(T * m), nD = static_cast<size_t>(d * m);
+    const double sd = 1.0 / std::sqrt(static_cast<double>(d));
+    std::vector<float> Y = randn(r, nY);
+    const std::vector<float> D = randn(r, nD, sd), D1 = randn(r, nD, sd);
+    Y[static_cast<size_t>(2 * d + 5)] = std::numeric_limits<float>::quiet_NaN();  // token 2
+    std::vector<float> o32(nY), a32(nA), b32(nA), r32(nY);
+    DBuf dY = din("Y", Y), dD = din(tied ? "W" : "D", D), dD1 = din("D1", D1), dO = dout<float>("out", nY),
+         dA = dout<float>("A", nA), dB = dout<float>("B", nA), dR = dout<float>("R", nY);
+    if (tied) {
+      CPU(crate_ista_tied_forward_f32, Y.data(), D.data(), o32.data(), a32.data(), b32.data(), r32.data(), T, d, m,
+          0.1f, 0.1f, nullptr);
+      CU(crate_cuda_ista_tied_forward_f32, dY.as<float>(), dD.as<float>(), dO.as<float>(), dA.as<float>(),
+         dB.as<float>(), dR.as<float>(), T, d, m, 0.1f, 0.1f, nullptr);
+    } else {
+      CPU(crate_ista_overcomplete_forward_f32, Y.data(), D.data(), D1.data(), o32.data(), a32.data(), b32.data(),
+          r32.data(), T, d, m, 0.1f, 0.1f, nullptr);
+      CU(crate_cuda_ista_overcomplete_forward_f32, dY.as<float>(), dD.as<float>(), dD1.as<float>(), dO.as<float>(),
+         dA.as<float>(), dB.as<float>(), dR.as<float>(), T, d, m, 0.1f, 0.1f, nullptr);
+    }
+    auto same_nan = [](const char* what, const std::vector<float>& cu, const std::vector<float>& cpu) {
+      size_t nan_cpu = 0, differ = 0;
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        nan_cpu += std::isnan(cpu[i]);
+        differ += std::isnan(cu[i]) != std::isnan(cpu[i]);
+      }
+      note(fmt("%s: %zu NaN", what, nan_cpu));
+      if (nan_cpu == 0) fail(fmt("%s: the CPU reference has no NaN (the case is broken)", what));
+      if (differ) fail(fmt("%s: %zu elements NaN on one side only", what, differ));
+    };
+    same_nan("out", down<float>(dO), o32);
+    same_nan("A", down<float>(dA), a32);
+    same_nan("B", down<float>(dB), b32);
+    same_nan("R", down<float>(dR), r32);
+  });
+}
+
+// Argument errors give the CPU's status (and do not poison the context); T = 0 is a no-op forward
+// and zeroes the requested parameter gradients, as on the CPU.
+void ista_oc_edge_cases() {
+  run_case("ista_overcomplete/ista_tied: invalid sizes and NULLs -> the CPU's status; T = 0", [] {
+    DBuf x = dinit("x", std::vector<float>(64, 0.f)), y = dout<float>("y", 64);
+    std::vector<float> hx(64, 0.f), hy(64);
+    float *X = x.as<float>(), *Yd = y.as<float>(), *hX = hx.data(), *hY = hy.data();
+    auto same = [](const char* what, crate_status cuda, crate_status cpu) {
+      if (cuda != cpu) fail(fmt("%s: CUDA %s, CPU %s", what, status_name(cuda), status_name(cpu)));
+      if (cpu == CRATE_OK) fail(fmt("%s: the CPU accepted it (the case is broken)", what));
+    };
+    same("overcomplete m=0",
+         CU_ST(crate_cuda_ista_overcomplete_forward_f32, X, X, X, Yd, nullptr, nullptr, nullptr, 2, 4, 0, 0.1f, 0.1f,
+               nullptr),
+         crate_ista_overcomplete_forward_f32(hX, hX, hX, hY, nullptr, nullptr, nullptr, 2, 4, 0, 0.1f, 0.1f, nullptr));
+    same("overcomplete T=-1",
+         CU_ST(crate_cuda_ista_overcomplete_forward_f32, X, X, X, Yd, nullptr, nullptr, nullptr, -1, 4, 4, 0.1f, 0.1f,
+               nullptr),
+         crate_ista_overcomplete_forward_f32(hX, hX, hX, hY, nullptr, nullptr, nullptr, -1, 4, 4, 0.1f, 0.1f, nullptr));
+    same("overcomplete D1=NULL",
+         CU_ST(crate_cuda_ista_overcomplete_forward_f32, X, X, nullptr, Yd, nullptr, nullptr, nullptr, 2, 4, 4, 0.1f,
+               0.1f, nullptr),
+         crate_ista_overcomplete_forward_f32(hX, hX, nullptr, hY, nullptr, nullptr, nullptr, 2, 4, 4, 0.1f, 0.1f,
+                                             nullptr));
+    same("overcomplete backward A2=NULL",
+         CU_ST(crate_cuda_ista_overcomplete_backward_f32, X, X, X, X, nullptr, X, X, Yd, nullptr, nullptr, 2, 4, 4,
+               0.1f, nullptr),
+         crate_ista_overcomplete_backward_f32(hX, hX, hX, hX, nullptr, hX, hX, hY, nullptr, nullptr, 2, 4, 4, 0.1f,
+                                              nullptr));
+    same("tied d=0",
+         CU_ST(crate_cuda_ista_tied_forward_f32, X, X, Yd, nullptr, nullptr, nullptr, 2, 0, 4, 0.1f, 0.1f, nullptr),
+         crate_ista_tied_forward_f32(hX, hX, hY, nullptr, nullptr, nullptr, 2, 0, 4, 0.1f, 0.1f, nullptr));
+    same("tied W=NULL",
+         CU_ST(crate_cuda_ista_tied_forward_f32, X, nullptr, Yd, nullptr, nullptr, nullptr, 2, 4, 4, 0.1f, 0.1f,
+               nullptr),
+         crate_ista_tied_forward_f32(hX, nullptr, hY, nullptr, nullptr, nullptr, 2, 4, 4, 0.1f, 0.1f, nullptr));
+    same("tied backward R=NULL",
+         CU_ST(crate_cuda_ista_tied_backward_f32, X, X, X, X, nullptr, X, Yd, nullptr, 2, 4, 4, 0.1f, nullptr),
+         crate_ista_tied_backward_f32(hX, hX, hX, hX, nullptr, hX, hY, nullptr, 2, 4, 4, 0.1f, nullptr));
+    if (CU_ST(crate_cuda_status) != CRATE_OK) fail("an argument error poisoned the context");
+    // T = 0: forwards are no-ops (NULL data allowed), backwards zero dD, dD1, dW and leave dY alone
+    CU(crate_cuda_ista_overcomplete_forward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 8,
+       0.1f, 0.1f, nullptr);
+    CU(crate_cuda_ista_tied_forward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 8, 0.1f, 0.1f,
+       nullptr);
+    DBuf gD = dout<float>("dD", 32), gD1 = dout<float>("dD1", 32), gW = dout<float>("dW", 32);
+    CU(crate_cuda_ista_overcomplete_backward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+       nullptr, gD.as<float>(), gD1.as<float>(), 0, 4, 8, 0.1f, nullptr);
+    CU(crate_cuda_ista_tied_backward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+       gW.as<float>(), 0, 4, 8, 0.1f, nullptr);
+    for (const DBuf* b : {&gD, &gD1, &gW})
+      for (float v : down<float>(*b))
+        if (v != 0.f) {
+          fail(fmt("T = 0: %s not zeroed (%g)", b->name.c_str(), static_cast<double>(v)));
+          break;
+        }
+    CU(crate_cuda_synchronize, nullptr);
+  });
+}
+
+void ista_oc_cases() {
+  const std::vector<int64_t> Ts = opt.small ? std::vector<int64_t>{1, 7, 65} : std::vector<int64_t>{1, 7, 64, 65, 300};
+  const std::vector<int64_t> ds = opt.small ? std::vector<int64_t>{8, 33} : std::vector<int64_t>{8, 33, 64};
+  const int oc_grads[] = {kGradY | kGradD | kGradD1, kGradY | kGradD, kGradD1, kGradD, kGradY};
+  const int tied_grads[] = {kGradY | kGradD, kGradY, kGradD};
+  int i = 0;
+  for (int64_t T : Ts)
+    for (int64_t d : ds)
+      for (int64_t m : {d, 2 * d, 4 * d + 1}) {
+        if (opt.small && m == 2 * d) continue;
+        const float lambd = (i % 3 == 2) ? 0.5f : 0.1f;
+        ista_oc_case(false, T, d, m, 0.1f, lambd, i % 3, oc_grads[i % 5]);
+        ista_oc_case(true, T, d, m, 0.1f, lambd, (i + 1) % 3, tied_grads[(i / 3) % 3]);
+        ++i;
+      }
+  ista_oc_nan_case(false);
+  ista_oc_nan_case(true);
+  ista_oc_edge_cases();
+}
+
 // ================================================================================= coding rate
 
 void logdet_case(int64_t batch, int64_t m, int64_t n, bool null_chol) {
@@ -1020,6 +1247,212 @@ void tssa_cases() {
   for (const S& s : shapes) tssa_case(s.B, s.N, s.H, s.p, true);
   tssa_case(2, 33, 3, 16, false);
   if (!opt.small) tssa_case(1, 1024, 2, 64, false);
+}
+
+// ================================================================================== causal TSSA
+
+// W (B, T, H*p), temp (H), denom_bias (H, Tmax) with T <= Tmax. denom_bias's columns >= T are NaN
+// (they must not be read) and the first 3 steps of feature 0 are 0 (the clamp's value path), or
+// with tiny = true 1e-7 (cumulative sum 1e-14..3e-14 < 1e-12: the clamp is active on a nonzero
+// value, so its gradient mask matters; dW there is ~1e5, so only a small case uses it). Pi and the
+// parameter gradients are nullable outputs; ddenom_bias's columns >= T must come back exactly 0.
+void tssa_causal_case(int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax, bool with_pi, bool param_grads,
+                      bool tiny = false) {
+  const std::string name = fmt("tssa_causal B=%lld T=%lld H=%lld p=%lld Tmax=%lld%s%s%s", (long long)B, (long long)T,
+                               (long long)H, (long long)p, (long long)Tmax, with_pi ? "" : " Pi=NULL",
+                               param_grads ? "" : " dtemp=ddenom=NULL", tiny ? " clamp-active" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const int64_t D = H * p;
+    const size_t nW = static_cast<size_t>(B * T * D), nPi = static_cast<size_t>(B * H * T),
+                 nB = static_cast<size_t>(H * Tmax);
+    std::vector<float> W = randn(r, nW), temp = uniform(r, static_cast<size_t>(H), 0.5, 2.0),
+                       bias = uniform(r, nB, -0.5, 0.5);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = T; t < Tmax; ++t) bias[h * Tmax + t] = std::numeric_limits<float>::quiet_NaN();
+    if (D > 0)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < std::min<int64_t>(T, 3); ++t) W[(b * T + t) * D] = tiny ? 1e-7f : 0.f;
+    const std::vector<double> W64 = to64(W), t64 = to64(temp), b64 = to64(bias);
+    std::vector<double> Y64(nW), Pi64(nPi);
+    std::vector<float> Y32(nW), Pi32(nPi);
+    CPU(crate_tssa_causal_forward_f64, W64.data(), t64.data(), b64.data(), Y64.data(), Pi64.data(), B, T, H, p, Tmax);
+    CPU(crate_tssa_causal_forward_f32, W.data(), temp.data(), bias.data(), Y32.data(), Pi32.data(), B, T, H, p, Tmax);
+    DBuf dW = din("W", W), dt = din("temp", temp), db = din("denom_bias", bias), dY = dout<float>("Y", nW),
+         dPi = with_pi ? dout<float>("Pi", nPi) : DBuf();
+    CU(crate_cuda_tssa_causal_forward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dY.as<float>(),
+       dPi.as<float>(), B, T, H, p, Tmax, nullptr);
+    check_out("Y", down<float>(dY), Y32, Y64, Tol::f64i);
+    if (with_pi) check_out("Pi", down<float>(dPi), Pi32, Pi64, Tol::f64i);
+    const std::vector<float> G = randn(r, nW);
+    const std::vector<double> G64 = to64(G);
+    std::vector<double> gW64(nW), gt64(H), gb64(nB);
+    std::vector<float> gW32(nW), gt32(H), gb32(nB);
+    CPU(crate_tssa_causal_backward_f64, W64.data(), t64.data(), b64.data(), G64.data(), gW64.data(), gt64.data(),
+        gb64.data(), B, T, H, p, Tmax, nullptr);
+    CPU(crate_tssa_causal_backward_f32, W.data(), temp.data(), bias.data(), G.data(), gW32.data(), gt32.data(),
+        gb32.data(), B, T, H, p, Tmax, nullptr);
+    DBuf dG = din("dY", G), dgW = dout<float>("dW", nW), dgt = param_grads ? dout<float>("dtemp", H) : DBuf(),
+         dgb = param_grads ? dout<float>("ddenom_bias", nB) : DBuf();
+    CU(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dG.as<float>(),
+       dgW.as<float>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
+    check_out("dW", down<float>(dgW), gW32, gW64, Tol::f64ig);
+    if (param_grads) {
+      check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
+      const std::vector<float> gb = down<float>(dgb);
+      check_out("ddenom_bias", gb, gb32, gb64, Tol::f64ig);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = T; t < Tmax; ++t)
+          if (gb[h * Tmax + t] != 0.f) {
+            fail(fmt("ddenom_bias[%lld, %lld] = %g past T, expected 0", (long long)h, (long long)t,
+                     static_cast<double>(gb[h * Tmax + t])));
+            return;
+          }
+    }
+  });
+}
+
+// Statuses and messages as the CPU: bad sizes, empty sizes (no-ops; p = 0 still writes Pi = 1/H and
+// zeroes the parameter gradients), NaN in W / temp / denom_bias, and NaN in dY propagated to the
+// same elements as on the CPU.
+void tssa_causal_error_cases() {
+  run_case("tssa_causal: argument errors, empty sizes, NaN reporting and propagation as the CPU", [] {
+    Rng r = case_rng();
+    const int64_t B = 2, T = 21, H = 3, p = 5, Tmax = 24, D = H * p;
+    const size_t nW = static_cast<size_t>(B * T * D), nB = static_cast<size_t>(H * Tmax);
+    const std::vector<float> W = randn(r, nW), temp = uniform(r, H, 0.5, 2.0), bias = uniform(r, nB, -0.5, 0.5);
+    DBuf dW = din("W", W), dt = din("temp", temp), db = din("denom_bias", bias), dY = dout<float>("Y", nW),
+         dPi = dout<float>("Pi", static_cast<size_t>(B * H * T)), dgt = dout<float>("dtemp", H),
+         dgb = dout<float>("ddenom_bias", nB);
+    std::vector<float> Y(nW), Pi(static_cast<size_t>(B * H * T)), gt(H), gb(nB);
+    auto same = [](const char* what, crate_status cuda, crate_status cpu, const std::string& cuda_message,
+                   const char* expect_in_message) {
+      const std::string cpu_message = cpu == CRATE_OK ? "" : crate_last_error();
+      note(fmt("%s: %s", what, status_name(cuda)));
+      if (cuda != cpu) fail(fmt("%s: CUDA %s, CPU %s (%s)", what, status_name(cuda), status_name(cpu), cpu_message.c_str()));
+      if (expect_in_message && cuda_message.find(expect_in_message) == std::string::npos)
+        fail(fmt("%s: message '%s' lacks '%s' (CPU: '%s')", what, cuda_message.c_str(), expect_in_message,
+                 cpu_message.c_str()));
+    };
+    // T > Tmax, negative sizes
+    crate_status cs = CU_ST(crate_cuda_tssa_causal_forward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(),
+                            dY.as<float>(), nullptr, 1, 25, H, p, Tmax, nullptr);
+    same("T > Tmax", cs, crate_tssa_causal_forward_f32(W.data(), temp.data(), bias.data(), Y.data(), nullptr, 1, 25, H,
+                                                       p, Tmax),
+         cuda_msg(), "exceeds Tmax");
+    cs = CU_ST(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dW.as<float>(),
+               dY.as<float>(), nullptr, nullptr, B, -1, H, p, Tmax, nullptr);
+    same("T = -1 (backward)", cs,
+         crate_tssa_causal_backward_f32(W.data(), temp.data(), bias.data(), W.data(), Y.data(), nullptr, nullptr, B, -1,
+                                        H, p, Tmax, nullptr),
+         cuda_msg(), "sizes must be >= 0");
+    // empty sizes: no-ops; the backward still zeroes dtemp and ddenom_bias
+    CU(crate_cuda_tssa_causal_forward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dY.as<float>(),
+       dPi.as<float>(), 0, T, H, p, Tmax, nullptr);
+    CU(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dW.as<float>(),
+       dY.as<float>(), dgt.as<float>(), dgb.as<float>(), B, 0, H, p, Tmax, nullptr);
+    for (float v : down<float>(dgt))
+      if (v != 0.f) fail("T = 0: dtemp not zeroed");
+    for (float v : down<float>(dgb))
+      if (v != 0.f) fail("T = 0: ddenom_bias not zeroed");
+    // p = 0: Pi is still written (uniform 1/H), as on the CPU
+    {
+      DBuf pi0 = dout<float>("Pi(p=0)", static_cast<size_t>(B * H * T));
+      std::vector<float> pi_cpu(static_cast<size_t>(B * H * T), -1.f);
+      CU(crate_cuda_tssa_causal_forward_f32, nullptr, dt.as<float>(), db.as<float>(), nullptr, pi0.as<float>(), B, T,
+         H, 0, Tmax, nullptr);
+      CPU(crate_tssa_causal_forward_f32, nullptr, temp.data(), bias.data(), nullptr, pi_cpu.data(), B, T, H, 0, Tmax);
+      const std::vector<float> got = down<float>(pi0);
+      for (size_t i = 0; i < got.size(); ++i)
+        if (std::fabs(got[i] - pi_cpu[i]) > 1e-7f) {
+          fail(fmt("p = 0: Pi[%zu] = %g, CPU %g", i, static_cast<double>(got[i]), static_cast<double>(pi_cpu[i])));
+          break;
+        }
+    }
+    // NaN in W -> CRATE_ERR_NUMERICAL naming the first bad element of the first bad batch item
+    {
+      std::vector<float> Wn = W;
+      Wn[(1 * T + 5) * D + 2] = std::numeric_limits<float>::quiet_NaN();
+      Wn[(1 * T + 9) * D + 0] = std::numeric_limits<float>::infinity();
+      DBuf dWn = din("W(NaN)", Wn);
+      cs = CU_ST(crate_cuda_tssa_causal_forward_f32, dWn.as<float>(), dt.as<float>(), db.as<float>(), dY.as<float>(),
+                 nullptr, B, T, H, p, Tmax, nullptr);
+      same("NaN in W (forward)", cs,
+           crate_tssa_causal_forward_f32(Wn.data(), temp.data(), bias.data(), Y.data(), nullptr, B, T, H, p, Tmax),
+           cuda_msg(), "W[b=1, t=5, c=2] is NaN");
+      cs = CU_ST(crate_cuda_tssa_causal_backward_f32, dWn.as<float>(), dt.as<float>(), db.as<float>(), dW.as<float>(),
+                 dY.as<float>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
+      same("NaN in W (backward)", cs,
+           crate_tssa_causal_backward_f32(Wn.data(), temp.data(), bias.data(), W.data(), Y.data(), gt.data(),
+                                          gb.data(), B, T, H, p, Tmax, nullptr),
+           cuda_msg(), "W[b=1, t=5, c=2] is NaN");
+    }
+    // NaN in temp; NaN in denom_bias (reported first, as the CPU checks it first); NaN past T is ignored
+    {
+      std::vector<float> tn = temp, bn = bias, bpast = bias;
+      tn[2] = std::numeric_limits<float>::quiet_NaN();
+      bn[1 * Tmax + 3] = std::numeric_limits<float>::infinity();
+      bpast[1 * Tmax + T] = std::numeric_limits<float>::quiet_NaN();
+      DBuf dtn = din("temp(NaN)", tn), dbn = din("denom_bias(Inf)", bn), dbp = din("denom_bias(NaN past T)", bpast);
+      cs = CU_ST(crate_cuda_tssa_causal_forward_f32, dW.as<float>(), dtn.as<float>(), db.as<float>(), dY.as<float>(),
+                 nullptr, B, T, H, p, Tmax, nullptr);
+      same("NaN in temp", cs,
+           crate_tssa_causal_forward_f32(W.data(), tn.data(), bias.data(), Y.data(), nullptr, B, T, H, p, Tmax),
+           cuda_msg(), "temp[2] is NaN");
+      cs = CU_ST(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dtn.as<float>(), dbn.as<float>(), dW.as<float>(),
+                 dY.as<float>(), nullptr, nullptr, B, T, H, p, Tmax, nullptr);
+      same("Inf in denom_bias and NaN in temp (backward)", cs,
+           crate_tssa_causal_backward_f32(W.data(), tn.data(), bn.data(), W.data(), Y.data(), nullptr, nullptr, B, T, H,
+                                          p, Tmax, nullptr),
+           cuda_msg(), "denom_bias[1, 3] is Inf");
+      cs = CU_ST(crate_cuda_tssa_causal_forward_f32, dW.as<float>(), dt.as<float>(), dbp.as<float>(), dY.as<float>(),
+                 nullptr, B, T, H, p, Tmax, nullptr);
+      same("NaN in denom_bias past T", cs,
+           crate_tssa_causal_forward_f32(W.data(), temp.data(), bpast.data(), Y.data(), nullptr, B, T, H, p, Tmax),
+           cuda_msg(), nullptr);
+    }
+    // NaN in dY propagates to the same elements of dW, dtemp and ddenom_bias as on the CPU
+    {
+      std::vector<float> G = randn(r, nW);
+      G[(0 * T + 11) * D + 7] = std::numeric_limits<float>::quiet_NaN();
+      DBuf dG = din("dY(NaN)", G), dgW = dout<float>("dW", nW);
+      std::vector<float> gW(nW);
+      CU(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dG.as<float>(),
+         dgW.as<float>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
+      CPU(crate_tssa_causal_backward_f32, W.data(), temp.data(), bias.data(), G.data(), gW.data(), gt.data(), gb.data(),
+          B, T, H, p, Tmax, nullptr);
+      auto nan_pattern = [](const char* what, const std::vector<float>& cu, const std::vector<float>& cpu) {
+        size_t n_cu = 0, n_cpu = 0, differ = 0;
+        for (size_t i = 0; i < cu.size(); ++i) {
+          n_cu += std::isnan(cu[i]);
+          n_cpu += std::isnan(cpu[i]);
+          differ += std::isnan(cu[i]) != std::isnan(cpu[i]);
+        }
+        note(fmt("%s NaN %zu/%zu", what, n_cu, n_cpu));
+        if (differ) fail(fmt("%s: NaN pattern differs from the CPU's in %zu elements", what, differ));
+        if (!n_cpu) fail(fmt("%s: the CPU reference has no NaN (test setup)", what));
+      };
+      nan_pattern("dW", down<float>(dgW), gW);
+      nan_pattern("dtemp", down<float>(dgt), gt);
+      nan_pattern("ddenom_bias", down<float>(dgb), gb);
+    }
+  });
+}
+
+void tssa_causal_cases() {
+  struct S {
+    int64_t B, T, H, p;
+  };
+  const std::vector<S> shapes =
+      opt.small ? std::vector<S>{{2, 1, 3, 16}, {2, 17, 3, 33}, {1, 65, 8, 16}}
+                : std::vector<S>{{1, 1, 1, 1},   {2, 1, 3, 16},   {2, 15, 3, 16},   {2, 16, 2, 33},  {1, 17, 8, 1},
+                                 {2, 63, 3, 33}, {1, 64, 8, 16},  {2, 65, 1, 64},   {2, 200, 3, 64}, {1, 200, 8, 33},
+                                 {2, 63, 1, 1},  {1, 65, 3, 100}, {2, 1024, 4, 64}, {1, 513, 12, 64}};
+  for (const S& s : shapes) tssa_causal_case(s.B, s.T, s.H, s.p, s.T + 7, true, true);
+  tssa_causal_case(2, 64, 3, 16, 64, true, true);  // T == Tmax
+  tssa_causal_case(2, 65, 3, 16, 70, false, false);
+  tssa_causal_case(2, 20, 2, 4, 24, true, true, true);
+  tssa_causal_error_cases();
 }
 
 // ===================================================================================== row ops
@@ -1286,10 +1719,13 @@ void leak_cases(const crate_cuda_memory_stats& base) {
   gemm_case(true, kBF16, 1, 0, 33, 65, 63, 1.f, 0.f, 1, false, 0);
   mssa_case(2, 65, 2, 64, 1, "some");
   ista_case(65, 63, 0.1f, 0.1f, false);
+  ista_oc_case(false, 65, 33, 133, 0.1f, 0.1f, kSavedNone, kGradY | kGradD | kGradD1);
+  ista_oc_case(true, 65, 33, 133, 0.1f, 0.1f, kSavedFirst, kGradY | kGradD);
   logdet_case(2, 33, 65, false);
   logdet_case(2, 33, 65, true);
   tssa_case(2, 33, 2, 32, true);
   tssa_case(2, 33, 2, 32, false);
+  tssa_causal_case(2, 33, 2, 32, 40, true, true);
   layernorm_case(33, 65, true);
   softmax_case(33, 65, 1);
   cross_entropy_case(33, 65, 0.1, -100);
@@ -1489,8 +1925,10 @@ int main(int argc, char** argv) {
   gemm_cases();
   mssa_cases();
   ista_cases();
+  ista_oc_cases();
   logdet_cases();
   tssa_cases();
+  tssa_causal_cases();
   row_cases();
   if (!g_poisoned && opt.filter.empty() && opt.exclude.empty()) leak_cases(base);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -239,6 +239,31 @@ crate_status crate_cuda_ista_backward_f32(const float* Y, const float* W, const 
   GUARD("crate_cuda_ista_backward_f32");
   return wrap(crate_ista_backward_f32(Y, W, Z, dZ, dY, dW, T, d, eta, nullptr));
 }
+crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, const float* D, const float* D1, float* out,
+                                                      float* A1, float* A2, float* R, int64_t T, int64_t d, int64_t m,
+                                                      float eta, float lambd, void* stream) {
+  GUARD("crate_cuda_ista_overcomplete_forward_f32");
+  return wrap(crate_ista_overcomplete_forward_f32(Y, D, D1, out, A1, A2, R, T, d, m, eta, lambd, nullptr));
+}
+crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y, const float* D, const float* D1,
+                                                       const float* A1, const float* A2, const float* R,
+                                                       const float* dOut, float* dY, float* dD, float* dD1, int64_t T,
+                                                       int64_t d, int64_t m, float eta, void* stream) {
+  GUARD("crate_cuda_ista_overcomplete_backward_f32");
+  return wrap(crate_ista_overcomplete_backward_f32(Y, D, D1, A1, A2, R, dOut, dY, dD, dD1, T, d, m, eta, nullptr));
+}
+crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const float* W, float* out, float* A0, float* A1,
+                                              float* R, int64_t T, int64_t d, int64_t m, float eta, float lambd,
+                                              void* stream) {
+  GUARD("crate_cuda_ista_tied_forward_f32");
+  return wrap(crate_ista_tied_forward_f32(Y, W, out, A0, A1, R, T, d, m, eta, lambd, nullptr));
+}
+crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const float* W, const float* A0, const float* A1,
+                                               const float* R, const float* dOut, float* dY, float* dW, int64_t T,
+                                               int64_t d, int64_t m, float eta, void* stream) {
+  GUARD("crate_cuda_ista_tied_backward_f32");
+  return wrap(crate_ista_tied_backward_f32(Y, W, A0, A1, R, dOut, dY, dW, T, d, m, eta, nullptr));
+}
 crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R, int64_t batch, int64_t m,
                                                 int64_t n, double* chol, void* stream) {
   GUARD("crate_cuda_logdet_gram_forward_f32");
@@ -264,6 +289,20 @@ crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, con
   crate_status st = wrap(crate_tssa_backward_f32(W, temp, dY, Pi, colnorm, mstat, dW, dtemp, B, N, H, p, nullptr));
   if (!keep.empty()) dW[B * N * H * p - 1] = keep[0];
   return st;
+}
+crate_status crate_cuda_tssa_causal_forward_f32(const float* W, const float* temp, const float* denom_bias, float* Y,
+                                                float* Pi, int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                void* stream) {
+  GUARD("crate_cuda_tssa_causal_forward_f32");
+  return wrap(crate_tssa_causal_forward_f32(W, temp, denom_bias, Y, Pi, B, T, H, p, Tmax));
+}
+crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp, const float* denom_bias,
+                                                 const float* dY, float* dW, float* dtemp, float* ddenom_bias,
+                                                 int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                 void* stream) {
+  GUARD("crate_cuda_tssa_causal_backward_f32");
+  return wrap(crate_tssa_causal_backward_f32(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax,
+                                             nullptr));
 }
 
 crate_status crate_cuda_layernorm_forward_f32(const float* x, const float* w, const float* b, float* y, float* mean,

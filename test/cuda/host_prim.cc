@@ -115,6 +115,16 @@ crate_status crate_cuda_cast(const void* x, int sd, void* y, int dd, int64_t n, 
       throw std::runtime_error("unsupported cast " + std::to_string(sd) + " -> " + std::to_string(dd));
   });
 }
+crate_status crate_cuda_nonzero_u8(const void* x, int dt, uint8_t* y, int64_t n, void*) {
+  return run("crate_cuda_nonzero_u8", [&] {
+    for (int64_t i = 0; i < n; ++i) {
+      if (dt == 0) y[i] = static_cast<const float*>(x)[i] != 0.f;
+      else if (dt == 2) y[i] = static_cast<const int32_t*>(x)[i] != 0;
+      else if (dt == 3) y[i] = (static_cast<const uint16_t*>(x)[i] & 0x7fffu) != 0;
+      else throw std::runtime_error("unsupported dtype " + std::to_string(dt));
+    }
+  });
+}
 crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* r, void*) {
   return run("crate_cuda_find_nonfinite_f32", [&] { *r = crate::cpu::find_nonfinite<float>(x, n); });
 }

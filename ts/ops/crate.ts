@@ -5,13 +5,8 @@
 import { record } from '../autograd.js';
 import { tidy } from '../memory.js';
 import { native } from '../native.js';
-import { empty, formatShape, Tensor } from '../tensor.js';
-import {
-  istaOvercompleteComposite,
-  istaTiedComposite,
-  type MssaOptions,
-  tssaCausalComposite,
-} from './crate_composite.js';
+import { empty, formatShape, type Tensor } from '../tensor.js';
+import type { MssaOptions } from './crate_composite.js';
 import { permute, reshape } from './shape.js';
 import { checkFloat, checkSame, checkTensor } from './util.js';
 
@@ -192,13 +187,10 @@ function overcomplete(
 
 /** CRATE-α overcomplete two-step ISTA with decoder D1: Y (..., d), D, D1 (d, m) → (..., d). */
 export function istaOvercomplete(Y: Tensor, D: Tensor, D1: Tensor, eta = 0.1, lambda = 0.1): Tensor {
-  // CUDA has no fused kernel for it yet: the same math from primitive ops (GEMMs on cuBLAS)
-  if (Y instanceof Tensor && Y.device === 'cuda') return istaOvercompleteComposite(Y, D, D1, eta, lambda);
   return overcomplete('istaOvercomplete', 0, Y, D, D1, eta, lambda);
 }
 /** Causal-CRATE tied overcomplete ISTA: Y (..., d), W (m, d) → (..., d) (decoder = W). */
 export function istaTied(Y: Tensor, W: Tensor, eta = 0.1, lambda = 0.1): Tensor {
-  if (Y instanceof Tensor && Y.device === 'cuda') return istaTiedComposite(Y, W, eta, lambda);
   return overcomplete('istaTied', 1, Y, W, null, eta, lambda);
 }
 
@@ -342,8 +334,6 @@ export function tssaCausal(W: Tensor, temp: Tensor, denomBias: Tensor, heads: nu
     );
   }
   const Tmax = denomBias.shape[1] as number;
-  // CUDA has no fused causal-TSSA kernel yet: the same math from primitive ops
-  if (W.device === 'cuda') return tssaCausalComposite(W, temp, denomBias, heads);
   const Y = empty(W.shape, W.dtype, W.device);
   native.tssaCausalForward(W._h(op), temp._h(op), denomBias._h(op), Y._h(op), B, T, H, p, Tmax);
   return record(

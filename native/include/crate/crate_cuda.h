@@ -109,6 +109,29 @@ CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* 
 CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float* W, const float* Z, const float* dZ,
                                                     float* dY, float* dW, int64_t T, int64_t d, float eta,
                                                     void* stream);
+/* CRATE-alpha overcomplete ISTA (ista.h's crate_ista_overcomplete_*): Y (T, d), D, D1 (d, m) -> out (T, d);
+ * A1, A2 (T, m) and R (T, d) are saved for the backward and may each be NULL (inference). The
+ * backward overwrites dY (T, d), dD, dD1 (d, m); any of them may be NULL to skip it (dD1 needs only
+ * dOut and A2). Scratch comes from the caching allocator. */
+CRATE_API crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, const float* D, const float* D1,
+                                                                float* out, float* A1, float* A2, float* R, int64_t T,
+                                                                int64_t d, int64_t m, float eta, float lambd,
+                                                                void* stream);
+CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y, const float* D, const float* D1,
+                                                                 const float* A1, const float* A2, const float* R,
+                                                                 const float* dOut, float* dY, float* dD, float* dD1,
+                                                                 int64_t T, int64_t d, int64_t m, float eta,
+                                                                 void* stream);
+/* Causal-CRATE tied ISTA (ista.h's crate_ista_tied_*): Y (T, d), W (m, d) -> out (T, d); A0, A1
+ * (T, m) and R (T, d) saved (each may be NULL). The backward overwrites dY (T, d) and dW (m, d),
+ * either may be NULL. */
+CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const float* W, float* out, float* A0,
+                                                        float* A1, float* R, int64_t T, int64_t d, int64_t m,
+                                                        float eta, float lambd, void* stream);
+CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const float* W, const float* A0,
+                                                         const float* A1, const float* R, const float* dOut,
+                                                         float* dY, float* dW, int64_t T, int64_t d, int64_t m,
+                                                         float eta, void* stream);
 
 /* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) bytes (device memory) that the
  * forward fills and the backward reads, as on the CPU. */
@@ -126,6 +149,19 @@ CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float*
                                                     const float* Pi, const float* colnorm, const float* mstat,
                                                     float* dW, float* dtemp, int64_t B, int64_t N, int64_t H,
                                                     int64_t p, void* stream);
+/* Causal TSSA (tssa.h's crate_tssa_causal_*): W (B, T, H*p), temp (H), denom_bias (H, Tmax) with
+ * T <= Tmax -> Y (B, T, H*p); Pi (B, H, T) nullable output of the head weights. The backward
+ * recomputes the forward's running sums itself (no saved buffers) and overwrites dW; dtemp (H) and
+ * ddenom_bias (H, Tmax; columns >= T zeroed) are nullable, summed over the batch and overwritten.
+ * O(B*T*H*p) work, f64 statistics (as the CPU); both synchronize the stream once at the end to
+ * report NaN/Inf in W, temp or denom_bias as CRATE_ERR_NUMERICAL. */
+CRATE_API crate_status crate_cuda_tssa_causal_forward_f32(const float* W, const float* temp, const float* denom_bias,
+                                                          float* Y, float* Pi, int64_t B, int64_t T, int64_t H,
+                                                          int64_t p, int64_t Tmax, void* stream);
+CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp,
+                                                           const float* denom_bias, const float* dY, float* dW,
+                                                           float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
+                                                           int64_t H, int64_t p, int64_t Tmax, void* stream);
 
 /* ------------------------------------------------------------------ fused row ops
  * Same math and saved statistics as the CPU kernels of native/cpu/nn.cc. */

@@ -45,6 +45,9 @@ CRATE_API crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double start
 /* dtype codes: 0 f32, 2 i32, 3 bf16 (uint16 bit pattern, round-to-nearest-even from f32). */
 CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, int dst_dtype, int64_t n,
                                        void* stream);
+/* y[i] = (x[i] != 0) as one byte (NaN counts as nonzero), x of dtype 0 f32, 2 i32 or 3 bf16: the
+ * uint8 key mask the MSSA kernels take, made on the device. */
+CRATE_API crate_status crate_cuda_nonzero_u8(const void* x, int dtype, uint8_t* y, int64_t n, void* stream);
 /* First index of a NaN/Inf in x, or -1, written to *host_result (synchronous). */
 CRATE_API crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* host_result, void* stream);
 
