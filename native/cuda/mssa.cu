@@ -58,9 +58,10 @@
 // ------------------------------------------------------------------------------------- numerics
 // f32 everywhere, f32 accumulation; expf/logf (full precision, no fast math). A masked key (key
 // mask, causal, padding) has score exactly -inf and A = 0 exactly, in forward and backward, so a
-// masked key never contributes, even when its P row holds NaN / inf (the CPU kernel computes
-// scale*S + (-inf) instead: a NaN in a masked key's row makes its 64-key tile's rows NaN there
-// when the tile has another valid key; fully masked rows are O = 0, L = -inf on both). Rows with no
+// NaN / inf in a masked key's P row never reaches a score, a row max or a row sum. It still
+// reaches the products A V (0 * NaN = NaN) for the rows of its tile, as in every attention
+// kernel that multiplies by V (PyTorch's SDPA included) and as on the CPU: inputs must be finite
+// in masked rows too (fully masked rows are O = 0, L = -inf on both). Rows with no
 // valid key so far leave (m, l, acc) untouched. The running max propagates NaN (fmaxf would drop
 // it): NaN scores of valid keys make the row NaN, as on the CPU. Fully masked rows (L = -inf) and
 // padding rows get A = 0 exactly in the backward.
@@ -68,26 +69,25 @@
 // CPU's polynomial flushes below e^-87). Expected agreement ~1e-6 relative (SIMT), ~1e-3 (TF32).
 //
 // ------------------------------------------------------------------------------------- testing
-// The device code also compiles as host C++ (CRATE_MSSA_EMULATION): a harness supplies threadIdx,
-// __syncthreads, shuffles and a matrix-level wmma stand-in, runs every CTA's threads as fibers in
-// random order with NaN-poisoned shared memory, and compares with the CPU kernels.
+// test/cuda/cuda_vs_cpu.cc compares every entry point with the CPU kernels; test/cuda_emu runs
+// this file's kernels on the CPU (fibers per thread in random order, NaN-poisoned shared memory,
+// a matrix-level wmma stand-in) so that the comparison runs without a GPU too. The emulator's
+// build sets CRATE_MSSA_GRID_CAP small, so that the kernels' (b, h) grid-stride loops run.
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <string>
 #include <type_traits>
 
-#include "common.cuh"
-
-#ifndef CRATE_MSSA_EMULATION
 #include <mma.h>
-#endif
+
+#include "common.cuh"
 
 #ifndef CRATE_MSSA_TF32_DEFAULT
 #define CRATE_MSSA_TF32_DEFAULT 0
 #endif
-#ifndef MSSA_CHECK_ALIGN16
-#define MSSA_CHECK_ALIGN16(ptr) ((void)0)  // the emulation harness checks float4 alignment here
+#ifndef CRATE_MSSA_GRID_CAP
+#define CRATE_MSSA_GRID_CAP 65535  // the y/z grid limit of the launches (the emulator's build: smaller)
 #endif
 
 namespace crate::cuda {
@@ -103,22 +103,16 @@ constexpr float kInf = __builtin_huge_valf();
 
 // ------------------------------------------------------------------------------ device helpers
 
-#ifndef CRATE_MSSA_EMULATION
 /** The dynamic shared memory of the CTA (128-byte aligned). */
 __device__ __forceinline__ float* mssa_smem() {
   extern __shared__ __align__(128) float crate_mssa_smem[];
   return crate_mssa_smem;
 }
-#else
-float* mssa_smem();  // supplied by the emulation harness
-#endif
 
 __device__ __forceinline__ float4 ld4(const float* ptr) {
-  MSSA_CHECK_ALIGN16(ptr);
   return *reinterpret_cast<const float4*>(ptr);
 }
 __device__ __forceinline__ void st4(float* ptr, const float4& v) {
-  MSSA_CHECK_ALIGN16(ptr);
   *reinterpret_cast<float4*>(ptr) = v;
 }
 /** Component e (compile-time after unrolling) of a float4. */
@@ -493,6 +487,9 @@ __global__ void __launch_bounds__(kThreads, 2) mssa_fwd_kernel(const FwdParams p
         }
         sum = warp_sum(sum);
         const float alpha = expf(m_old - m_new);  // 0 when m_old = -inf
+        // Every lane has read m_s[r], l_s[r] before lane 0 overwrites them: the shuffles above
+        // order no memory accesses, a __syncwarp does (a read/write race for racecheck otherwise).
+        __syncwarp();
         if (lane == 0) {
           l_s[r] = l_old * alpha + sum;
           m_s[r] = m_new;
@@ -735,9 +732,9 @@ inline void require_smem(size_t need, int64_t max_smem, const char* fn) {
                                     std::to_string(max_smem));
 }
 
-// `launch(kernel, grid, threads, smem_bytes, params)` launches one kernel (a CUDA launch, or the
-// host emulation). max_smem: the device's opt-in shared memory per block; grid_cap: the y/z grid
-// limit (65535; smaller in the emulation to exercise the (b, h) loop).
+// `launch(kernel, grid, threads, smem_bytes, params)` launches one kernel. max_smem: the device's
+// opt-in shared memory per block; grid_cap: the y/z grid limit (CRATE_MSSA_GRID_CAP: 65535; smaller
+// in the emulator's build, to exercise the (b, h) loop).
 template <int PP, class Launch>
 void forward_pp(FwdParams prm, bool tc, int64_t max_smem, int64_t grid_cap, Launch&& launch) {
   constexpr int T = kFwdTile;
@@ -826,7 +823,6 @@ inline bool use_tf32() {
 }  // namespace crate::cuda
 
 // ------------------------------------------------------------------------------------- C ABI
-#ifndef CRATE_MSSA_EMULATION
 namespace {
 
 using namespace crate::cuda;
@@ -855,7 +851,7 @@ int64_t max_smem_optin() {
   return v;
 }
 
-constexpr int64_t kGridCap = 65535;
+constexpr int64_t kGridCap = CRATE_MSSA_GRID_CAP;
 
 }  // namespace
 
@@ -919,4 +915,3 @@ CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float*
 }
 
 }  // extern "C"
-#endif  // CRATE_MSSA_EMULATION
