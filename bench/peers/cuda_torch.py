@@ -14,8 +14,9 @@ PyTorch on the same GPU, in the same process.
    F.scaled_dot_product_attention(q=k=v) and matmul-softmax; ISTA vs the authors' FeedForward;
    coding rate vs torch.linalg.cholesky (f32, f64) and torch.logdet; GEMM vs torch.matmul
    (cuBLAS) in f32, TF32 and bf16; LayerNorm vs F.layer_norm; TSSA vs the authors' AttentionTSSA;
-   cross-entropy vs F.cross_entropy. Napkin FLOPs and bytes give TFLOP/s, GB/s and % of the
-   device's peak (table for A100/H100/H200 SXM/PCIe/NVL dense TF32/BF16 and HBM; otherwise from
+   cross-entropy vs F.cross_entropy; CRATE-alpha's overcomplete ISTA and causal CRATE's tied ISTA vs
+   the authors' formulas; causal TSSA vs ToST's CausalSelfAttention_TSSA. Napkin FLOPs and bytes
+   give TFLOP/s, GB/s and % of the device's peak (table for A100/H100/H200 SXM/PCIe/NVL dense TF32/BF16 and HBM; otherwise from
    SM count x clock and the memory clock x bus width read from the driver).
 
 Writes <outdir>/<name>.jsonl and <name>.md (device, driver, torch, commit, exact command).
@@ -85,10 +86,16 @@ SIGS = {
     "crate_cuda_mssa_backward_f32": (INT, [P, P, P, P, P, I64, I64, I64, I64, F32, INT, P, P]),
     "crate_cuda_ista_forward_f32": (INT, [P, P, P, I64, I64, F32, F32, P]),
     "crate_cuda_ista_backward_f32": (INT, [P, P, P, P, P, P, I64, I64, F32, P]),
+    "crate_cuda_ista_overcomplete_forward_f32": (INT, [P, P, P, P, P, P, P, I64, I64, I64, F32, F32, P]),
+    "crate_cuda_ista_overcomplete_backward_f32": (INT, [P, P, P, P, P, P, P, P, P, P, I64, I64, I64, F32, P]),
+    "crate_cuda_ista_tied_forward_f32": (INT, [P, P, P, P, P, P, I64, I64, I64, F32, F32, P]),
+    "crate_cuda_ista_tied_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, F32, P]),
     "crate_cuda_logdet_gram_forward_f32": (INT, [P, P, P, I64, I64, I64, P, P]),
     "crate_cuda_logdet_gram_backward_f32": (INT, [P, P, P, P, I64, I64, I64, P, P]),
     "crate_cuda_tssa_forward_f32": (INT, [P, P, P, P, P, P, I64, I64, I64, I64, P]),
     "crate_cuda_tssa_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, I64, P]),
+    "crate_cuda_tssa_causal_forward_f32": (INT, [P, P, P, P, P, I64, I64, I64, I64, I64, P]),
+    "crate_cuda_tssa_causal_backward_f32": (INT, [P, P, P, P, P, P, P, I64, I64, I64, I64, I64, P]),
     "crate_cuda_layernorm_forward_f32": (INT, [P, P, P, P, P, P, I64, I64, F64, P]),
     "crate_cuda_layernorm_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, P]),
     "crate_cuda_softmax_forward_f32": (INT, [P, P, I64, I64, INT, P]),
@@ -306,7 +313,30 @@ def refs(torch):
         out = -torch.mul(w.mul(Pi.unsqueeze(-1)), attn)
         return out.transpose(1, 2).reshape(B, N, C), Pi
 
-    return {"mssa": mssa, "ista": ista, "logdet": logdet, "tssa": tssa}
+    def ista_oc(Y, D, D1, eta, lam):  # CRATE-alpha overcomplete two-step ISTA; saved A1, A2, R
+        A1 = F.relu(eta * (Y @ D) - eta * lam)
+        R = A1 @ D.t() - Y
+        A2 = F.relu(A1 - eta * (R @ D) - eta * lam)
+        return A2 @ D1.t(), A1, A2, R
+
+    def ista_tied(Y, W, eta, lam):  # CRATE-GPT tied ISTA (decoder = W); saved A0, A1, R
+        A0 = F.relu(eta * (Y @ W.t()) - eta * lam)
+        R = Y - A0 @ W
+        A1 = F.relu(A0 + eta * (R @ W.t()) - eta * lam)
+        return A1 @ W, A0, A1, R
+
+    def tssa_causal(X, temp, bias, H):  # tost_lang/model_TSSA.py CausalSelfAttention_TSSA after c_attn
+        B, T, C = X.shape
+        w = X.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, p)
+        w_sq = w ** 2
+        w_normed = w_sq / torch.cumsum(w_sq, dim=-2).clamp_min(1e-12) + bias[:, :T].reshape(1, H, T, 1)
+        Pi = F.softmax(w_normed.sum(-1) * temp.view(1, H, 1), dim=1)  # (B, H, T)
+        dots = torch.cumsum(w_sq * Pi.unsqueeze(-1), dim=-2) / (torch.cumsum(Pi, dim=-1).unsqueeze(-1) + 1e-8)
+        out = -(w * Pi.unsqueeze(-1)) / (1 + dots)
+        return out.transpose(1, 2).reshape(B, T, C), Pi
+
+    return {"mssa": mssa, "ista": ista, "logdet": logdet, "tssa": tssa, "ista_oc": ista_oc, "ista_tied": ista_tied,
+            "tssa_causal": tssa_causal}
 
 
 # ------------------------------------------------------------------------------ correctness
@@ -437,6 +467,57 @@ def run_checks(torch, lib, dv, quick):
             ck.out("ista", name, "dW", dWc, dW32, dW64, FLOOR_GRAD)
         case("ista", f"T={T} d={d}", body)
 
+    # CRATE-alpha overcomplete ISTA and causal CRATE's tied ISTA
+    for T, d, m in ([(33, 32, 128)] if quick else [(1576, 384, 1536), (4096, 768, 3072), (65, 33, 133)]):
+        def body(name, T=T, d=d, m=m):
+            Y, G = rn(T, d), rn(T, d)
+            D, D1 = rn(d, m, std=1 / math.sqrt(d)), rn(d, m, std=1 / math.sqrt(m))
+            eta, lam = 0.1, 0.1
+            outs = {}
+            for dt in (torch.float64, torch.float32):
+                Yd, Dd, D1d = (t.to(dt).requires_grad_() for t in (Y, D, D1))
+                out, A1, A2, Rr = R["ista_oc"](Yd, Dd, D1d, eta, lam)
+                grads = torch.autograd.grad(out, (Yd, Dd, D1d), G.to(dt))
+                outs[dt] = (out, A1, A2, Rr, *grads)
+            o64, A164, A264, R64, dY64, dD64, dD164 = outs[torch.float64]
+            o32, _, _, _, dY32, dD32, dD132 = outs[torch.float32]
+            oc = torch.empty_like(Y)
+            lib("crate_cuda_ista_overcomplete_forward_f32", ptr(Y), ptr(D), ptr(D1), ptr(oc), None, None, None, T, d, m,
+                eta, lam, S())
+            A1i, A2i, Ri = (t.detach().float() for t in (A164, A264, R64))  # the f64 forward's ReLU masks
+            dYc, dDc, dD1c = torch.empty_like(Y), torch.empty_like(D), torch.empty_like(D1)
+            lib("crate_cuda_ista_overcomplete_backward_f32", ptr(Y), ptr(D), ptr(D1), ptr(A1i), ptr(A2i), ptr(Ri),
+                ptr(G), ptr(dYc), ptr(dDc), ptr(dD1c), T, d, m, eta, S())
+            dv.sync()
+            ck.out("ista_overcomplete", name, "out", oc, o32, o64, FLOOR_OUT)
+            ck.out("ista_overcomplete", name, "dY", dYc, dY32, dY64, FLOOR_GRAD)
+            ck.out("ista_overcomplete", name, "dD", dDc, dD32, dD64, FLOOR_GRAD)
+            ck.out("ista_overcomplete", name, "dD1", dD1c, dD132, dD164, FLOOR_GRAD)
+        case("ista_overcomplete", f"T={T} d={d} m={m}", body)
+
+        def body_tied(name, T=T, d=d, m=m):
+            Y, G, W = rn(T, d), rn(T, d), rn(m, d, std=1 / math.sqrt(m))
+            eta, lam = 0.1, 0.1
+            outs = {}
+            for dt in (torch.float64, torch.float32):
+                Yd, Wd = Y.to(dt).requires_grad_(), W.to(dt).requires_grad_()
+                out, A0, A1, Rr = R["ista_tied"](Yd, Wd, eta, lam)
+                dY, dW = torch.autograd.grad(out, (Yd, Wd), G.to(dt))
+                outs[dt] = (out, A0, A1, Rr, dY, dW)
+            o64, A064, A164, R64, dY64, dW64 = outs[torch.float64]
+            o32, _, _, _, dY32, dW32 = outs[torch.float32]
+            oc = torch.empty_like(Y)
+            lib("crate_cuda_ista_tied_forward_f32", ptr(Y), ptr(W), ptr(oc), None, None, None, T, d, m, eta, lam, S())
+            A0i, A1i, Ri = (t.detach().float() for t in (A064, A164, R64))
+            dYc, dWc = torch.empty_like(Y), torch.empty_like(W)
+            lib("crate_cuda_ista_tied_backward_f32", ptr(Y), ptr(W), ptr(A0i), ptr(A1i), ptr(Ri), ptr(G), ptr(dYc),
+                ptr(dWc), T, d, m, eta, S())
+            dv.sync()
+            ck.out("ista_tied", name, "out", oc, o32, o64, FLOOR_OUT)
+            ck.out("ista_tied", name, "dY", dYc, dY32, dY64, FLOOR_GRAD)
+            ck.out("ista_tied", name, "dW", dWc, dW32, dW64, FLOOR_GRAD)
+        case("ista_tied", f"T={T} d={d} m={m}", body_tied)
+
     # coding rate
     for b, m, n in ([(2, 33, 65), (2, 65, 33)] if quick else [(384, 64, 197), (8, 197, 64), (16, 128, 1024), (4, 33, 129)]):
         def body(name, b=b, m=m, n=n):
@@ -489,6 +570,35 @@ def run_checks(torch, lib, dv, quick):
             ck.out("tssa", name, "dW", dXc, dX32, dX64, FLOOR_F64IG)
             ck.out("tssa", name, "dtemp", dtc, dt32, dt64, FLOOR_F64IG)
         case("tssa", f"B={B} N={N} H={H} p={p}", body)
+
+    # causal TSSA (ToST language)
+    for B, T, H, p in ([(2, 65, 2, 16)] if quick else [(2, 1024, 12, 64), (1, 200, 3, 33), (2, 17, 4, 16)]):
+        def body(name, B=B, T=T, H=H, p=p):
+            X, G = rn(B, T, H * p), rn(B, T, H * p)
+            Tmax = T + 7
+            temp = (torch.rand(H, generator=g, dtype=torch.float64) * 1.5 + 0.5).float().to(dev)
+            bias = rn(H, Tmax, std=0.1)
+            outs = {}
+            for dt in (torch.float64, torch.float32):
+                Xd, td, bd = X.to(dt).requires_grad_(), temp.to(dt).requires_grad_(), bias.to(dt).requires_grad_()
+                Y, Pi = R["tssa_causal"](Xd, td, bd, H)
+                grads = torch.autograd.grad(Y, (Xd, td, bd), G.to(dt))
+                outs[dt] = (Y, Pi, *grads)
+            Y64, Pi64, dX64, dt64, db64 = outs[torch.float64]
+            Y32, Pi32, dX32, dt32, db32 = outs[torch.float32]
+            Yc, Pic = torch.empty_like(X), torch.empty(B, H, T, device=dev)
+            dXc, dtc, dbc = torch.empty_like(X), torch.empty(H, device=dev), torch.empty(H, Tmax, device=dev)
+            lib("crate_cuda_tssa_causal_forward_f32", ptr(X), ptr(temp), ptr(bias), ptr(Yc), ptr(Pic), B, T, H, p, Tmax,
+                S())
+            lib("crate_cuda_tssa_causal_backward_f32", ptr(X), ptr(temp), ptr(bias), ptr(G), ptr(dXc), ptr(dtc), ptr(dbc),
+                B, T, H, p, Tmax, S())
+            dv.sync()
+            ck.out("tssa_causal", name, "Y", Yc, Y32, Y64, FLOOR_F64I)
+            ck.out("tssa_causal", name, "Pi", Pic, Pi32, Pi64, FLOOR_F64I)
+            ck.out("tssa_causal", name, "dW", dXc, dX32, dX64, FLOOR_F64IG)
+            ck.out("tssa_causal", name, "dtemp", dtc, dt32, dt64, FLOOR_F64IG)
+            ck.out("tssa_causal", name, "ddenom_bias", dbc, db32, db64, FLOOR_F64IG)
+        case("tssa_causal", f"B={B} T={T} H={H} p={p}", body)
 
     # LayerNorm
     for rows, cols in ([(33, 65)] if quick else [(8192, 384), (1024, 4096), (129, 33)]):
@@ -698,6 +808,32 @@ def run_bench(torch, lib, dv, quick, reps, warmup, peaks):
 
         timed("ista", shape, "torch FeedForward (f32)", authors, flops, nbytes, "fp32")
 
+    # CRATE-alpha overcomplete ISTA (m = 4d): 4 GEMMs forward, 8 backward, each 2 T d m
+    for T, d in ([(256, 128)] if quick else [(64 * 197, 384), (16384, 768)]):
+        m = 4 * d
+        shape = f"T{T} d{d} m{m}"
+        flops = 24 * T * d * m
+        nbytes = 4 * (4 * T * d + 4 * T * m + 3 * d * m)
+        Y, G = torch.randn(T, d, device=dev), torch.randn(T, d, device=dev)
+        D, D1 = torch.randn(d, m, device=dev) / math.sqrt(d), torch.randn(d, m, device=dev) / math.sqrt(m)
+        out, A1, A2, Rs = torch.empty_like(Y), torch.empty(T, m, device=dev), torch.empty(T, m, device=dev), torch.empty_like(Y)
+        dY, dD, dD1 = torch.empty_like(Y), torch.empty_like(D), torch.empty_like(D1)
+
+        def ours():
+            lib("crate_cuda_ista_overcomplete_forward_f32", ptr(Y), ptr(D), ptr(D1), ptr(out), ptr(A1), ptr(A2), ptr(Rs),
+                T, d, m, 0.1, 0.1, S())
+            lib("crate_cuda_ista_overcomplete_backward_f32", ptr(Y), ptr(D), ptr(D1), ptr(A1), ptr(A2), ptr(Rs), ptr(G),
+                ptr(dY), ptr(dD), ptr(dD1), T, d, m, 0.1, S())
+
+        timed("ista_overcomplete", shape, "crate-ml fused epilogues (f32)", ours, flops, nbytes, "fp32")
+        Yl, Dl, D1l = (t.clone().requires_grad_() for t in (Y, D, D1))
+
+        def authors():
+            R["ista_oc"](Yl, Dl, D1l, 0.1, 0.1)[0].backward(G)
+            Yl.grad = Dl.grad = D1l.grad = None
+
+        timed("ista_overcomplete", shape, "torch CRATE-alpha ISTA (f32)", authors, flops, nbytes, "fp32")
+
     # coding rate
     for b, m, n in ([(8, 32, 65)] if quick else [(64 * 6, 64, 197), (64, 128, 1024), (16, 256, 4096)]):
         shape = f"b{b} m{m} n{n}"
@@ -818,6 +954,29 @@ def run_bench(torch, lib, dv, quick, reps, warmup, peaks):
             Xl.grad = tl.grad = None
 
         timed("tssa", shape, "torch AttentionTSSA (f32)", authors, flops, nbytes, "bw")
+
+    # causal TSSA (ToST language): ToST-base shapes, T up to 4096
+    for B, T, H, p in ([(2, 256, 2, 32)] if quick else [(8, 1024, 12, 64), (4, 4096, 12, 64)]):
+        shape = f"B{B} T{T} H{H} p{p}"
+        flops = 60 * B * T * H * p
+        nbytes = 4 * 12 * B * T * H * p
+        X, G = torch.randn(B, T, H * p, device=dev), torch.randn(B, T, H * p, device=dev)
+        temp, bias = torch.ones(H, device=dev), torch.zeros(H, T, device=dev)
+        Y, dX, dtemp, dbias = torch.empty_like(X), torch.empty_like(X), torch.empty(H, device=dev), torch.empty_like(bias)
+
+        def ours():
+            lib("crate_cuda_tssa_causal_forward_f32", ptr(X), ptr(temp), ptr(bias), ptr(Y), None, B, T, H, p, T, S())
+            lib("crate_cuda_tssa_causal_backward_f32", ptr(X), ptr(temp), ptr(bias), ptr(G), ptr(dX), ptr(dtemp),
+                ptr(dbias), B, T, H, p, T, S())
+
+        timed("tssa_causal", shape, "crate-ml fused (f32)", ours, flops, nbytes, "bw")
+        Xl, tl, bl = X.clone().requires_grad_(), temp.clone().requires_grad_(), bias.clone().requires_grad_()
+
+        def authors():
+            R["tssa_causal"](Xl, tl, bl, H)[0].backward(G)
+            Xl.grad = tl.grad = bl.grad = None
+
+        timed("tssa_causal", shape, "torch CausalSelfAttention_TSSA (f32)", authors, flops, nbytes, "bw")
 
     # cross-entropy
     for rows_, classes in ([(64, 1000)] if quick else [(4096, 50257), (65536, 1000)]):
