@@ -6,8 +6,8 @@
 // accesses), every entry point of crate_cuda.h against the CPU kernels (test/cuda/cuda_vs_cpu.cc:
 // small shapes with the race detector and the uninitialised-shared-memory check, then larger
 // multi-tile shapes, the TF32 tensor-core MSSA path, the sticky-error path), the registry suite
-// (test/ops.test.ts in CRATE_TEST_DEVICE=cuda mode: every prim and CRATE op through the addon)
-// and a short training run on 'cuda' against the same run on the CPU.
+// (test/ops.test.ts in CRATE_TEST_DEVICE=cuda mode: every prim and CRATE op through the addon),
+// the bf16-storage ops (test/bf16_cuda.test.ts) and a short training run on 'cuda' against the same run on the CPU.
 // The build goes to build-emu/cuda-emu-vitest (incremental; CRATE_EMU_BUILD_DIR overrides).
 // Skipped, with a message, when g++ is missing.
 import { spawnSync } from 'node:child_process';
@@ -129,6 +129,21 @@ describe('CUDA kernels on the CUDA host emulator', () => {
     if (r.status !== 0 || /failed/.test(text) || !/Tests\s+\d+ passed/.test(text)) {
       const lines = text.split('\n').filter((l) => /FAIL|Error|kernel fault|seed/.test(l));
       throw new Error(`ops.test.ts on the emulated CUDA backend failed:\n${lines.slice(0, 60).join('\n')}`);
+    }
+  }, 300_000);
+
+  test('bf16 storage: the core ops on bf16 cuda tensors vs an f64 reference (test/bf16_cuda.test.ts)', () => {
+    if (skipped()) return;
+    const r = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', 'test/bf16_cuda.test.ts'], {
+      cwd: root,
+      env: { ...process.env, CRATE_CUDA_LIB: lib },
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
+    const text = (r.stdout + r.stderr).replace(ANSI_COLOR, '');
+    if (r.status !== 0 || /failed|skipped/.test(text) || !/Tests\s+\d+ passed/.test(text)) {
+      const lines = text.split('\n').filter((l) => /FAIL|Error|kernel fault|seed|values|skipped/.test(l));
+      throw new Error(`bf16_cuda.test.ts on the emulated CUDA backend failed:\n${lines.slice(0, 60).join('\n')}`);
     }
   }, 300_000);
 

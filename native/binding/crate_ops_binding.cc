@@ -62,6 +62,14 @@ T* ptr(Storage* s) {
   return s ? s->as<T>() : nullptr;
 }
 
+// The CRATE ops' CUDA kernels take f32 only (bf16 exists on cuda for the core elementwise,
+// reduction and copy ops): a clear error naming the op, the argument, the dtype and the device.
+void cuda_f32_only(const Args& a, const char* name, DType dt) {
+  if (dt != DType::f32)
+    a.fail(std::string("argument '") + name + "' has dtype " + dtype_name(dt) +
+           ", which is not supported on cuda by this op (f32)");
+}
+
 void expect_opt(const Args& a, Storage* s, const char* name, DType dt, int64_t n) {
   if (s) a.expect(s, name, dt, n);
 }
@@ -137,7 +145,7 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
   a.expect(O, "O", dt, B * N * H * p);
   expect_opt(a, L, "L", dt, B * H * N);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "P", dt);
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
@@ -174,7 +182,7 @@ Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
   a.expect(dO, "dO", dt, n);
   a.expect(dP, "dP", dt, n);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "P", dt);
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
@@ -205,7 +213,7 @@ Napi::Value IstaForward(const Napi::CallbackInfo& info) {
   a.expect(W, "W", dt, d * d);
   a.expect(Z, "Z", dt, T_ * d);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "Y", dt);
     cuda_check(a, cuda_api(a).crate_cuda_ista_forward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(), T_, d,
                                                           static_cast<float>(eta), static_cast<float>(lambda),
                                                           nullptr));
@@ -237,7 +245,7 @@ Napi::Value IstaBackward(const Napi::CallbackInfo& info) {
   a.expect(dY, "dY", dt, T_ * d);
   a.expect(dW, "dW", dt, d * d);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "Y", dt);
     cuda_check(a, cuda_api(a).crate_cuda_ista_backward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(),
                                                            dZ->as<float>(), dY->as<float>(), dW->as<float>(), T_, d,
                                                            static_cast<float>(eta), nullptr));
@@ -282,7 +290,7 @@ Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
   expect_opt(a, S2, "A2", dt, T_ * m);
   expect_opt(a, R, "R", dt, T_ * d);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "Y", dt);
     const CudaApi& api = cuda_api(a);
     const float e = static_cast<float>(eta), l = static_cast<float>(lambda);
     if (mode == 0)
@@ -338,7 +346,7 @@ Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
     a.expect(dD1, "dD1", dt, d * m);
   }
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "Y", dt);
     const CudaApi& api = cuda_api(a);
     if (mode == 0)
       cuda_check(a, api.crate_cuda_ista_overcomplete_backward_f32(
@@ -392,7 +400,7 @@ Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
   const size_t need = chol_numel(a, items, m, n);
   if (chol) a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "Z", dt);
     if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
     const CudaApi& api = cuda_api(a);
     DeviceBuf tmp(a, api, chol ? 0 : need * sizeof(double));
@@ -429,7 +437,7 @@ Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
   const size_t need = chol_numel(a, items, m, n);
   if (chol) a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "Z", dt);
     if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
     const CudaApi& api = cuda_api(a);
     if (!chol) {
@@ -476,7 +484,7 @@ Napi::Value TssaForward(const Napi::CallbackInfo& info) {
   expect_opt(a, cn, "colnorm", dt, B * H * p);
   expect_opt(a, ms, "mstat", dt, B * H * p);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "W", dt);
     const CudaApi& api = cuda_api(a);
     DeviceBuf tPi(a, api, Pi ? 0 : static_cast<size_t>(B * H * N) * sizeof(float));
     DeviceBuf tcn(a, api, cn ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
@@ -517,7 +525,7 @@ Napi::Value TssaBackward(const Napi::CallbackInfo& info) {
   a.expect(dW, "dW", dt, n);
   expect_opt(a, dtemp, "dtemp", dt, H);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "W", dt);
     const CudaApi& api = cuda_api(a);
     const bool saved = Pi && cn && ms;
     // without the saved statistics, recompute them with a forward pass into scratch
@@ -558,7 +566,7 @@ Napi::Value TssaCausalForward(const Napi::CallbackInfo& info) {
   a.expect(den, "denomBias", dt, H * Tmax);
   a.expect(Y, "Y", dt, B * Tn * H * p);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "W", dt);
     cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_forward_f32(W->as<float>(), temp->as<float>(), den->as<float>(),
                                                                  Y->as<float>(), nullptr, B, Tn, H, p, Tmax, nullptr));
     return info.Env().Undefined();
@@ -592,7 +600,7 @@ Napi::Value TssaCausalBackward(const Napi::CallbackInfo& info) {
   expect_opt(a, dtemp, "dtemp", dt, H);
   expect_opt(a, dden, "ddenomBias", dt, H * Tmax);
   if (a.on_cuda()) {
-    if (dt != DType::f32) a.fail("only f32 is supported on cuda");
+    cuda_f32_only(a, "W", dt);
     cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_backward_f32(
                       W->as<float>(), temp->as<float>(), den->as<float>(), dY->as<float>(), dW->as<float>(),
                       ptr<float>(dtemp), ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));

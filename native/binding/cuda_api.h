@@ -14,6 +14,7 @@ namespace crate::binding {
 class Args;
 
 // Every entry point the addon calls, resolved by name.
+// clang-format off
 #define CRATE_CUDA_FUNCS(X)                                                                                   \
   X(crate_cuda_last_error) X(crate_cuda_status) X(crate_cuda_init) X(crate_cuda_default_stream)               \
   X(crate_cuda_malloc) X(crate_cuda_free) X(crate_cuda_empty_cache) X(crate_cuda_memory_stats_get)             \
@@ -30,7 +31,10 @@ class Args;
   X(crate_cuda_fill_f32) X(crate_cuda_fill_i32) X(crate_cuda_arange_f32) X(crate_cuda_arange_i32)              \
   X(crate_cuda_cast) X(crate_cuda_nonzero_u8) X(crate_cuda_find_nonfinite_f32) X(crate_cuda_reduce_f32) X(crate_cuda_strided_copy_f32)  \
   X(crate_cuda_strided_copy_i32) X(crate_cuda_gather_f32) X(crate_cuda_gather_i32) X(crate_cuda_index_add_f32) \
-  X(crate_cuda_matmul_f32) X(crate_cuda_random_f32) X(crate_cuda_adamw_step_f32)
+  X(crate_cuda_matmul_f32) X(crate_cuda_random_f32) X(crate_cuda_adamw_step_f32)                              \
+  X(crate_cuda_unary_bf16) X(crate_cuda_unary_backward_bf16) X(crate_cuda_binary_bf16) X(crate_cuda_where_bf16) \
+  X(crate_cuda_fill_bf16) X(crate_cuda_reduce_bf16) X(crate_cuda_strided_copy_bf16)
+// clang-format on
 
 struct CudaApi {
 #define CRATE_CUDA_FIELD(name) decltype(&::name) name = nullptr;

@@ -1,6 +1,11 @@
 // ops_binding.cc: N-API entry points for the primitive ops. Each function reads its arguments,
 // checks that every buffer is live, on the CPU, of the right dtype and large enough for the
 // sizes/strides it was given (so no call can read or write out of bounds), then calls the kernel.
+//
+// dtypes on cuda: f32 everywhere; bf16 (CUDA only) for unary (+ backward), binary (arithmetic and
+// comparisons), where, fill, reduce and stridedCopy, computed in f32 and stored as bf16; i32 where
+// the kernel has it (binary, fill, arange, stridedCopy, gather). Any other op or dtype fails with
+// "<op>: argument '<name>' has dtype <dt>, which is not supported on cuda by this op (...)".
 #include <cstring>
 #include <string>
 
@@ -59,9 +64,14 @@ int64_t strided_extent(const Args& a, int64_t off, const std::vector<int64_t>& s
   return hi + 1;
 }
 
-// The CUDA path of an op: f32 (and i32 where the kernel has it) only.
-#define CUDA_F32_ONLY(a, dt)                                                                          \
-  if ((dt) != DType::f32) a.fail(std::string("dtype ") + dtype_name(dt) + " is not supported on cuda for this op (f32)")
+// The CUDA path of an op: f32 (and i32 / bf16 where the kernel has it) only. `name` is the argument
+// whose dtype decides, `supported` the list of dtypes the op's CUDA kernels take.
+void cuda_unsupported_dtype(const Args& a, const char* name, DType dt, const char* supported) {
+  a.fail(std::string("argument '") + name + "' has dtype " + dtype_name(dt) +
+         ", which is not supported on cuda by this op (" + supported + ")");
+}
+#define CUDA_F32_ONLY(a, dt, name) \
+  if ((dt) != DType::f32) cuda_unsupported_dtype(a, name, dt, "f32")
 
 Device device_arg(const Args& a, size_t i) {
   const int64_t v = a.i64(i, "device");
@@ -129,8 +139,10 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
     const CudaApi& api = cuda_api(a);
     if (y->dtype == DType::i32) {
       cuda_check(a, api.crate_cuda_fill_i32(y->as<int32_t>(), y->numel, v, nullptr));
+    } else if (y->dtype == DType::bf16) {
+      cuda_check(a, api.crate_cuda_fill_bf16(y->as<uint16_t>(), y->numel, v, nullptr));
     } else {
-      CUDA_F32_ONLY(a, y->dtype);
+      if (y->dtype != DType::f32) cuda_unsupported_dtype(a, "out", y->dtype, "f32, bf16, i32");
       cuda_check(a, api.crate_cuda_fill_f32(y->as<float>(), y->numel, v, nullptr));
     }
     return info.Env().Undefined();
@@ -149,7 +161,7 @@ Napi::Value Arange(const Napi::CallbackInfo& info) {
     if (y->dtype == DType::i32) {
       cuda_check(a, api.crate_cuda_arange_i32(y->as<int32_t>(), y->numel, start, step, nullptr));
     } else {
-      CUDA_F32_ONLY(a, y->dtype);
+      if (y->dtype != DType::f32) cuda_unsupported_dtype(a, "out", y->dtype, "f32, i32");
       cuda_check(a, api.crate_cuda_arange_f32(y->as<float>(), y->numel, start, step, nullptr));
     }
     return info.Env().Undefined();
@@ -167,7 +179,7 @@ Napi::Value Random(const Napi::CallbackInfo& info) {
   if (kind < 0 || kind > 2) a.fail("unknown random kind");
   a.expect(y, "out", y->dtype, y->numel);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, y->dtype);
+    CUDA_F32_ONLY(a, y->dtype, "out");
     cuda_check(a, cuda_api(a).crate_cuda_random_f32(static_cast<int>(kind), y->as<float>(), y->numel,
                                                     static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), p0, p1,
                                                     nullptr));
@@ -189,7 +201,12 @@ Napi::Value Unary(const Napi::CallbackInfo& info) {
   a.expect(y, "out", x->dtype, x->numel);
   a.expect(x, "x", x->dtype, x->numel);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    if (x->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_unary_bf16(static_cast<int>(op), x->as<uint16_t>(), y->as<uint16_t>(),
+                                                      x->numel, p0, p1, nullptr));
+      return info.Env().Undefined();
+    }
+    if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_unary_f32(static_cast<int>(op), x->as<float>(), y->as<float>(), x->numel, p0,
                                                    p1, nullptr));
     return info.Env().Undefined();
@@ -213,7 +230,13 @@ Napi::Value UnaryBackward(const Napi::CallbackInfo& info) {
   if (x) a.expect(x, "x", g->dtype, n);
   if (y) a.expect(y, "y", g->dtype, n);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, g->dtype);
+    if (g->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_unary_backward_bf16(static_cast<int>(op), x ? x->as<uint16_t>() : nullptr,
+                                                               y ? y->as<uint16_t>() : nullptr, g->as<uint16_t>(),
+                                                               dx->as<uint16_t>(), n, p0, p1, nullptr));
+      return info.Env().Undefined();
+    }
+    if (g->dtype != DType::f32) cuda_unsupported_dtype(a, "grad", g->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_unary_backward_f32(static_cast<int>(op), x ? x->as<float>() : nullptr,
                                                             y ? y->as<float>() : nullptr, g->as<float>(),
                                                             dx->as<float>(), n, p0, p1, nullptr));
@@ -245,8 +268,11 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
     if (x->dtype == DType::i32) {
       cuda_check(a, api.crate_cuda_binary_i32(static_cast<int>(op), x->as<int32_t>(), xs.data(), y->as<int32_t>(),
                                               ys.data(), o->as<int32_t>(), shape.data(), nd, nullptr));
+    } else if (x->dtype == DType::bf16) {
+      cuda_check(a, api.crate_cuda_binary_bf16(static_cast<int>(op), x->as<uint16_t>(), xs.data(), y->as<uint16_t>(),
+                                               ys.data(), o->as<uint16_t>(), shape.data(), nd, nullptr));
     } else {
-      CUDA_F32_ONLY(a, x->dtype);
+      if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "a", x->dtype, "f32, bf16, i32");
       cuda_check(a, api.crate_cuda_binary_f32(static_cast<int>(op), x->as<float>(), xs.data(), y->as<float>(),
                                               ys.data(), o->as<float>(), shape.data(), nd, nullptr));
     }
@@ -274,7 +300,13 @@ Napi::Value Where(const Napi::CallbackInfo& info) {
   a.expect(y, "b", x->dtype, strided_extent(a, 0, ys, shape, "b"));
   a.expect(o, "out", x->dtype, n);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    if (x->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_where_bf16(c->as<uint16_t>(), cs.data(), x->as<uint16_t>(), xs.data(),
+                                                      y->as<uint16_t>(), ys.data(), o->as<uint16_t>(), shape.data(),
+                                                      static_cast<int>(shape.size()), nullptr));
+      return info.Env().Undefined();
+    }
+    if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "a", x->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_where_f32(c->as<float>(), cs.data(), x->as<float>(), xs.data(),
                                                    y->as<float>(), ys.data(), o->as<float>(), shape.data(),
                                                    static_cast<int>(shape.size()), nullptr));
@@ -335,7 +367,13 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
   a.expect(x, "x", x->dtype, n);
   a.expect(o, "out", x->dtype, nout);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    if (x->dtype == DType::bf16) {
+      cuda_check(a,
+                 cuda_api(a).crate_cuda_reduce_bf16(static_cast<int>(op), x->as<uint16_t>(), shape.data(), mask.data(),
+                                                    static_cast<int>(shape.size()), o->as<uint16_t>(), nullptr));
+      return info.Env().Undefined();
+    }
+    if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_reduce_f32(static_cast<int>(op), x->as<float>(), shape.data(), mask.data(),
                                                     static_cast<int>(shape.size()), o->as<float>(), nullptr));
     return info.Env().Undefined();
@@ -366,8 +404,11 @@ Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
       if (acc) a.fail("accumulate is not supported for i32 on cuda");
       cuda_check(a, api.crate_cuda_strided_copy_i32(s->as<int32_t>(), soff, sstr.data(), d->as<int32_t>(), doff,
                                                     dstr.data(), shape.data(), nd, nullptr));
+    } else if (s->dtype == DType::bf16) {
+      cuda_check(a, api.crate_cuda_strided_copy_bf16(s->as<uint16_t>(), soff, sstr.data(), d->as<uint16_t>(), doff,
+                                                     dstr.data(), shape.data(), nd, acc ? 1 : 0, nullptr));
     } else {
-      CUDA_F32_ONLY(a, s->dtype);
+      if (s->dtype != DType::f32) cuda_unsupported_dtype(a, "src", s->dtype, "f32, bf16, i32");
       cuda_check(a, api.crate_cuda_strided_copy_f32(s->as<float>(), soff, sstr.data(), d->as<float>(), doff,
                                                     dstr.data(), shape.data(), nd, acc ? 1 : 0, nullptr));
     }
@@ -395,7 +436,7 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
       cuda_check(a, api.crate_cuda_gather_i32(x->as<int32_t>(), idx->as<int32_t>(), o->as<int32_t>(), outer, dim, inner,
                                               k, nullptr));
     } else {
-      CUDA_F32_ONLY(a, x->dtype);
+      if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, i32");
       cuda_check(a, api.crate_cuda_gather_f32(x->as<float>(), idx->as<int32_t>(), o->as<float>(), outer, dim, inner, k,
                                               nullptr));
     }
@@ -416,7 +457,7 @@ Napi::Value IndexAdd(const Napi::CallbackInfo& info) {
   a.expect(idx, "index", DType::i32, k);
   a.expect(dx, "out", g->dtype, outer * dim * inner);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, g->dtype);
+    CUDA_F32_ONLY(a, g->dtype, "grad");
     cuda_check(a, cuda_api(a).crate_cuda_index_add_f32(g->as<float>(), idx->as<int32_t>(), dx->as<float>(), outer, dim,
                                                        inner, k, nullptr));
     return info.Env().Undefined();
@@ -463,7 +504,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const int64_t M = m.M, N = m.N, K = m.K;
   const bool tA = m.tA, tB = m.tB;
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    CUDA_F32_ONLY(a, x->dtype, "a");
     cuda_check(a, cuda_api(a).crate_cuda_matmul_f32(x->as<float>(), y->as<float>(), o->as<float>(), bshape.data(),
                                                     astr.data(), bstr.data(), static_cast<int>(bshape.size()), M, N, K,
                                                     tA ? 1 : 0, tB ? 1 : 0, cuda_allow_tf32() ? 1 : 0, nullptr));
@@ -523,7 +564,7 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   a.expect(x, "x", x->dtype, rows * cols);
   a.expect(y, "out", x->dtype, rows * cols);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    CUDA_F32_ONLY(a, x->dtype, "x");
     cuda_check(a, cuda_api(a).crate_cuda_softmax_forward_f32(x->as<float>(), y->as<float>(), rows, cols, log ? 1 : 0,
                                                              nullptr));
     return info.Env().Undefined();
@@ -544,7 +585,7 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   a.expect(g, "grad", y->dtype, rows * cols);
   a.expect(dx, "out", y->dtype, rows * cols);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, y->dtype);
+    CUDA_F32_ONLY(a, y->dtype, "y");
     cuda_check(a, cuda_api(a).crate_cuda_softmax_backward_f32(y->as<float>(), g->as<float>(), dx->as<float>(), rows,
                                                               cols, log ? 1 : 0, nullptr));
     return info.Env().Undefined();
@@ -572,7 +613,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   a.expect(mean, "mean", dt, rows);
   a.expect(rstd, "rstd", dt, rows);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, dt);
+    CUDA_F32_ONLY(a, dt, "x");
     cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_f32(x->as<float>(), w ? w->as<float>() : nullptr,
                                                                b ? b->as<float>() : nullptr, y->as<float>(),
                                                                mean->as<float>(), rstd->as<float>(), rows, cols, eps,
@@ -607,7 +648,7 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   if (dw) a.expect(dw, "dweight", dt, cols);
   if (db) a.expect(db, "dbias", dt, cols);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, dt);
+    CUDA_F32_ONLY(a, dt, "x");
     cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_f32(
                       x->as<float>(), w ? w->as<float>() : nullptr, mean->as<float>(), rstd->as<float>(),
                       g->as<float>(), dx->as<float>(), dw ? dw->as<float>() : nullptr, db ? db->as<float>() : nullptr,
@@ -637,7 +678,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   a.expect(lse, "lse", x->dtype, rows);
   int64_t counted = 0;
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    CUDA_F32_ONLY(a, x->dtype, "logits");
     const CudaApi& api = cuda_api(a);
     void* dcount = nullptr;
     cuda_check(a, api.crate_cuda_malloc(&dcount, sizeof(int64_t), nullptr));
@@ -675,7 +716,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   a.expect(g, "gradRow", x->dtype, rows);
   a.expect(dx, "out", x->dtype, rows * classes);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype);
+    CUDA_F32_ONLY(a, x->dtype, "logits");
     cuda_check(a, cuda_api(a).crate_cuda_cross_entropy_backward_f32(x->as<float>(), t->as<int32_t>(), lse->as<float>(),
                                                                     g->as<float>(), dx->as<float>(), rows, classes,
                                                                     smoothing, ignore, nullptr));
@@ -703,7 +744,7 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   a.expect(v, "exp_avg_sq", dt, n);
   if (!(bc1 > 0) || !(bc2 > 0)) a.fail("bias corrections must be > 0");
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, dt);
+    CUDA_F32_ONLY(a, dt, "param");
     cuda_check(a, cuda_api(a).crate_cuda_adamw_step_f32(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
                                                         n, lr, b1, b2, eps, wd, bc1, bc2, nullptr));
     return info.Env().Undefined();

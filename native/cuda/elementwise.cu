@@ -1,5 +1,10 @@
-// elementwise.cu: CUDA twins of native/cpu/elementwise.cc: unary (+ backward), binary (f32, i32),
-// where, fill, arange, cast, nonzero_u8 (key masks) and find_nonfinite.
+// elementwise.cu: CUDA twins of native/cpu/elementwise.cc: unary (+ backward; f32, bf16), binary
+// (f32, bf16, i32), where (f32, bf16), fill (f32, bf16, i32), arange, cast, nonzero_u8 (key masks)
+// and find_nonfinite.
+//
+// bf16 storage: the kernels are templated on the storage type; a bf16 element is loaded as f32,
+// the op computed exactly as the f32 kernel computes it, and the result rounded once to bf16
+// (nearest even) on store (as_f32 / round_to of prim_common.cuh). where moves bf16 bits as they are.
 //
 // The op is a template parameter of each kernel (one switch per call). Unary runs a grid-stride
 // loop over float4 when the buffers are 16-byte aligned. Binary and where canonicalise their
@@ -23,55 +28,57 @@ namespace {
 using namespace prim;
 
 // ------------------------------------------------------------------ unary
-template <int Op>
-__global__ void unary_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n, UnaryParams p,
-                             bool vec) {
+template <int Op, class T>
+__global__ void unary_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, UnaryParams p, bool vec) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t tail = 0;
-  if (vec) {
-    const int64_t nv = n / 4;
-    const float4* xv = reinterpret_cast<const float4*>(x);
-    float4* yv = reinterpret_cast<float4*>(y);
-    for (int64_t i = start; i < nv; i += stride) {
-      const float4 a = xv[i];
-      float4 r;
-      r.x = unary_value<Op>(a.x, p);
-      r.y = unary_value<Op>(a.y, p);
-      r.z = unary_value<Op>(a.z, p);
-      r.w = unary_value<Op>(a.w, p);
-      yv[i] = r;
+  if constexpr (std::is_same_v<T, float>) {  // bf16 has no vector path (its launch passes vec = false)
+    if (vec) {
+      const int64_t nv = n / 4;
+      const float4* xv = reinterpret_cast<const float4*>(x);
+      float4* yv = reinterpret_cast<float4*>(y);
+      for (int64_t i = start; i < nv; i += stride) {
+        const float4 a = xv[i];
+        float4 r;
+        r.x = unary_value<Op>(a.x, p);
+        r.y = unary_value<Op>(a.y, p);
+        r.z = unary_value<Op>(a.z, p);
+        r.w = unary_value<Op>(a.w, p);
+        yv[i] = r;
+      }
+      tail = nv * 4;
     }
-    tail = nv * 4;
   }
-  for (int64_t i = tail + start; i < n; i += stride) y[i] = unary_value<Op>(x[i], p);
+  for (int64_t i = tail + start; i < n; i += stride) y[i] = round_to<T>(unary_value<Op>(as_f32(x[i]), p));
 }
 
-template <int Op>
-__global__ void unary_backward_kernel(const float* __restrict__ x, const float* __restrict__ y,
-                                      const float* __restrict__ g, float* __restrict__ dx, int64_t n, UnaryParams p,
-                                      bool vec) {
+template <int Op, class T>
+__global__ void unary_backward_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
+                                      T* __restrict__ dx, int64_t n, UnaryParams p, bool vec) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t tail = 0;
-  if (vec) {
-    const int64_t nv = n / 4;
-    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int64_t i = start; i < nv; i += stride) {
-      const float4 xv = x ? reinterpret_cast<const float4*>(x)[i] : zero;
-      const float4 yv = y ? reinterpret_cast<const float4*>(y)[i] : zero;
-      const float4 gv = reinterpret_cast<const float4*>(g)[i];
-      float4 r;
-      r.x = unary_grad<Op>(xv.x, yv.x, gv.x, p);
-      r.y = unary_grad<Op>(xv.y, yv.y, gv.y, p);
-      r.z = unary_grad<Op>(xv.z, yv.z, gv.z, p);
-      r.w = unary_grad<Op>(xv.w, yv.w, gv.w, p);
-      reinterpret_cast<float4*>(dx)[i] = r;
+  if constexpr (std::is_same_v<T, float>) {
+    if (vec) {
+      const int64_t nv = n / 4;
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int64_t i = start; i < nv; i += stride) {
+        const float4 xv = x ? reinterpret_cast<const float4*>(x)[i] : zero;
+        const float4 yv = y ? reinterpret_cast<const float4*>(y)[i] : zero;
+        const float4 gv = reinterpret_cast<const float4*>(g)[i];
+        float4 r;
+        r.x = unary_grad<Op>(xv.x, yv.x, gv.x, p);
+        r.y = unary_grad<Op>(xv.y, yv.y, gv.y, p);
+        r.z = unary_grad<Op>(xv.z, yv.z, gv.z, p);
+        r.w = unary_grad<Op>(xv.w, yv.w, gv.w, p);
+        reinterpret_cast<float4*>(dx)[i] = r;
+      }
+      tail = nv * 4;
     }
-    tail = nv * 4;
   }
   for (int64_t i = tail + start; i < n; i += stride)
-    dx[i] = unary_grad<Op>(x ? x[i] : 0.f, y ? y[i] : 0.f, g[i], p);
+    dx[i] = round_to<T>(unary_grad<Op>(x ? as_f32(x[i]) : 0.f, y ? as_f32(y[i]) : 0.f, as_f32(g[i]), p));
 }
 
 /** Calls f(std::integral_constant<int, op>{}) with a valid unary op code as a constant. */
@@ -114,31 +121,46 @@ struct Vec4<int32_t> {
   using type = int4;
 };
 
+/** One element of a binary op stored as T: f32 and i32 as binary_value, bf16 computed in f32. */
+template <class T, int Op>
+PRIM_HD T binary_element(T a, T b) {
+  if constexpr (std::is_same_v<T, Bf16>) return f32_to_bf16(binary_value<float, Op>(as_f32(a), as_f32(b)));
+  else return binary_value<T, Op>(a, b);
+}
+
 /** Flat binary: every operand contiguous (stride 1) or a broadcast scalar (stride 0). */
 template <class T, int Op>
 __global__ void binary_flat_kernel(const T* __restrict__ a, int64_t sa, const T* __restrict__ b, int64_t sb,
                                    T* __restrict__ out, int64_t n, bool vec) {
-  using V = typename Vec4<T>::type;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t tail = 0;
-  if (vec) {
-    const int64_t nv = n / 4;
-    const T as = a[0], bs = b[0];
-    for (int64_t i = start; i < nv; i += stride) {
-      V va, vb;
-      if (sa) va = reinterpret_cast<const V*>(a)[i]; else va = V{as, as, as, as};
-      if (sb) vb = reinterpret_cast<const V*>(b)[i]; else vb = V{bs, bs, bs, bs};
-      V r;
-      r.x = binary_value<T, Op>(va.x, vb.x);
-      r.y = binary_value<T, Op>(va.y, vb.y);
-      r.z = binary_value<T, Op>(va.z, vb.z);
-      r.w = binary_value<T, Op>(va.w, vb.w);
-      reinterpret_cast<V*>(out)[i] = r;
+  if constexpr (!std::is_same_v<T, Bf16>) {  // bf16 has no vector path (its launch passes vec = false)
+    using V = typename Vec4<T>::type;
+    if (vec) {
+      const int64_t nv = n / 4;
+      const T as = a[0], bs = b[0];
+      for (int64_t i = start; i < nv; i += stride) {
+        V va, vb;
+        if (sa)
+          va = reinterpret_cast<const V*>(a)[i];
+        else
+          va = V{as, as, as, as};
+        if (sb)
+          vb = reinterpret_cast<const V*>(b)[i];
+        else
+          vb = V{bs, bs, bs, bs};
+        V r;
+        r.x = binary_value<T, Op>(va.x, vb.x);
+        r.y = binary_value<T, Op>(va.y, vb.y);
+        r.z = binary_value<T, Op>(va.z, vb.z);
+        r.w = binary_value<T, Op>(va.w, vb.w);
+        reinterpret_cast<V*>(out)[i] = r;
+      }
+      tail = nv * 4;
     }
-    tail = nv * 4;
   }
-  for (int64_t i = tail + start; i < n; i += stride) out[i] = binary_value<T, Op>(a[i * sa], b[i * sb]);
+  for (int64_t i = tail + start; i < n; i += stride) out[i] = binary_element<T, Op>(a[i * sa], b[i * sb]);
 }
 
 template <class T, int Op, class Idx>
@@ -148,7 +170,7 @@ __global__ void binary_general_kernel(const T* __restrict__ a, const T* __restri
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     int64_t off[2];
     ix.offsets(i, off);
-    out[i] = binary_value<T, Op>(a[off[0]], b[off[1]]);
+    out[i] = binary_element<T, Op>(a[off[0]], b[off[1]]);
   }
 }
 
@@ -179,7 +201,8 @@ void binary_launch(const char* op_name, int op, const T* a, const int64_t* a_str
   with_binary_op(op, [&](auto tag) {
     constexpr int kOp = decltype(tag)::value;
     if (sa >= 0 && sb >= 0) {
-      const bool vec = (!sa || aligned16(a)) && (!sb || aligned16(b)) && aligned16(out) && n >= 4;
+      const bool vec =
+          !std::is_same_v<T, Bf16> && (!sa || aligned16(a)) && (!sb || aligned16(b)) && aligned16(out) && n >= 4;
       binary_flat_kernel<T, kOp><<<grid_for(vec ? n / 4 : n, kBlock), kBlock, 0, stream>>>(a, sa, b, sb, out, n, vec);
     } else if (fits_u32(n)) {
       binary_general_kernel<T, kOp, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
@@ -193,22 +216,52 @@ void binary_launch(const char* op_name, int op, const T* a, const int64_t* a_str
 }
 
 // ------------------------------------------------------------------ where
-__global__ void where_flat_kernel(const float* __restrict__ c, int64_t sc, const float* __restrict__ a, int64_t sa,
-                                  const float* __restrict__ b, int64_t sb, float* __restrict__ out, int64_t n) {
+// cond has the dtype of a and b; nonzero as f32 (NaN counts as nonzero, -0 as zero).
+template <class T>
+__global__ void where_flat_kernel(const T* __restrict__ c, int64_t sc, const T* __restrict__ a, int64_t sa,
+                                  const T* __restrict__ b, int64_t sb, T* __restrict__ out, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    out[i] = c[i * sc] != 0.f ? a[i * sa] : b[i * sb];
+    out[i] = as_f32(c[i * sc]) != 0.f ? a[i * sa] : b[i * sb];
 }
 
-template <class Idx>
-__global__ void where_general_kernel(const float* __restrict__ c, const float* __restrict__ a,
-                                     const float* __restrict__ b, float* __restrict__ out, Idx n, Indexer<3, Idx> ix) {
+template <class T, class Idx>
+__global__ void where_general_kernel(const T* __restrict__ c, const T* __restrict__ a, const T* __restrict__ b,
+                                     T* __restrict__ out, Idx n, Indexer<3, Idx> ix) {
   const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x;
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     int64_t off[3];
     ix.offsets(i, off);
-    out[i] = c[off[0]] != 0.f ? a[off[1]] : b[off[2]];
+    out[i] = as_f32(c[off[0]]) != 0.f ? a[off[1]] : b[off[2]];
   }
+}
+
+template <class T>
+void where_launch(const T* c, const int64_t* c_str, const T* a, const int64_t* a_str, const T* b, const int64_t* b_str,
+                  T* out, const int64_t* shape, int ndim, void* stream_) {
+  const int64_t n = checked_numel("where", shape, ndim);
+  if (n == 0) return;
+  require_strides("where", c_str, ndim, "c_str");
+  require_strides("where", a_str, ndim, "a_str");
+  require_strides("where", b_str, ndim, "b_str");
+  require_ptr("where", c, "c");
+  require_ptr("where", a, "a");
+  require_ptr("where", b, "b");
+  require_ptr("where", out, "out");
+  const int64_t* strs[3] = {c_str, a_str, b_str};
+  const Canon cn = canonicalize(shape, ndim, strs, 3);
+  cudaStream_t stream = resolve_stream(stream_);
+  const int sc = flat_stride(cn, 0), sa = flat_stride(cn, 1), sb = flat_stride(cn, 2);
+  if (sc >= 0 && sa >= 0 && sb >= 0) {
+    where_flat_kernel<T><<<grid_for(n, kBlock), kBlock, 0, stream>>>(c, sc, a, sa, b, sb, out, n);
+  } else if (fits_u32(n)) {
+    where_general_kernel<T, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        c, a, b, out, static_cast<uint32_t>(n), Indexer<3, uint32_t>::make(cn));
+  } else {
+    where_general_kernel<T, uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        c, a, b, out, static_cast<uint64_t>(n), Indexer<3, uint64_t>::make(cn));
+  }
+  check_launch("where", stream);
 }
 
 // ------------------------------------------------------------------ fill / arange
@@ -224,9 +277,11 @@ void fill_launch(const char* op_name, T* y, int64_t n, T v, void* stream_) {
   if (n == 0) return;
   require_ptr(op_name, y, "y");
   cudaStream_t stream = resolve_stream(stream_);
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  if (bits == 0) {
+  unsigned char bytes[sizeof(T)];
+  std::memcpy(bytes, &v, sizeof(T));
+  bool zero_bits = true;
+  for (unsigned char byte : bytes) zero_bits = zero_bits && byte == 0;
+  if (zero_bits) {
     check(cudaMemsetAsync(y, 0, static_cast<size_t>(n) * sizeof(T), stream), op_name);
     return;
   }
@@ -325,6 +380,43 @@ __global__ void find_nonfinite_kernel(const float* __restrict__ x, int64_t n, bo
   if ((threadIdx.x & 31) == 0 && best != ~0ull) atomicMin(first, best);
 }
 
+// ------------------------------------------------------------------ unary launchers
+template <class T>
+void unary_launch(int op, const T* x, T* y, int64_t n, double alpha, double beta, void* stream_) {
+  with_unary_op(op, [](auto) {});
+  CRATE_CUDA_REQUIRE(n >= 0, "unary", "negative size " + std::to_string(n));
+  if (n == 0) return;
+  require_ptr("unary", x, "x");
+  require_ptr("unary", y, "y");
+  cudaStream_t stream = resolve_stream(stream_);
+  const UnaryParams p = UnaryParams::make(alpha, beta);
+  const bool vec = std::is_same_v<T, float> && aligned16(x) && aligned16(y) && n >= 4;
+  with_unary_op(op, [&](auto tag) {
+    constexpr int kOp = decltype(tag)::value;
+    unary_kernel<kOp, T><<<grid_for(vec ? n / 4 : n, kBlock), kBlock, 0, stream>>>(x, y, n, p, vec);
+  });
+  check_launch("unary", stream);
+}
+
+template <class T>
+void unary_backward_launch(int op, const T* x, const T* y, const T* g, T* dx, int64_t n, double alpha, double beta,
+                           void* stream_) {
+  with_unary_op(op, [](auto) {});
+  CRATE_CUDA_REQUIRE(n >= 0, "unary_backward", "negative size " + std::to_string(n));
+  if (n == 0) return;
+  // x and y may be NULL (as on the CPU: read as 0) when the op's gradient does not use them.
+  require_ptr("unary_backward", g, "g");
+  require_ptr("unary_backward", dx, "dx");
+  cudaStream_t stream = resolve_stream(stream_);
+  const UnaryParams p = UnaryParams::make(alpha, beta);
+  const bool vec = std::is_same_v<T, float> && aligned16(x) && aligned16(y) && aligned16(g) && aligned16(dx) && n >= 4;
+  with_unary_op(op, [&](auto tag) {
+    constexpr int kOp = decltype(tag)::value;
+    unary_backward_kernel<kOp, T><<<grid_for(vec ? n / 4 : n, kBlock), kBlock, 0, stream>>>(x, y, g, dx, n, p, vec);
+  });
+  check_launch("unary_backward", stream);
+}
+
 }  // namespace
 }  // namespace crate::cuda
 
@@ -332,41 +424,29 @@ using namespace crate::cuda;
 using namespace crate::cuda::prim;
 
 CRATE_API crate_status crate_cuda_unary_f32(int op, const float* x, float* y, int64_t n, double alpha, double beta,
-                                            void* stream_) {
-  return guard("crate_cuda_unary_f32", [&] {
-    with_unary_op(op, [](auto) {});
-    CRATE_CUDA_REQUIRE(n >= 0, "unary", "negative size " + std::to_string(n));
-    if (n == 0) return;
-    require_ptr("unary", x, "x");
-    require_ptr("unary", y, "y");
-    cudaStream_t stream = resolve_stream(stream_);
-    const UnaryParams p = UnaryParams::make(alpha, beta);
-    const bool vec = aligned16(x) && aligned16(y) && n >= 4;
-    with_unary_op(op, [&](auto tag) {
-      constexpr int kOp = decltype(tag)::value;
-      unary_kernel<kOp><<<grid_for(vec ? n / 4 : n, kBlock), kBlock, 0, stream>>>(x, y, n, p, vec);
-    });
-    check_launch("unary", stream);
+                                            void* stream) {
+  return guard("crate_cuda_unary_f32", [&] { unary_launch<float>(op, x, y, n, alpha, beta, stream); });
+}
+
+CRATE_API crate_status crate_cuda_unary_bf16(int op, const uint16_t* x, uint16_t* y, int64_t n, double alpha,
+                                             double beta, void* stream) {
+  return guard("crate_cuda_unary_bf16", [&] {
+    unary_launch<Bf16>(op, reinterpret_cast<const Bf16*>(x), reinterpret_cast<Bf16*>(y), n, alpha, beta, stream);
   });
 }
 
-CRATE_API crate_status crate_cuda_unary_backward_f32(int op, const float* x, const float* y, const float* g,
-                                                     float* dx, int64_t n, double alpha, double beta, void* stream_) {
-  return guard("crate_cuda_unary_backward_f32", [&] {
-    with_unary_op(op, [](auto) {});
-    CRATE_CUDA_REQUIRE(n >= 0, "unary_backward", "negative size " + std::to_string(n));
-    if (n == 0) return;
-    // x and y may be NULL (as on the CPU: read as 0) when the op's gradient does not use them.
-    require_ptr("unary_backward", g, "g");
-    require_ptr("unary_backward", dx, "dx");
-    cudaStream_t stream = resolve_stream(stream_);
-    const UnaryParams p = UnaryParams::make(alpha, beta);
-    const bool vec = aligned16(x) && aligned16(y) && aligned16(g) && aligned16(dx) && n >= 4;
-    with_unary_op(op, [&](auto tag) {
-      constexpr int kOp = decltype(tag)::value;
-      unary_backward_kernel<kOp><<<grid_for(vec ? n / 4 : n, kBlock), kBlock, 0, stream>>>(x, y, g, dx, n, p, vec);
-    });
-    check_launch("unary_backward", stream);
+CRATE_API crate_status crate_cuda_unary_backward_f32(int op, const float* x, const float* y, const float* g, float* dx,
+                                                     int64_t n, double alpha, double beta, void* stream) {
+  return guard("crate_cuda_unary_backward_f32",
+               [&] { unary_backward_launch<float>(op, x, y, g, dx, n, alpha, beta, stream); });
+}
+
+CRATE_API crate_status crate_cuda_unary_backward_bf16(int op, const uint16_t* x, const uint16_t* y, const uint16_t* g,
+                                                      uint16_t* dx, int64_t n, double alpha, double beta,
+                                                      void* stream) {
+  return guard("crate_cuda_unary_backward_bf16", [&] {
+    unary_backward_launch<Bf16>(op, reinterpret_cast<const Bf16*>(x), reinterpret_cast<const Bf16*>(y),
+                                reinterpret_cast<const Bf16*>(g), reinterpret_cast<Bf16*>(dx), n, alpha, beta, stream);
   });
 }
 
@@ -377,6 +457,15 @@ CRATE_API crate_status crate_cuda_binary_f32(int op, const float* a, const int64
                [&] { binary_launch<float>("binary", op, a, a_str, b, b_str, out, shape, ndim, stream); });
 }
 
+CRATE_API crate_status crate_cuda_binary_bf16(int op, const uint16_t* a, const int64_t* a_str, const uint16_t* b,
+                                              const int64_t* b_str, uint16_t* out, const int64_t* shape, int ndim,
+                                              void* stream) {
+  return guard("crate_cuda_binary_bf16", [&] {
+    binary_launch<Bf16>("binary", op, reinterpret_cast<const Bf16*>(a), a_str, reinterpret_cast<const Bf16*>(b), b_str,
+                        reinterpret_cast<Bf16*>(out), shape, ndim, stream);
+  });
+}
+
 CRATE_API crate_status crate_cuda_binary_i32(int op, const int32_t* a, const int64_t* a_str, const int32_t* b,
                                              const int64_t* b_str, int32_t* out, const int64_t* shape, int ndim,
                                              void* stream) {
@@ -384,38 +473,29 @@ CRATE_API crate_status crate_cuda_binary_i32(int op, const int32_t* a, const int
                [&] { binary_launch<int32_t>("binary", op, a, a_str, b, b_str, out, shape, ndim, stream); });
 }
 
-CRATE_API crate_status crate_cuda_where_f32(const float* c, const int64_t* c_str, const float* a,
-                                            const int64_t* a_str, const float* b, const int64_t* b_str, float* out,
-                                            const int64_t* shape, int ndim, void* stream_) {
-  return guard("crate_cuda_where_f32", [&] {
-    const int64_t n = checked_numel("where", shape, ndim);
-    if (n == 0) return;
-    require_strides("where", c_str, ndim, "c_str");
-    require_strides("where", a_str, ndim, "a_str");
-    require_strides("where", b_str, ndim, "b_str");
-    require_ptr("where", c, "c");
-    require_ptr("where", a, "a");
-    require_ptr("where", b, "b");
-    require_ptr("where", out, "out");
-    const int64_t* strs[3] = {c_str, a_str, b_str};
-    const Canon cn = canonicalize(shape, ndim, strs, 3);
-    cudaStream_t stream = resolve_stream(stream_);
-    const int sc = flat_stride(cn, 0), sa = flat_stride(cn, 1), sb = flat_stride(cn, 2);
-    if (sc >= 0 && sa >= 0 && sb >= 0) {
-      where_flat_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(c, sc, a, sa, b, sb, out, n);
-    } else if (fits_u32(n)) {
-      where_general_kernel<uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
-          c, a, b, out, static_cast<uint32_t>(n), Indexer<3, uint32_t>::make(cn));
-    } else {
-      where_general_kernel<uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
-          c, a, b, out, static_cast<uint64_t>(n), Indexer<3, uint64_t>::make(cn));
-    }
-    check_launch("where", stream);
+CRATE_API crate_status crate_cuda_where_f32(const float* c, const int64_t* c_str, const float* a, const int64_t* a_str,
+                                            const float* b, const int64_t* b_str, float* out, const int64_t* shape,
+                                            int ndim, void* stream) {
+  return guard("crate_cuda_where_f32",
+               [&] { where_launch<float>(c, c_str, a, a_str, b, b_str, out, shape, ndim, stream); });
+}
+
+CRATE_API crate_status crate_cuda_where_bf16(const uint16_t* c, const int64_t* c_str, const uint16_t* a,
+                                             const int64_t* a_str, const uint16_t* b, const int64_t* b_str,
+                                             uint16_t* out, const int64_t* shape, int ndim, void* stream) {
+  return guard("crate_cuda_where_bf16", [&] {
+    where_launch<Bf16>(reinterpret_cast<const Bf16*>(c), c_str, reinterpret_cast<const Bf16*>(a), a_str,
+                       reinterpret_cast<const Bf16*>(b), b_str, reinterpret_cast<Bf16*>(out), shape, ndim, stream);
   });
 }
 
 CRATE_API crate_status crate_cuda_fill_f32(float* y, int64_t n, double value, void* stream) {
   return guard("crate_cuda_fill_f32", [&] { fill_launch<float>("fill", y, n, static_cast<float>(value), stream); });
+}
+
+CRATE_API crate_status crate_cuda_fill_bf16(uint16_t* y, int64_t n, double value, void* stream) {
+  return guard("crate_cuda_fill_bf16",
+               [&] { fill_launch<Bf16>("fill", reinterpret_cast<Bf16*>(y), n, f64_to_bf16(value), stream); });
 }
 
 CRATE_API crate_status crate_cuda_fill_i32(int32_t* y, int64_t n, double value, void* stream) {

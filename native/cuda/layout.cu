@@ -8,6 +8,10 @@
 // gather validates every index on the device (an out-of-range index is skipped, its lowest
 // position recorded with atomicMin) and reads that flag back synchronously to report the error
 // exactly as the CPU does. index_add scatters with atomicAdd.
+//
+// dtypes: strided_copy f32 (copy and accumulate), bf16 (copy: the bits unchanged; accumulate:
+// added in f32, rounded once per element; not into overlapping destinations) and i32 (copy);
+// gather f32 and i32; index_add and matmul f32.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -25,6 +29,8 @@ enum CopyMode : int { kCopyAssign = 0, kCopyAdd = 1, kCopyAtomicAdd = 2 };
 template <int Mode, class T>
 __device__ __forceinline__ void store(T* d, T v) {
   if constexpr (Mode == kCopyAssign) *d = v;
+  else if constexpr (Mode == kCopyAdd && std::is_same_v<T, Bf16>)
+    *d = f32_to_bf16(add_f32(as_f32(*d), as_f32(v)));
   else if constexpr (Mode == kCopyAdd) *d += v;
   else atomicAdd(d, v);
 }
@@ -90,8 +96,12 @@ void strided_copy(const char* op, const T* src, int64_t src_off, const int64_t* 
     if constexpr (std::is_same_v<T, float>) {
       if (overlap) copy_launch<T, kCopyAtomicAdd>(s, d, c, stream);
       else copy_launch<T, kCopyAdd>(s, d, c, stream);
+    } else if constexpr (std::is_same_v<T, Bf16>) {
+      CRATE_CUDA_REQUIRE(!overlap, op,
+                         "accumulate into overlapping destination elements (a 0 dst stride) is only supported for f32");
+      copy_launch<T, kCopyAdd>(s, d, c, stream);
     } else {
-      CRATE_CUDA_REQUIRE(false, op, "accumulate is only supported for f32");
+      CRATE_CUDA_REQUIRE(false, op, "accumulate is only supported for f32 and bf16");
     }
   }
   check_launch(op, stream);
@@ -239,6 +249,15 @@ CRATE_API crate_status crate_cuda_strided_copy_f32(const float* src, int64_t src
   return guard("crate_cuda_strided_copy_f32", [&] {
     strided_copy<float>("strided_copy", src, src_off, src_str, dst, dst_off, dst_str, shape, ndim, accumulate != 0,
                         stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_strided_copy_bf16(const uint16_t* src, int64_t src_off, const int64_t* src_str,
+                                                    uint16_t* dst, int64_t dst_off, const int64_t* dst_str,
+                                                    const int64_t* shape, int ndim, int accumulate, void* stream) {
+  return guard("crate_cuda_strided_copy_bf16", [&] {
+    strided_copy<Bf16>("strided_copy", reinterpret_cast<const Bf16*>(src), src_off, src_str,
+                       reinterpret_cast<Bf16*>(dst), dst_off, dst_str, shape, ndim, accumulate != 0, stream);
   });
 }
 

@@ -366,6 +366,7 @@ constexpr int kDtypeF32 = 0, kDtypeI32 = 2, kDtypeBf16 = 3;
 struct Bf16 {
   uint16_t bits;
 };
+static_assert(sizeof(Bf16) == 2 && alignof(Bf16) == 2, "Bf16 is the uint16_t of the C ABI's bf16 entries");
 
 PRIM_HD uint32_t f32_bits(float x) {
 #ifdef __CUDA_ARCH__
@@ -392,6 +393,28 @@ PRIM_HD Bf16 f32_to_bf16(float x) {
   const uint32_t u = f32_bits(x);
   if ((u & 0x7fffffffu) > 0x7f800000u) return Bf16{static_cast<uint16_t>((u >> 16) | 0x0040u)};
   return Bf16{static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+
+PRIM_HD float bf16_to_f32(Bf16 v) { return f32_from_bits(static_cast<uint32_t>(v.bits) << 16); }
+
+// Storage types of the f32-computing kernels (unary, binary, where, reduce, strided copy): f32,
+// or bf16 loaded to f32, computed exactly as the f32 kernel does and rounded once on store.
+PRIM_HD float as_f32(float v) { return v; }
+PRIM_HD float as_f32(Bf16 v) { return bf16_to_f32(v); }
+/** An f32 result stored as T: itself for f32, rounded to nearest even for bf16. */
+template <class T>
+PRIM_HD T round_to(float v) {
+  if constexpr (std::is_same_v<T, Bf16>) return f32_to_bf16(v);
+  else return v;
+}
+
+/** f64 -> bf16 rounded once (nearest even, host): via f32 rounded to odd, which keeps the sticky
+ * bit so that the second rounding cannot double-round (f32 has 16 more significand bits). */
+inline Bf16 f64_to_bf16(double v) {
+  float f = static_cast<float>(v);
+  if (v == v && std::isfinite(f) && static_cast<double>(f) != v && (f32_bits(f) & 1u) == 0)
+    f = std::nextafter(f, static_cast<float>(v > static_cast<double>(f) ? INFINITY : -INFINITY));
+  return f32_to_bf16(f);
 }
 
 /** i32 -> bf16 rounded once (nearest even) from the exact integer, not via a rounded f32. */
@@ -421,10 +444,9 @@ PRIM_HD D cast_value(S x) {
   else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, Bf16>) return f32_to_bf16(x);
   else if constexpr (std::is_same_v<S, int32_t> && std::is_same_v<D, float>) return static_cast<float>(x);
   else if constexpr (std::is_same_v<S, int32_t> && std::is_same_v<D, Bf16>) return i32_to_bf16(x);
-  else if constexpr (std::is_same_v<S, Bf16> && std::is_same_v<D, float>)
-    return f32_from_bits(static_cast<uint32_t>(x.bits) << 16);
+  else if constexpr (std::is_same_v<S, Bf16> && std::is_same_v<D, float>) return bf16_to_f32(x);
   else  // bf16 -> i32
-    return f32_to_i32(f32_from_bits(static_cast<uint32_t>(x.bits) << 16));
+    return f32_to_i32(bf16_to_f32(x));
 }
 
 /** y[i] of arange, computed in double as the CPU: start + double(i) * step. */

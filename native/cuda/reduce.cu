@@ -17,6 +17,9 @@
 // tensor shape, so results are deterministic (sums in f32; the order differs from the CPU's
 // sequential double accumulation, so sums agree to f32 rounding). max/min propagate NaN as the
 // CPU does.
+//
+// dtypes: f32 and bf16. A bf16 reduction reads bf16 (as f32), accumulates and combines in f32
+// exactly as the f32 one (the scratch between split passes is f32) and rounds each output once.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -150,8 +153,8 @@ inline bool plan_reduce(const int64_t* shape, const uint8_t* reduced, int ndim, 
 
 /** Thread (tx, ty)'s sequential partial for work item `item`; also returns the output index
  * (or -1 when this thread's column is past `inner`). */
-template <int Op>
-PRIM_HD float pass_partial(const float* __restrict__ x, const PassCfg& c, int64_t item, int tx, int ty,
+template <int Op, class In>
+PRIM_HD float pass_partial(const In* __restrict__ x, const PassCfg& c, int64_t item, int tx, int ty,
                            int64_t* out_index) {
   const int64_t tile = item % c.tiles_x;
   const int64_t r = item / c.tiles_x;
@@ -164,18 +167,19 @@ PRIM_HD float pass_partial(const float* __restrict__ x, const PassCfg& c, int64_
   }
   *out_index = (o * c.S + s) * c.inner + i;
   const int64_t j0 = s * c.L, j1 = j0 + c.L < c.red ? j0 + c.L : c.red;
-  const float* p = x + (o * c.red + j0 + ty) * c.inner + i;
+  const In* p = x + (o * c.red + j0 + ty) * c.inner + i;
   const int64_t step = static_cast<int64_t>(c.by) * c.inner;
 #if defined(__CUDA_ARCH__)
 #pragma unroll 4
 #endif
-  for (int64_t j = j0 + ty; j < j1; j += c.by, p += step) acc = reduce_combine<Op>(acc, *p);
+  for (int64_t j = j0 + ty; j < j1; j += c.by, p += step) acc = reduce_combine<Op>(acc, as_f32(*p));
   return acc;
 }
 
-template <int Op>
-__global__ void __launch_bounds__(kBlock) reduce_pass_kernel(const float* __restrict__ x, float* __restrict__ out,
-                                                              PassCfg c) {
+/** One pass from In to Out (f32 or bf16 each: bf16 only at the ends, the input and the output). */
+template <int Op, class In, class Out>
+__global__ void __launch_bounds__(kBlock)
+    reduce_pass_kernel(const In* __restrict__ x, Out* __restrict__ out, PassCfg c) {
   __shared__ float sm[kBlock];
   const int t = threadIdx.x;
   const int tx = t % c.bx, ty = (t / c.bx) % c.by, grp = t / (c.bx * c.by);
@@ -183,37 +187,79 @@ __global__ void __launch_bounds__(kBlock) reduce_pass_kernel(const float* __rest
        base += static_cast<int64_t>(gridDim.x) * c.groups) {
     const int64_t item = base + grp;
     int64_t oi = -1;
-    float acc = item < c.items ? pass_partial<Op>(x, c, item, tx, ty, &oi) : reduce_init<Op>();
+    float acc = item < c.items ? pass_partial<Op, In>(x, c, item, tx, ty, &oi) : reduce_init<Op>();
     sm[t] = acc;
     __syncthreads();
     for (int s = c.by >> 1; s > 0; s >>= 1) {  // fixed tree over ty, within the group
       if (ty < s) sm[t] = reduce_combine<Op>(sm[t], sm[t + s * c.bx]);
       __syncthreads();
     }
-    if (ty == 0 && oi >= 0) out[oi] = sm[t];
+    if (ty == 0 && oi >= 0) out[oi] = round_to<Out>(sm[t]);
     __syncthreads();  // sm is rewritten by the next item
   }
 }
 
-__global__ void reduce_fill_kernel(float* __restrict__ y, int64_t n, float v) {
+template <class T>
+__global__ void reduce_fill_kernel(T* __restrict__ y, int64_t n, T v) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = v;
 }
 
-template <int Op>
-void run_passes(const float* x, float* out, const std::vector<PassCfg>& passes, cudaStream_t stream) {
+/** Runs the passes: the first reads x (T), the last writes out (T), the ones between are f32. */
+template <int Op, class T>
+void run_passes(const T* x, T* out, const std::vector<PassCfg>& passes, cudaStream_t stream) {
   std::vector<std::unique_ptr<Scratch>> bufs;
-  const float* src = x;
+  const float* src = nullptr;  // the previous pass's f32 output
   for (size_t k = 0; k < passes.size(); ++k) {
     const PassCfg& c = passes[k];
-    float* dst = out;
-    if (k + 1 < passes.size()) {
+    const bool first = k == 0, last = k + 1 == passes.size();
+    float* scratch = nullptr;
+    if (!last) {
       bufs.push_back(std::make_unique<Scratch>(static_cast<size_t>(c.outer * c.S * c.inner) * sizeof(float), stream));
-      dst = bufs.back()->as<float>();
+      scratch = bufs.back()->as<float>();
     }
-    reduce_pass_kernel<Op><<<c.grid, kBlock, 0, stream>>>(src, dst, c);
+    if (first && last)
+      reduce_pass_kernel<Op, T, T><<<c.grid, kBlock, 0, stream>>>(x, out, c);
+    else if (first)
+      reduce_pass_kernel<Op, T, float><<<c.grid, kBlock, 0, stream>>>(x, scratch, c);
+    else if (last)
+      reduce_pass_kernel<Op, float, T><<<c.grid, kBlock, 0, stream>>>(src, out, c);
+    else
+      reduce_pass_kernel<Op, float, float><<<c.grid, kBlock, 0, stream>>>(src, scratch, c);
     check_launch("reduce", stream);
-    src = dst;
+    src = scratch;
+  }
+}
+
+template <class T>
+void reduce_launch(int op, const T* x, const int64_t* shape, const uint8_t* reduced, int ndim, T* out, void* stream_) {
+  CRATE_CUDA_REQUIRE(op >= kSum && op <= kMin, "reduce", "unknown op " + std::to_string(op) + " (0 sum, 1 max, 2 min)");
+  const int64_t total = checked_numel("reduce", shape, ndim);
+  CRATE_CUDA_REQUIRE(ndim == 0 || reduced != nullptr, "reduce", "reduced is NULL");
+  int64_t n_out = 1;
+  for (int d = 0; d < ndim; ++d)
+    if (!reduced[d]) n_out *= shape[d];
+  if (n_out == 0) return;
+  require_ptr("reduce", out, "out");
+  cudaStream_t stream = resolve_stream(stream_);
+  std::vector<PassCfg> passes;
+  if (total == 0 || !plan_reduce(shape, reduced, ndim, passes)) {  // empty reduction: the identity
+    const float init = op == kSum ? 0.f : op == kMax ? -INFINITY : INFINITY;
+    reduce_fill_kernel<T><<<grid_for(n_out, kBlock), kBlock, 0, stream>>>(out, n_out, round_to<T>(init));
+    check_launch("reduce", stream);
+    return;
+  }
+  require_ptr("reduce", x, "x");
+  switch (op) {
+    case kSum:
+      run_passes<kSum, T>(x, out, passes, stream);
+      break;
+    case kMax:
+      run_passes<kMax, T>(x, out, passes, stream);
+      break;
+    default:
+      run_passes<kMin, T>(x, out, passes, stream);
+      break;
   }
 }
 
@@ -224,30 +270,14 @@ using namespace crate::cuda;
 using namespace crate::cuda::prim;
 
 CRATE_API crate_status crate_cuda_reduce_f32(int op, const float* x, const int64_t* shape, const uint8_t* reduced,
-                                             int ndim, float* out, void* stream_) {
-  return guard("crate_cuda_reduce_f32", [&] {
-    CRATE_CUDA_REQUIRE(op >= kSum && op <= kMin, "reduce",
-                       "unknown op " + std::to_string(op) + " (0 sum, 1 max, 2 min)");
-    const int64_t total = checked_numel("reduce", shape, ndim);
-    CRATE_CUDA_REQUIRE(ndim == 0 || reduced != nullptr, "reduce", "reduced is NULL");
-    int64_t n_out = 1;
-    for (int d = 0; d < ndim; ++d)
-      if (!reduced[d]) n_out *= shape[d];
-    if (n_out == 0) return;
-    require_ptr("reduce", out, "out");
-    cudaStream_t stream = resolve_stream(stream_);
-    std::vector<PassCfg> passes;
-    if (total == 0 || !plan_reduce(shape, reduced, ndim, passes)) {  // empty reduction: the identity
-      const float init = op == kSum ? 0.f : op == kMax ? -INFINITY : INFINITY;
-      reduce_fill_kernel<<<grid_for(n_out, kBlock), kBlock, 0, stream>>>(out, n_out, init);
-      check_launch("reduce", stream);
-      return;
-    }
-    require_ptr("reduce", x, "x");
-    switch (op) {
-      case kSum: run_passes<kSum>(x, out, passes, stream); break;
-      case kMax: run_passes<kMax>(x, out, passes, stream); break;
-      default: run_passes<kMin>(x, out, passes, stream); break;
-    }
+                                             int ndim, float* out, void* stream) {
+  return guard("crate_cuda_reduce_f32", [&] { reduce_launch<float>(op, x, shape, reduced, ndim, out, stream); });
+}
+
+CRATE_API crate_status crate_cuda_reduce_bf16(int op, const uint16_t* x, const int64_t* shape, const uint8_t* reduced,
+                                              int ndim, uint16_t* out, void* stream) {
+  return guard("crate_cuda_reduce_bf16", [&] {
+    reduce_launch<Bf16>(op, reinterpret_cast<const Bf16*>(x), shape, reduced, ndim, reinterpret_cast<Bf16*>(out),
+                        stream);
   });
 }

@@ -5,14 +5,19 @@
 // machine without a GPU (CRATE_CUDA_LIB=<fake>): argument order, device dispatch, Tensor.to,
 // await data() from a callback thread, Module.to, checkpoints and autocast are exercised end to
 // end (test/cuda_fake.test.ts). It proves the plumbing, not the CUDA kernels.
+//
+// dtypes: as crate_cuda_prim.h; the bf16 entries (unary + backward, binary, where, fill, reduce,
+// strided_copy) widen their bf16 operands to f32, run the CPU f32 kernel and round the result back
+// to bf16 (nearest even), as the CUDA kernels compute.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "cpu/kernels.h"
 #include "crate/crate_cuda.h"
 #include "crate/crate_cuda_prim.h"
-#include "cpu/kernels.h"
 #include "cuda/cuda_backend_api.h"
 
 // Defined in host_backend.cc: sets the message crate_cuda_last_error returns.
@@ -36,6 +41,51 @@ using crate::cpu::BinaryOp;
 using crate::cpu::RandomKind;
 using crate::cpu::ReduceOp;
 using crate::cpu::UnaryOp;
+
+uint16_t bf16_round(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float bf16_widen(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+/** double -> bf16 rounded once: via f32 rounded to odd (keeps the sticky bit). */
+uint16_t bf16_round_f64(double v) {
+  float f = static_cast<float>(v);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (v == v && std::isfinite(f) && static_cast<double>(f) != v && (u & 1u) == 0)
+    f = std::nextafter(f, v > static_cast<double>(f) ? INFINITY : -INFINITY);
+  return bf16_round(f);
+}
+
+/** Elements a strided view reaches in its buffer (max offset + 1; 0 when empty). */
+int64_t extent_of(int64_t off, const int64_t* str, const int64_t* shape, int nd) {
+  int64_t hi = off;
+  for (int d = 0; d < nd; ++d) {
+    if (shape[d] == 0) return 0;
+    hi += (shape[d] - 1) * str[d];
+  }
+  return hi + 1;
+}
+int64_t numel_of(const int64_t* shape, int nd) {
+  int64_t n = 1;
+  for (int d = 0; d < nd; ++d) n *= shape[d];
+  return n;
+}
+std::vector<float> widen(const uint16_t* x, int64_t n) {
+  std::vector<float> r(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) r[i] = bf16_widen(x[i]);
+  return r;
+}
+void narrow(const std::vector<float>& x, uint16_t* y) {
+  for (size_t i = 0; i < x.size(); ++i) y[i] = bf16_round(x[i]);
+}
 }  // namespace
 
 extern "C" {
@@ -89,22 +139,16 @@ crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double s, double st, v
 }
 crate_status crate_cuda_cast(const void* x, int sd, void* y, int dd, int64_t n, void*) {
   return run("crate_cuda_cast", [&] {
-    auto bf16_of = [](float f) {  // round to nearest even
-      uint32_t u;
-      std::memcpy(&u, &f, 4);
-      if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-      return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    };
-    auto f_of = [](uint16_t h) {
-      uint32_t u = static_cast<uint32_t>(h) << 16;
-      float f;
-      std::memcpy(&f, &u, 4);
-      return f;
-    };
-    if (sd == 0 && dd == 0) crate::cpu::cast<float, float>(static_cast<const float*>(x), static_cast<float*>(y), n);
-    else if (sd == 0 && dd == 2) crate::cpu::cast<float, int32_t>(static_cast<const float*>(x), static_cast<int32_t*>(y), n);
-    else if (sd == 2 && dd == 0) crate::cpu::cast<int32_t, float>(static_cast<const int32_t*>(x), static_cast<float*>(y), n);
-    else if (sd == 2 && dd == 2) crate::cpu::cast<int32_t, int32_t>(static_cast<const int32_t*>(x), static_cast<int32_t*>(y), n);
+    auto bf16_of = bf16_round;
+    auto f_of = bf16_widen;
+    if (sd == 0 && dd == 0)
+      crate::cpu::cast<float, float>(static_cast<const float*>(x), static_cast<float*>(y), n);
+    else if (sd == 0 && dd == 2)
+      crate::cpu::cast<float, int32_t>(static_cast<const float*>(x), static_cast<int32_t*>(y), n);
+    else if (sd == 2 && dd == 0)
+      crate::cpu::cast<int32_t, float>(static_cast<const int32_t*>(x), static_cast<float*>(y), n);
+    else if (sd == 2 && dd == 2)
+      crate::cpu::cast<int32_t, int32_t>(static_cast<const int32_t*>(x), static_cast<int32_t*>(y), n);
     else if (sd == 0 && dd == 3)
       for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(y)[i] = bf16_of(static_cast<const float*>(x)[i]);
     else if (sd == 3 && dd == 0)
@@ -169,5 +213,73 @@ crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float
                                        double b2, double eps, double wd, double bc1, double bc2, void*) {
   return run("crate_cuda_adamw_step_f32",
              [&] { crate::cpu::adamw_step<float>(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2); });
+}
+
+crate_status crate_cuda_unary_bf16(int op, const uint16_t* x, uint16_t* y, int64_t n, double a, double b, void*) {
+  return run("crate_cuda_unary_bf16", [&] {
+    const std::vector<float> xf = widen(x, n);
+    std::vector<float> yf(static_cast<size_t>(n));
+    crate::cpu::unary<float>(static_cast<UnaryOp>(op), xf.data(), yf.data(), n, a, b);
+    narrow(yf, y);
+  });
+}
+crate_status crate_cuda_unary_backward_bf16(int op, const uint16_t* x, const uint16_t* y, const uint16_t* g,
+                                            uint16_t* dx, int64_t n, double a, double b, void*) {
+  return run("crate_cuda_unary_backward_bf16", [&] {
+    const std::vector<float> xf = x ? widen(x, n) : std::vector<float>(), yf = y ? widen(y, n) : std::vector<float>();
+    const std::vector<float> gf = widen(g, n);
+    std::vector<float> df(static_cast<size_t>(n));
+    crate::cpu::unary_backward<float>(static_cast<UnaryOp>(op), x ? xf.data() : nullptr, y ? yf.data() : nullptr,
+                                      gf.data(), df.data(), n, a, b);
+    narrow(df, dx);
+  });
+}
+crate_status crate_cuda_binary_bf16(int op, const uint16_t* a, const int64_t* as, const uint16_t* b, const int64_t* bs,
+                                    uint16_t* out, const int64_t* shape, int nd, void*) {
+  return run("crate_cuda_binary_bf16", [&] {
+    const std::vector<float> af = widen(a, extent_of(0, as, shape, nd)), bf = widen(b, extent_of(0, bs, shape, nd));
+    std::vector<float> of(static_cast<size_t>(numel_of(shape, nd)));
+    crate::cpu::binary<float>(static_cast<BinaryOp>(op), af.data(), as, bf.data(), bs, of.data(), shape, nd);
+    narrow(of, out);
+  });
+}
+crate_status crate_cuda_where_bf16(const uint16_t* c, const int64_t* cs, const uint16_t* a, const int64_t* as,
+                                   const uint16_t* b, const int64_t* bs, uint16_t* out, const int64_t* shape, int nd,
+                                   void*) {
+  return run("crate_cuda_where_bf16", [&] {
+    const std::vector<float> cf = widen(c, extent_of(0, cs, shape, nd)), af = widen(a, extent_of(0, as, shape, nd)),
+                             bf = widen(b, extent_of(0, bs, shape, nd));
+    std::vector<float> of(static_cast<size_t>(numel_of(shape, nd)));
+    crate::cpu::where<float>(cf.data(), cs, af.data(), as, bf.data(), bs, of.data(), shape, nd);
+    narrow(of, out);
+  });
+}
+crate_status crate_cuda_fill_bf16(uint16_t* y, int64_t n, double v, void*) {
+  return run("crate_cuda_fill_bf16", [&] {
+    const uint16_t h = bf16_round_f64(v);
+    for (int64_t i = 0; i < n; ++i) y[i] = h;
+  });
+}
+crate_status crate_cuda_reduce_bf16(int op, const uint16_t* x, const int64_t* shape, const uint8_t* red, int nd,
+                                    uint16_t* out, void*) {
+  return run("crate_cuda_reduce_bf16", [&] {
+    int64_t n_out = 1;
+    for (int d = 0; d < nd; ++d)
+      if (!red[d]) n_out *= shape[d];
+    const std::vector<float> xf = widen(x, numel_of(shape, nd));
+    std::vector<float> of(static_cast<size_t>(n_out));
+    crate::cpu::reduce<float>(static_cast<ReduceOp>(op), xf.data(), shape, red, nd, of.data());
+    narrow(of, out);
+  });
+}
+crate_status crate_cuda_strided_copy_bf16(const uint16_t* s, int64_t so, const int64_t* ss, uint16_t* d, int64_t dof,
+                                          const int64_t* ds, const int64_t* shape, int nd, int acc, void*) {
+  return run("crate_cuda_strided_copy_bf16", [&] {
+    // The dst elements the copy does not reach are widened and rounded back unchanged.
+    const std::vector<float> sf = widen(s, extent_of(so, ss, shape, nd));
+    std::vector<float> df = widen(d, extent_of(dof, ds, shape, nd));
+    crate::cpu::strided_copy<float>(sf.data(), so, ss, df.data(), dof, ds, shape, nd, acc != 0);
+    narrow(df, d);
+  });
 }
 }  // extern "C"

@@ -8,7 +8,10 @@
  * BinaryOp, ReduceOp and RandomKind. Shape and stride arrays (`shape`, `*_str`, `reduced`,
  * batch arrays) are HOST arrays of at most 16 entries, copied by value into the launch; data
  * pointers are device pointers. Sizes and offsets are int64 element counts. Supported dtypes:
- * f32 for math, i32 where the name says so (labels, indices, comparisons).
+ * f32 for math, i32 where the name says so (labels, indices, comparisons), and bf16 where the name
+ * says so (unary + backward, binary, where, fill, reduce, strided_copy): uint16_t bit patterns,
+ * loaded as f32, computed exactly as the f32 entry computes and rounded once to bf16 (nearest
+ * even) on store; reductions accumulate in f32; copies move the bits unchanged.
  */
 #ifndef CRATE_CRATE_CUDA_PRIM_H
 #define CRATE_CRATE_CUDA_PRIM_H
@@ -32,13 +35,26 @@ CRATE_API crate_status crate_cuda_unary_backward_f32(int op, const float* x, con
 CRATE_API crate_status crate_cuda_binary_f32(int op, const float* a, const int64_t* a_str, const float* b,
                                              const int64_t* b_str, float* out, const int64_t* shape, int ndim,
                                              void* stream);
+CRATE_API crate_status crate_cuda_unary_bf16(int op, const uint16_t* x, uint16_t* y, int64_t n, double alpha,
+                                             double beta, void* stream);
+CRATE_API crate_status crate_cuda_unary_backward_bf16(int op, const uint16_t* x, const uint16_t* y, const uint16_t* g,
+                                                      uint16_t* dx, int64_t n, double alpha, double beta, void* stream);
+CRATE_API crate_status crate_cuda_binary_bf16(int op, const uint16_t* a, const int64_t* a_str, const uint16_t* b,
+                                              const int64_t* b_str, uint16_t* out, const int64_t* shape, int ndim,
+                                              void* stream);
 CRATE_API crate_status crate_cuda_binary_i32(int op, const int32_t* a, const int64_t* a_str, const int32_t* b,
                                              const int64_t* b_str, int32_t* out, const int64_t* shape, int ndim,
                                              void* stream);
 CRATE_API crate_status crate_cuda_where_f32(const float* c, const int64_t* c_str, const float* a,
                                             const int64_t* a_str, const float* b, const int64_t* b_str, float* out,
                                             const int64_t* shape, int ndim, void* stream);
+/* c has the dtype of a and b (nonzero: selects a); bf16 moves the selected bits unchanged. */
+CRATE_API crate_status crate_cuda_where_bf16(const uint16_t* c, const int64_t* c_str, const uint16_t* a,
+                                             const int64_t* a_str, const uint16_t* b, const int64_t* b_str,
+                                             uint16_t* out, const int64_t* shape, int ndim, void* stream);
 CRATE_API crate_status crate_cuda_fill_f32(float* y, int64_t n, double value, void* stream);
+/* value rounded once to bf16 (nearest even). */
+CRATE_API crate_status crate_cuda_fill_bf16(uint16_t* y, int64_t n, double value, void* stream);
 CRATE_API crate_status crate_cuda_fill_i32(int32_t* y, int64_t n, double value, void* stream);
 CRATE_API crate_status crate_cuda_arange_f32(float* y, int64_t n, double start, double step, void* stream);
 CRATE_API crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double start, double step, void* stream);
@@ -55,12 +71,20 @@ CRATE_API crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, 
  * dims in order. Sums accumulate in f32 with a deterministic tree order. */
 CRATE_API crate_status crate_cuda_reduce_f32(int op, const float* x, const int64_t* shape, const uint8_t* reduced,
                                              int ndim, float* out, void* stream);
+/* bf16 in and out; f32 accumulation (and f32 scratch between passes), one rounding per output. */
+CRATE_API crate_status crate_cuda_reduce_bf16(int op, const uint16_t* x, const int64_t* shape, const uint8_t* reduced,
+                                              int ndim, uint16_t* out, void* stream);
 
 /* layout: dst[dst_off + Σ i_d·dst_str[d]] (= or +=) src[src_off + Σ i_d·src_str[d]] over `shape`.
  * accumulate (+=) must not be used where two indices map to the same dst element (no atomics). */
 CRATE_API crate_status crate_cuda_strided_copy_f32(const float* src, int64_t src_off, const int64_t* src_str,
                                                    float* dst, int64_t dst_off, const int64_t* dst_str,
                                                    const int64_t* shape, int ndim, int accumulate, void* stream);
+/* bf16: bits copied unchanged; accumulate adds in f32 and rounds once per element (it needs every
+ * dst element to have one source: a 0 dst stride over a dim of size > 1 is refused). */
+CRATE_API crate_status crate_cuda_strided_copy_bf16(const uint16_t* src, int64_t src_off, const int64_t* src_str,
+                                                    uint16_t* dst, int64_t dst_off, const int64_t* dst_str,
+                                                    const int64_t* shape, int ndim, int accumulate, void* stream);
 CRATE_API crate_status crate_cuda_strided_copy_i32(const int32_t* src, int64_t src_off, const int64_t* src_str,
                                                    int32_t* dst, int64_t dst_off, const int64_t* dst_str,
                                                    const int64_t* shape, int ndim, void* stream);

@@ -1,0 +1,392 @@
+// bf16_cuda.test.ts: bf16 storage for the core ops on 'cuda' (unary + backward, binary,
+// comparisons, where, fill, reductions, strided copies): each result against an independent f64
+// reference computed on the CPU from the bf16 inputs. The kernels load bf16 as f32, compute as
+// the f32 kernels do and round once to bf16 on store, so a result may differ from the f64 value
+// by half a bf16 ulp (<= 2^-8 relative) plus f32 noise; copies and selections move the bits
+// unchanged (compared exactly). Gradients of a few ops through backward(), and the clear errors of
+// ops without bf16 kernels (and of mixed bf16/f32 operands).
+// Needs CUDA: run on a GPU, or by cuda_emu.test.ts (the emulated kernels) and cuda_fake.test.ts
+// (the host fake) with CRATE_CUDA_LIB; skipped with a message otherwise.
+import { describe, expect, test } from 'vitest';
+import * as C from '../ts/index.js';
+import { erf } from './helpers/ref.js';
+
+const cudaMissing = !C.cudaAvailable();
+if (cudaMissing) console.warn(`[crate] bf16 cuda tests skipped: no usable CUDA (${C.info().cudaReason})`);
+
+// ------------------------------------------------------------------ bf16 on the host
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+function bf16BitsToNumber(bits: number): number {
+  u32[0] = bits << 16;
+  return f32[0] as number;
+}
+
+/** f64 -> the nearest bf16 value (ties to even), as a number; overflow gives ±Infinity. */
+function roundBf16(v: number): number {
+  if (!Number.isFinite(v) || v === 0) return v;
+  const a = Math.abs(v);
+  let e = Math.max(Math.floor(Math.log2(a)), -126);
+  while (e > -126 && 2 ** e > a) e--;
+  while (2 ** (e + 1) <= a) e++;
+  const ulp = 2 ** (e - 7); // 8 significant bits (subnormals: the fixed ulp 2^-133)
+  const q = a / ulp; // exact: ulp is a power of two
+  let r = Math.floor(q);
+  const frac = q - r;
+  if (frac > 0.5 || (frac === 0.5 && r % 2 === 1)) r += 1;
+  const out = r * ulp;
+  return Math.sign(v) * (out >= 2 ** 128 ? Number.POSITIVE_INFINITY : out);
+}
+
+/** The values of a bf16 tensor, as numbers. */
+function values(t: C.Tensor): number[] {
+  expect(t.dtype).toBe('bf16');
+  return Array.from(t.dataSync() as Uint16Array, bf16BitsToNumber);
+}
+
+/** A bf16 cuda tensor of pseudo-random values in [lo, hi) (rounded to bf16) and those values. */
+function randBf16(shape: number[], seed: number, lo = -2, hi = 2): { t: C.Tensor; v: number[] } {
+  const src = C.uniform(shape, lo, hi, { seed }).to('cuda');
+  const t = src.to('bf16');
+  src.dispose();
+  return { t, v: values(t) };
+}
+
+/** |out - ref| <= 2^-8 |ref| (one bf16 rounding, plus f32 noise) + abs; NaN matches NaN. */
+function expectClose(what: string, out: number[], ref: number[], abs = 1e-6): void {
+  expect(out.length).toBe(ref.length);
+  const bad = out.flatMap((o, i) => {
+    const r = ref[i] as number;
+    if (Number.isNaN(r) ? Number.isNaN(o) : Math.abs(o - r) <= 2 ** -8 * Math.abs(r) * (1 + 2 ** -10) + abs) return [];
+    return [`[${i}] got ${o}, f64 reference ${r} (bf16 ${roundBf16(r)})`];
+  });
+  expect(bad.slice(0, 5), `${what}: ${bad.length} values off`).toEqual([]);
+}
+
+function expectExact(what: string, out: number[], ref: number[]): void {
+  expect(out.length).toBe(ref.length);
+  const bad = out.flatMap((o, i) => (Object.is(o, ref[i]) ? [] : [`[${i}] got ${o}, expected ${ref[i]}`]));
+  expect(bad.slice(0, 5), `${what}: ${bad.length} values differ`).toEqual([]);
+}
+
+/** Row-major index helpers for the references. */
+function strides(shape: number[]): number[] {
+  const s = new Array<number>(shape.length).fill(1);
+  for (let d = shape.length - 2; d >= 0; d--) s[d] = (s[d + 1] as number) * (shape[d + 1] as number);
+  return s;
+}
+function unravel(i: number, shape: number[]): number[] {
+  const st = strides(shape);
+  return shape.map((_, d) => Math.floor(i / (st[d] as number)) % (shape[d] as number));
+}
+/** Element of x (shape xs) that index idx of the broadcast shape reads. */
+function bcast(x: number[], xs: number[], idx: number[]): number {
+  const off = idx.length - xs.length;
+  const st = strides(xs);
+  let k = 0;
+  xs.forEach((s, d) => {
+    k += (s === 1 ? 0 : (idx[d + off] as number)) * (st[d] as number);
+  });
+  return x[k] as number;
+}
+
+const SHAPE = [5, 7, 9]; // 315 elements: odd sizes (no vector path, partial blocks)
+
+// ------------------------------------------------------------------ ops
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+const UNARY: [string, (x: C.Tensor) => C.Tensor, (x: number) => number, [number, number]][] = [
+  ['neg', C.neg, (x) => -x, [-2, 2]],
+  ['exp', C.exp, Math.exp, [-3, 3]],
+  ['log', C.log, Math.log, [0.1, 4]],
+  ['sqrt', C.sqrt, Math.sqrt, [0, 4]],
+  ['rsqrt', C.rsqrt, (x) => 1 / Math.sqrt(x), [0.1, 4]],
+  ['abs', C.abs, Math.abs, [-2, 2]],
+  ['relu', C.relu, (x) => Math.max(x, 0), [-2, 2]],
+  ['gelu', (x) => C.gelu(x), (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)), [-3, 3]],
+  [
+    'gelu_tanh',
+    (x) => C.gelu(x, { approximate: 'tanh' }),
+    (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
+    [-3, 3],
+  ],
+  ['tanh', C.tanh, Math.tanh, [-3, 3]],
+  ['sigmoid', C.sigmoid, sigmoid, [-4, 4]],
+  ['square', C.square, (x) => x * x, [-2, 2]],
+  ['sign', C.sign, Math.sign, [-2, 2]],
+  ['sin', C.sin, Math.sin, [-3, 3]],
+  ['cos', C.cos, Math.cos, [-3, 3]],
+  ['pow(x, 2.5)', (x) => C.pow(x, 2.5), (x) => x ** 2.5, [0, 3]],
+  ['clamp(x, -0.5, 0.75)', (x) => C.clamp(x, -0.5, 0.75), (x) => Math.min(Math.max(x, -0.5), 0.75), [-2, 2]],
+  ['affine: mul(x, 3) + 0.25', (x) => C.affine(x, 3, 0.25), (x) => x * 3 + 0.25, [-2, 2]],
+  ['div(x, 4) (scalar)', (x) => C.div(x, 4), (x) => x / 4, [-2, 2]],
+];
+
+const BINARY: [string, (a: C.Tensor, b: C.Tensor) => C.Tensor, (a: number, b: number) => number][] = [
+  ['add', C.add, (a, b) => a + b],
+  ['sub', C.sub, (a, b) => a - b],
+  ['mul', C.mul, (a, b) => a * b],
+  ['div', C.div, (a, b) => a / b],
+  ['pow', C.pow, (a, b) => a ** b],
+  ['maximum', C.maximum, Math.max],
+  ['minimum', C.minimum, Math.min],
+];
+const COMPARE: [string, (a: C.Tensor, b: C.Tensor) => C.Tensor, (a: number, b: number) => boolean][] = [
+  ['eq', C.eq, (a, b) => a === b],
+  ['ne', C.ne, (a, b) => a !== b],
+  ['lt', C.lt, (a, b) => a < b],
+  ['le', C.le, (a, b) => a <= b],
+  ['gt', C.gt, (a, b) => a > b],
+  ['ge', C.ge, (a, b) => a >= b],
+];
+
+describe.skipIf(cudaMissing)('bf16 storage on cuda: results vs an f64 reference', () => {
+  test('fill: zeros, ones, full (the value rounded once to bf16)', () => {
+    C.tidy(() => {
+      const opts = { dtype: 'bf16', device: 'cuda' } as const;
+      expectExact('zeros', values(C.zeros([3, 4], opts)), new Array(12).fill(0));
+      expectExact('ones', values(C.ones([5], opts)), new Array(5).fill(1));
+      for (const v of [0.1, -1 / 3, 1e30, 3.0078125 /* a tie: rounds to even */, 1 + 2 ** -8 + 2 ** -30]) {
+        expectExact(`full ${v}`, values(C.full([7], v, opts)), new Array(7).fill(roundBf16(v)));
+      }
+    });
+  });
+
+  for (const [name, fn, ref, [lo, hi]] of UNARY) {
+    test(`unary ${name}`, () => {
+      C.tidy(() => {
+        const x = randBf16(SHAPE, 11, lo, hi);
+        const y = fn(x.t);
+        expect(y.dtype).toBe('bf16');
+        expect(y.device).toBe('cuda');
+        expectClose(name, values(y), x.v.map(ref));
+      });
+    });
+  }
+
+  for (const [name, fn, ref] of BINARY) {
+    test(`binary ${name}: same shape and broadcast [5, 7, 9] with [7, 1]`, () => {
+      C.tidy(() => {
+        const positive = name === 'pow';
+        const a = randBf16(SHAPE, 21, positive ? 0.1 : -2, 2);
+        const b = randBf16(SHAPE, 22, -2, 2);
+        const out = fn(a.t, b.t);
+        expect(out.dtype).toBe('bf16');
+        expectClose(
+          `${name} same shape`,
+          values(out),
+          a.v.map((v, i) => ref(v, b.v[i] as number)),
+        );
+        const c = randBf16([7, 1], 23, positive ? -2 : 0.5, 2);
+        const outB = fn(a.t, c.t);
+        const refB = a.v.map((v, i) => ref(v, bcast(c.v, [7, 1], unravel(i, SHAPE))));
+        expectClose(`${name} broadcast`, values(outB), refB);
+      });
+    });
+  }
+
+  test('comparisons (eq ne lt le gt ge) give exact 0/1 in bf16; where selects the bits unchanged', () => {
+    C.tidy(() => {
+      const a = randBf16(SHAPE, 31, -1, 1);
+      const b0 = randBf16(SHAPE, 32, -1, 1);
+      // some equal elements for eq/le/ge
+      const b = C.where(C.gt(a.t, 0.5), a.t, b0.t);
+      const bv = values(b);
+      expectExact(
+        'where',
+        bv,
+        a.v.map((v, i) => (v > 0.5 ? v : (b0.v[i] as number))),
+      );
+      for (const [name, fn, ref] of COMPARE) {
+        const out = fn(a.t, b);
+        expect(out.dtype).toBe('bf16');
+        expectExact(
+          name,
+          values(out),
+          a.v.map((v, i) => (ref(v, bv[i] as number) ? 1 : 0)),
+        );
+      }
+      // broadcast where: cond [7, 1], a [5, 7, 9], b a scalar
+      const cond = C.gt(randBf16([7, 1], 33).t, 0);
+      const cv = values(cond);
+      const w = C.where(cond, a.t, -0.375);
+      expectExact(
+        'where broadcast',
+        values(w),
+        a.v.map((v, i) => (bcast(cv, [7, 1], unravel(i, SHAPE)) !== 0 ? v : -0.375)),
+      );
+    });
+  });
+
+  test('reductions: sum / max / min / mean over axes, accumulated in f32, one rounding', () => {
+    C.tidy(() => {
+      const x = randBf16(SHAPE, 41);
+      type Case = [string, number[], (a: number, b: number) => number, number, (t: C.Tensor, ax: number[]) => C.Tensor];
+      const cases: Case[] = [];
+      const sumAbs = x.v.reduce((s, v) => s + Math.abs(v), 0);
+      for (const axes of [[2], [0], [1], [0, 2], [0, 1, 2]]) {
+        cases.push(['sum', axes, (a, b) => a + b, 0, (t, ax) => C.sum(t, ax)]);
+        cases.push(['max', axes, Math.max, Number.NEGATIVE_INFINITY, (t, ax) => C.max(t, ax)]);
+        cases.push(['min', axes, Math.min, Number.POSITIVE_INFINITY, (t, ax) => C.min(t, ax)]);
+      }
+      for (const [name, axes, combine, init, run] of cases) {
+        const kept = SHAPE.map((s, d) => (axes.includes(d) ? 1 : s));
+        const ref = new Array<number>(kept.reduce((a, b) => a * b, 1)).fill(init);
+        const kst = strides(kept);
+        x.v.forEach((v, i) => {
+          const idx = unravel(i, SHAPE);
+          const k = idx.reduce((s, j, d) => s + (axes.includes(d) ? 0 : j * (kst[d] as number)), 0);
+          ref[k] = combine(ref[k] as number, v);
+        });
+        const out = run(x.t, axes);
+        expect(out.dtype).toBe('bf16');
+        expectClose(`${name} over [${axes}]`, values(out), ref, 1e-6 * sumAbs);
+      }
+      const mean = C.mean(x.t, [1]);
+      const refMean = new Array<number>(45).fill(0);
+      x.v.forEach((v, i) => {
+        const [p, , r] = unravel(i, SHAPE) as [number, number, number];
+        refMean[p * 9 + r] = (refMean[p * 9 + r] as number) + v / 7;
+      });
+      // mean = a bf16 sum, then a bf16 affine: two roundings (|mean| < 2)
+      expectClose('mean over [1]', values(mean), refMean, 2 ** -6);
+    });
+  });
+
+  test('a long reduction (split into two passes with an f32 scratch) rounds once', () => {
+    C.tidy(() => {
+      const x = randBf16([2, 12_000], 43, 0, 1);
+      const ref = [0, 1].map((r) => x.v.slice(r * 12_000, (r + 1) * 12_000).reduce((s, v) => s + v, 0));
+      expectClose('sum of 12000', values(C.sum(x.t, [1])), ref, 1e-5 * 12_000);
+      const xt = C.transpose(x.t); // [12000, 2]: reduce the leading axis
+      expectClose('sum over axis 0 of [12000, 2]', values(C.sum(xt, [0])), ref, 1e-5 * 12_000);
+    });
+  });
+
+  test('strided copies move the bits: permute, transpose, slice, concat, expand, stack, clone', () => {
+    C.tidy(() => {
+      const x = randBf16(SHAPE, 51);
+      // the same op on the f32 CPU tensor of the bf16 values is exact: the reference
+      const cpu = C.tensor(Float32Array.from(x.v), { shape: SHAPE });
+      const check = (what: string, f: (t: C.Tensor) => C.Tensor) => {
+        const out = f(x.t);
+        expect(out.dtype).toBe('bf16');
+        expect(out.shape).toEqual(f(cpu).shape);
+        expectExact(what, values(out), Array.from(f(cpu).dataSync()));
+      };
+      check('permute [2, 0, 1]', (t) => C.permute(t, [2, 0, 1]));
+      check('transpose', (t) => C.transpose(t, 0, 2));
+      check('slice axis 1 [1:6:2]', (t) => C.slice(t, 1, 1, 6, 2));
+      check('concat axis 2', (t) => C.concat([t, C.slice(t, 2, 3, 5)], 2));
+      check('expand [4, 5, 7, 9]', (t) => C.expand(t, [4, ...SHAPE]));
+      check('stack', (t) => C.stack([t, t], 1));
+      check('clone', (t) => C.clone(t));
+    });
+  });
+});
+
+describe.skipIf(cudaMissing)('bf16 gradients on cuda through backward()', () => {
+  test('mul (broadcast), exp, sum: gradients are bf16 and match the f64 reference', () => {
+    C.tidy(() => {
+      const a = randBf16([4, 6], 61);
+      const b = randBf16([6], 62);
+      const g = randBf16([4, 6], 63);
+      a.t.requiresGrad_();
+      b.t.requiresGrad_();
+      // d/da sum(exp(a * b) * g) = g * exp(a b) * b ; d/db = Σ_rows g * exp(a b) * a
+      const y = C.mul(a.t, b.t);
+      const e = C.exp(y);
+      const loss = C.sum(C.mul(e, g.t));
+      loss.backward();
+      const ga = a.t.grad as C.Tensor;
+      const gb = b.t.grad as C.Tensor;
+      expect(ga.dtype).toBe('bf16');
+      expect(gb.dtype).toBe('bf16');
+      // the chain runs in bf16: each step rounds once, so the reference rounds where the kernels do
+      const yv = a.v.map((v, i) => roundBf16(v * (b.v[i % 6] as number)));
+      const ev = yv.map((v) => roundBf16(Math.exp(v)));
+      const de = g.v; // d loss / d e = g (sum's gradient: ones, expanded)
+      const dy = de.map((v, i) => roundBf16(v * (ev[i] as number)));
+      expectClose(
+        'exp backward then mul backward (a)',
+        values(ga),
+        dy.map((v, i) => v * (b.v[i % 6] as number)),
+      );
+      const refB = new Array<number>(6).fill(0);
+      dy.forEach((v, i) => {
+        refB[i % 6] = (refB[i % 6] as number) + roundBf16(v * (a.v[i] as number));
+      });
+      expectClose('mul backward (b, summed over the broadcast rows)', values(gb), refB, 1e-6 * 24);
+    });
+  });
+
+  test('unary backward of tanh, sigmoid, gelu, sqrt', () => {
+    C.tidy(() => {
+      const cases: [string, (t: C.Tensor) => C.Tensor, (x: number) => number, number][] = [
+        ['tanh', C.tanh, (x) => 1 - Math.tanh(x) ** 2, -2],
+        ['sigmoid', C.sigmoid, (x) => sigmoid(x) * (1 - sigmoid(x)), -2],
+        [
+          'gelu',
+          (t) => C.gelu(t),
+          (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI),
+          -2,
+        ],
+        ['sqrt', C.sqrt, (x) => 0.5 / Math.sqrt(x), 0.25],
+      ];
+      for (const [name, f, dref, lo] of cases) {
+        const x = randBf16([3, 11], 71, lo, 2);
+        const seed = randBf16([3, 11], 72);
+        x.t.requiresGrad_();
+        f(x.t).backward(seed.t);
+        const gx = x.t.grad as C.Tensor;
+        expect(gx.dtype).toBe('bf16');
+        // tanh / sigmoid / sqrt differentiate through their bf16 output y: allow its rounding
+        expectClose(
+          `${name} backward`,
+          values(gx),
+          x.v.map((v, i) => (seed.v[i] as number) * dref(v)),
+          name === 'gelu' ? 1e-6 : 2 ** -7 * Math.abs(seed.v.reduce((m, s) => Math.max(m, Math.abs(s)), 0)),
+        );
+      }
+    });
+  });
+
+  test('slice backward accumulates into a zeroed bf16 gradient (stridedCopy accumulate)', () => {
+    C.tidy(() => {
+      const x = randBf16([6, 5], 81);
+      x.t.requiresGrad_();
+      const s = C.add(C.slice(x.t, 0, 1, 4), C.slice(x.t, 0, 2, 5)); // rows 2, 3 get two gradients
+      s.backward(C.full([3, 5], 0.5, { dtype: 'bf16', device: 'cuda' }));
+      const ref = Array.from({ length: 30 }, (_, i) => {
+        const r = Math.floor(i / 5);
+        return (r >= 1 && r < 4 ? 0.5 : 0) + (r >= 2 && r < 5 ? 0.5 : 0);
+      });
+      expectExact('slice backward', values(x.t.grad as C.Tensor), ref);
+    });
+  });
+});
+
+describe.skipIf(cudaMissing)('bf16 on cuda: clear errors where there is no bf16 kernel', () => {
+  test('layerNorm, softmax, mssa, matmul on bf16 name the op, the argument, the dtype and the device', () => {
+    C.tidy(() => {
+      const x = randBf16([2, 4, 8], 91).t;
+      const msg = (op: string, arg: string) =>
+        new RegExp(`${op}.*argument '${arg}' has dtype bf16, which is not supported on cuda by this op \\(f32\\)`);
+      expect(() => C.layerNorm(x)).toThrow(msg('layerNorm', 'x'));
+      expect(() => C.softmax(x)).toThrow(msg('softmax', 'x'));
+      expect(() => C.mssa(x, { heads: 2 })).toThrow(msg('mssa', 'P'));
+      expect(() => C.matmul(x, C.transpose(x))).toThrow(msg('matmul', 'a'));
+      expect(() => C.randn([3], { dtype: 'bf16', device: 'cuda' })).toThrow(/bf16.*cuda/);
+    });
+  });
+
+  test('mixed bf16 / f32 operands are refused (no implicit promotion)', () => {
+    C.tidy(() => {
+      const a = randBf16([3], 92).t;
+      const b = C.ones([3], { device: 'cuda' });
+      expect(() => C.add(a, b)).toThrow(/add: 'a' is bf16 but 'b' is f32/);
+      expect(() => C.concat([a, b])).toThrow(/concat: .*bf16.*f32/);
+      expect(() => C.where(a, a, b)).toThrow(/where: .*bf16.*f32/);
+    });
+  });
+});
