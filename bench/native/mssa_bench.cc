@@ -90,8 +90,9 @@ static void bench_mssa(int64_t B, int64_t H, int64_t N, int64_t p, bool causal) 
     }
     const double f = f2[1];
     const double flops_f = 4.0 * B * H * N * N * p * (causal ? 0.5 : 1.0);
-    std::printf("  %-8s fwd plain %7.3f sym %7.3f ms (%5.1f GFLOP/s) | bwd plain %7.3f sym %7.3f ms | fwd+bwd %7.3f ms\n",
-                isa == 0 ? "avx2" : "portable", f2[0], f, flops_f / f * 1e-6, b[0], b[1], f + b[1]);
+    std::printf(
+        "  %-8s fwd plain %7.3f sym %7.3f ms (%5.1f GFLOP/s) | bwd plain %7.3f sym %7.3f ms | fwd+bwd %7.3f ms\n",
+        isa == 0 ? "avx2" : "portable", f2[0], f, flops_f / f * 1e-6, b[0], b[1], f + b[1]);
   }
   mssa_set_isa(0);
   mssa_set_symmetric(1);
@@ -104,8 +105,9 @@ static void bench_ista(int64_t T, int64_t d) {
   std::vector<char> ws(ista_workspace_size<float>(T, d, true));
   const double g = best_ms([&] { gemm_f32(false, false, T, d, d, 1.f, Y.data(), d, W.data(), d, 0.f, C.data(), d); });
   const double f = best_ms([&] { ista_forward<float>(Y.data(), W.data(), Z.data(), T, d, 0.1f, 0.1f, ws.data()); });
-  const double b = best_ms(
-      [&] { ista_backward<float>(Y.data(), W.data(), Z.data(), dZ.data(), dY.data(), dW.data(), T, d, 0.1f, ws.data()); });
+  const double b = best_ms([&] {
+    ista_backward<float>(Y.data(), W.data(), Z.data(), dZ.data(), dY.data(), dW.data(), T, d, 0.1f, ws.data());
+  });
   std::printf("ISTA f32 T=%lld d=%lld: fwd %.3f ms, bwd %.3f ms; one gemm_f32 (T x d x d) %.3f ms\n", (long long)T,
               (long long)d, f, b, g);
 }
@@ -114,14 +116,18 @@ static void bench_overcomplete(int64_t T, int64_t d, int64_t m) {
   auto Y = rnd(T * d), D = rnd(d * m), D1 = rnd(d * m), dO = rnd(T * d);
   std::vector<float> out(T * d), A1(T * m), A2(T * m), R(T * d), dY(T * d), dD(d * m), dD1(d * m);
   std::vector<char> ws(ista_overcomplete_workspace_size<float>(T, d, m, true));
-  const double f = best_ms([&] {
-    ista_overcomplete_forward<float>(Y.data(), D.data(), D1.data(), out.data(), A1.data(), A2.data(), R.data(), T, d,
-                                     m, 0.1f, 0.1f, ws.data());
-  }, 3);
-  const double b = best_ms([&] {
-    ista_overcomplete_backward<float>(Y.data(), D.data(), D1.data(), A1.data(), A2.data(), R.data(), dO.data(),
-                                      dY.data(), dD.data(), dD1.data(), T, d, m, 0.1f, ws.data());
-  }, 3);
+  const double f = best_ms(
+      [&] {
+        ista_overcomplete_forward<float>(Y.data(), D.data(), D1.data(), out.data(), A1.data(), A2.data(), R.data(), T,
+                                         d, m, 0.1f, 0.1f, ws.data());
+      },
+      3);
+  const double b = best_ms(
+      [&] {
+        ista_overcomplete_backward<float>(Y.data(), D.data(), D1.data(), A1.data(), A2.data(), R.data(), dO.data(),
+                                          dY.data(), dD.data(), dD1.data(), T, d, m, 0.1f, ws.data());
+      },
+      3);
   std::printf("ISTA overcomplete f32 T=%lld d=%lld m=%lld: fwd %.3f ms (4 GEMMs), bwd %.3f ms (8 GEMMs)\n",
               (long long)T, (long long)d, (long long)m, f, b);
 }

@@ -43,7 +43,8 @@ void bench_logdet(int64_t batch, int64_t m, int64_t n, std::mt19937& rng) {
   const float a = float(m) / (n * 0.01f);  // the authors' p/(N·eps)
   std::vector<float> alpha(batch, a), R(batch), dR(batch, 1.f), dZ(Z.size());
   std::vector<double> chol(crate_logdet_gram_chol_size(batch, m, n) / sizeof(double));
-  double f = best_ms([&] { ok(crate_logdet_gram_forward_f32(Z.data(), alpha.data(), R.data(), batch, m, n, chol.data())); });
+  double f =
+      best_ms([&] { ok(crate_logdet_gram_forward_f32(Z.data(), alpha.data(), R.data(), batch, m, n, chol.data())); });
   double b = best_ms([&] {
     ok(crate_logdet_gram_backward_f32(Z.data(), alpha.data(), dR.data(), dZ.data(), batch, m, n, chol.data()));
   });
@@ -51,9 +52,10 @@ void bench_logdet(int64_t batch, int64_t m, int64_t n, std::mt19937& rng) {
       [&] { ok(crate_logdet_gram_backward_f32(Z.data(), alpha.data(), dR.data(), dZ.data(), batch, m, n, nullptr)); });
   const double k = std::min(m, n), r = std::max(m, n);
   const double gf = batch * (k * k * r + k * k * k / 3) * 1e-9, gb = batch * 2 * k * k * r * 1e-9;
-  std::printf("logdet f32 batch=%lld m=%lld n=%lld: fwd %.2f ms (%.1f GFLOP/s), bwd(saved chol) %.2f ms (%.1f GFLOP/s), "
-              "bwd(recompute) %.2f ms, fwd+bwd %.2f ms\n",
-              (long long)batch, (long long)m, (long long)n, f, gf / f * 1e3, b, gb / b * 1e3, br, f + b);
+  std::printf(
+      "logdet f32 batch=%lld m=%lld n=%lld: fwd %.2f ms (%.1f GFLOP/s), bwd(saved chol) %.2f ms (%.1f GFLOP/s), "
+      "bwd(recompute) %.2f ms, fwd+bwd %.2f ms\n",
+      (long long)batch, (long long)m, (long long)n, f, gf / f * 1e3, b, gb / b * 1e3, br, f + b);
 }
 
 void bench_tssa(int64_t B, int64_t N, int64_t H, int64_t p, std::mt19937& rng) {
@@ -61,10 +63,12 @@ void bench_tssa(int64_t B, int64_t N, int64_t H, int64_t p, std::mt19937& rng) {
   auto W = randn(B * N * D, 1.f, rng), dY = randn(B * N * D, 1.f, rng);
   std::vector<float> temp(H, 1.f), Y(W.size()), dW(W.size()), Pi(B * H * N), cn(B * D), ms(B * D), dt(H);
   std::vector<char> ws(crate_tssa_backward_workspace_size(B, N, H, p) + 8);
-  double f = best_ms([&] { ok(crate_tssa_forward_f32(W.data(), temp.data(), Y.data(), Pi.data(), cn.data(), ms.data(), B, N, H, p)); });
+  double f = best_ms([&] {
+    ok(crate_tssa_forward_f32(W.data(), temp.data(), Y.data(), Pi.data(), cn.data(), ms.data(), B, N, H, p));
+  });
   double b = best_ms([&] {
-    ok(crate_tssa_backward_f32(W.data(), temp.data(), dY.data(), Pi.data(), cn.data(), ms.data(), dW.data(), dt.data(), B, N,
-                               H, p, ws.data()));
+    ok(crate_tssa_backward_f32(W.data(), temp.data(), dY.data(), Pi.data(), cn.data(), ms.data(), dW.data(), dt.data(),
+                               B, N, H, p, ws.data()));
   });
   const double gb = double(B * N * D) * 4 * 1e-9;  // GB of one f32 tensor
   std::printf("tssa   f32 B=%lld H=%lld N=%lld p=%lld: fwd %.2f ms (%.1f GB/s of W), bwd %.2f ms, fwd+bwd %.2f ms\n",
@@ -76,10 +80,11 @@ void bench_causal(int64_t B, int64_t T, int64_t H, int64_t p, std::mt19937& rng)
   auto W = randn(B * T * D, 1.f, rng), dY = randn(B * T * D, 1.f, rng);
   std::vector<float> temp(H, 1.f), bias(H * T, 0.f), Y(W.size()), dW(W.size()), dt(H), db(H * T);
   std::vector<char> ws(crate_tssa_causal_backward_workspace_size(B, T, H, p) + 8);
-  double f = best_ms([&] { ok(crate_tssa_causal_forward_f32(W.data(), temp.data(), bias.data(), Y.data(), nullptr, B, T, H, p, T)); });
+  double f = best_ms(
+      [&] { ok(crate_tssa_causal_forward_f32(W.data(), temp.data(), bias.data(), Y.data(), nullptr, B, T, H, p, T)); });
   double b = best_ms([&] {
-    ok(crate_tssa_causal_backward_f32(W.data(), temp.data(), bias.data(), dY.data(), dW.data(), dt.data(), db.data(), B, T, H,
-                                      p, T, ws.data()));
+    ok(crate_tssa_causal_backward_f32(W.data(), temp.data(), bias.data(), dY.data(), dW.data(), dt.data(), db.data(), B,
+                                      T, H, p, T, ws.data()));
   });
   std::printf("causal f32 B=%lld H=%lld T=%lld p=%lld: fwd %.2f ms, bwd %.2f ms, fwd+bwd %.2f ms\n", (long long)B,
               (long long)H, (long long)T, (long long)p, f, b, f + b);

@@ -137,7 +137,13 @@ Napi::Value ReadAsync(const Napi::CallbackInfo& info) {
     return deferred.Promise();
   }
   const CudaApi& api = cuda_api(a);
-  auto* r = new AsyncRead{deferred, Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "crate.readAsync", 0, 1), std::vector<uint8_t>(s->nbytes), CRATE_OK, "", Napi::Persistent(info[0].As<Napi::Object>())};
+  auto* r = new AsyncRead{deferred,
+                          Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                                        "crate.readAsync", 0, 1),
+                          std::vector<uint8_t>(s->nbytes),
+                          CRATE_OK,
+                          "",
+                          Napi::Persistent(info[0].As<Napi::Object>())};
   crate_status st = api.crate_cuda_memcpy_d2h_async(r->bytes.data(), s->data, s->nbytes, nullptr, &async_read_done, r);
   if (st != CRATE_OK) {
     std::string msg = api.crate_cuda_last_error();

@@ -31,13 +31,13 @@ class StorageWrap : public Napi::ObjectWrap<StorageWrap> {
 class Args {
  public:
   Args(const Napi::CallbackInfo& info, const char* op) : info_(info), op_(op) {}
-  Storage* storage(size_t i, const char* name) const;            // live storage (not disposed)
-  Storage* storage_or_null(size_t i, const char* name) const;    // null/undefined -> nullptr
+  Storage* storage(size_t i, const char* name) const;          // live storage (not disposed)
+  Storage* storage_or_null(size_t i, const char* name) const;  // null/undefined -> nullptr
   int64_t i64(size_t i, const char* name) const;
   double f64(size_t i, const char* name) const;
   bool boolean(size_t i, const char* name) const;
   std::string str(size_t i, const char* name) const;
-  std::vector<int64_t> i64s(size_t i, const char* name) const;   // JS array of integers
+  std::vector<int64_t> i64s(size_t i, const char* name) const;  // JS array of integers
   [[noreturn]] void fail(const std::string& msg) const;
   // Checks that `s` holds at least `numel` elements of dtype `dt`, on the same device as every
   // argument checked before it (the first one fixes the op's device).

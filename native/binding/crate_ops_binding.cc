@@ -46,14 +46,14 @@ size_t chol_numel(const Args& a, int64_t items, int64_t m, int64_t n) {
   return need;
 }
 
-#define FLOAT_DISPATCH(a, dt, T, ...)                         \
-  if ((dt) == DType::f32) {                                   \
-    using T = float;                                          \
-    __VA_ARGS__;                                              \
-  } else if ((dt) == DType::f64) {                            \
-    using T = double;                                         \
-    __VA_ARGS__;                                              \
-  } else {                                                    \
+#define FLOAT_DISPATCH(a, dt, T, ...)                                                \
+  if ((dt) == DType::f32) {                                                          \
+    using T = float;                                                                 \
+    __VA_ARGS__;                                                                     \
+  } else if ((dt) == DType::f64) {                                                   \
+    using T = double;                                                                \
+    __VA_ARGS__;                                                                     \
+  } else {                                                                           \
     a.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
   }
 
@@ -79,10 +79,17 @@ std::vector<uint8_t> mask_to_u8(const Args& a, DType dt, const void* data, int64
   std::vector<uint8_t> out(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     switch (dt) {
-      case DType::f32: out[i] = static_cast<const float*>(data)[i] != 0.f; break;
-      case DType::f64: out[i] = static_cast<const double*>(data)[i] != 0.0; break;
-      case DType::i32: out[i] = static_cast<const int32_t*>(data)[i] != 0; break;
-      default: a.fail("keyMask dtype not supported");
+      case DType::f32:
+        out[i] = static_cast<const float*>(data)[i] != 0.f;
+        break;
+      case DType::f64:
+        out[i] = static_cast<const double*>(data)[i] != 0.0;
+        break;
+      case DType::i32:
+        out[i] = static_cast<const int32_t*>(data)[i] != 0;
+        break;
+      default:
+        a.fail("keyMask dtype not supported");
     }
   }
   return out;
@@ -116,10 +123,17 @@ void key_mask_to_device(const Args& a, const CudaApi& api, Storage* m, int64_t n
   a.expect(m, "keyMask", m->dtype, n);
   int code = 0;
   switch (m->dtype) {
-    case DType::f32: code = 0; break;
-    case DType::i32: code = 2; break;
-    case DType::bf16: code = 3; break;
-    default: a.fail("keyMask dtype not supported on cuda (f32, i32 or bf16)");
+    case DType::f32:
+      code = 0;
+      break;
+    case DType::i32:
+      code = 2;
+      break;
+    case DType::bf16:
+      code = 3;
+      break;
+    default:
+      a.fail("keyMask dtype not supported on cuda (f32, i32 or bf16)");
   }
   cuda_check(a, api.crate_cuda_nonzero_u8(m->data, code, static_cast<uint8_t*>(dst), n, nullptr));
 }
@@ -149,9 +163,9 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
-    cuda_check(a, api.crate_cuda_mssa_forward_f32(P->as<float>(), O->as<float>(), ptr<float>(L), B, N, H, p,
-                                                  static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(),
-                                                  nullptr));
+    cuda_check(
+        a, api.crate_cuda_mssa_forward_f32(P->as<float>(), O->as<float>(), ptr<float>(L), B, N, H, p,
+                                           static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
     return info.Env().Undefined();
   }
   auto mask = key_mask(a, km, B * N);
@@ -214,9 +228,9 @@ Napi::Value IstaForward(const Napi::CallbackInfo& info) {
   a.expect(Z, "Z", dt, T_ * d);
   if (a.on_cuda()) {
     cuda_f32_only(a, "Y", dt);
-    cuda_check(a, cuda_api(a).crate_cuda_ista_forward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(), T_, d,
-                                                          static_cast<float>(eta), static_cast<float>(lambda),
-                                                          nullptr));
+    cuda_check(a,
+               cuda_api(a).crate_cuda_ista_forward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(), T_, d,
+                                                       static_cast<float>(eta), static_cast<float>(lambda), nullptr));
     return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
@@ -298,9 +312,9 @@ Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
                                                                  out->as<float>(), ptr<float>(S1), ptr<float>(S2),
                                                                  ptr<float>(R), T_, d, m, e, l, nullptr));
     else
-      cuda_check(a, api.crate_cuda_ista_tied_forward_f32(Y->as<float>(), D->as<float>(), out->as<float>(),
-                                                         ptr<float>(S1), ptr<float>(S2), ptr<float>(R), T_, d, m, e, l,
-                                                         nullptr));
+      cuda_check(a,
+                 api.crate_cuda_ista_tied_forward_f32(Y->as<float>(), D->as<float>(), out->as<float>(), ptr<float>(S1),
+                                                      ptr<float>(S2), ptr<float>(R), T_, d, m, e, l, nullptr));
     return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
@@ -351,13 +365,13 @@ Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
     if (mode == 0)
       cuda_check(a, api.crate_cuda_ista_overcomplete_backward_f32(
                         Y->as<float>(), D->as<float>(), D1->as<float>(), S1->as<float>(), S2->as<float>(),
-                        R->as<float>(), dOut->as<float>(), dY->as<float>(), dD->as<float>(), dD1->as<float>(), T_, d,
-                        m, static_cast<float>(eta), nullptr));
+                        R->as<float>(), dOut->as<float>(), dY->as<float>(), dD->as<float>(), dD1->as<float>(), T_, d, m,
+                        static_cast<float>(eta), nullptr));
     else
-      cuda_check(a, api.crate_cuda_ista_tied_backward_f32(Y->as<float>(), D->as<float>(), S1->as<float>(),
-                                                          S2->as<float>(), R->as<float>(), dOut->as<float>(),
-                                                          dY->as<float>(), dD->as<float>(), T_, d, m,
-                                                          static_cast<float>(eta), nullptr));
+      cuda_check(
+          a, api.crate_cuda_ista_tied_backward_f32(Y->as<float>(), D->as<float>(), S1->as<float>(), S2->as<float>(),
+                                                   R->as<float>(), dOut->as<float>(), dY->as<float>(), dD->as<float>(),
+                                                   T_, d, m, static_cast<float>(eta), nullptr));
     return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
@@ -413,7 +427,8 @@ Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
                      cpu::logdet_gram_heads_forward<T>(Z->as<T>(), alpha->as<T>(), R->as<T>(), batch, m, heads, n,
                                                        ptr<double>(chol));
                    else
-                     cpu::logdet_gram_forward<T>(Z->as<T>(), alpha->as<T>(), R->as<T>(), batch, m, n, ptr<double>(chol));
+                     cpu::logdet_gram_forward<T>(Z->as<T>(), alpha->as<T>(), R->as<T>(), batch, m, n,
+                                                 ptr<double>(chol));
                  }));
   return info.Env().Undefined();
 }
@@ -601,9 +616,9 @@ Napi::Value TssaCausalBackward(const Napi::CallbackInfo& info) {
   expect_opt(a, dden, "ddenomBias", dt, H * Tmax);
   if (a.on_cuda()) {
     cuda_f32_only(a, "W", dt);
-    cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_backward_f32(
-                      W->as<float>(), temp->as<float>(), den->as<float>(), dY->as<float>(), dW->as<float>(),
-                      ptr<float>(dtemp), ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));
+    cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_backward_f32(W->as<float>(), temp->as<float>(), den->as<float>(),
+                                                                  dY->as<float>(), dW->as<float>(), ptr<float>(dtemp),
+                                                                  ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));
     return info.Env().Undefined();
   }
   FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {

@@ -82,8 +82,8 @@ void load() {
     return;
   }
   std::string missing;
-#define CRATE_CUDA_RESOLVE(name)                                                          \
-  s.api.name = reinterpret_cast<decltype(s.api.name)>(dlsym(s.handle, #name));          \
+#define CRATE_CUDA_RESOLVE(name)                                               \
+  s.api.name = reinterpret_cast<decltype(s.api.name)>(dlsym(s.handle, #name)); \
   if (!s.api.name) missing += std::string(missing.empty() ? "" : ", ") + #name;
   CRATE_CUDA_FUNCS(CRATE_CUDA_RESOLVE)
 #undef CRATE_CUDA_RESOLVE
@@ -116,8 +116,8 @@ void cuda_check(const Args& a, crate_status st) {
   if (st == CRATE_OK) return;
   const char* msg = g_state.api.crate_cuda_last_error ? g_state.api.crate_cuda_last_error() : "unknown CUDA error";
   Napi::Error err = Napi::Error::New(a.env(), std::string(a.op()) + " (cuda): " + (msg ? msg : ""));
-  const char* code = st == CRATE_ERR_NUMERICAL       ? "CRATE_NUMERICAL"
-                     : st == CRATE_ERR_OUT_OF_MEMORY ? "CRATE_OOM"
+  const char* code = st == CRATE_ERR_NUMERICAL          ? "CRATE_NUMERICAL"
+                     : st == CRATE_ERR_OUT_OF_MEMORY    ? "CRATE_OOM"
                      : st == CRATE_ERR_INVALID_ARGUMENT ? "CRATE_INVALID_ARGUMENT"
                                                         : "CRATE_CUDA";
   err.Set("code", Napi::String::New(a.env(), code));

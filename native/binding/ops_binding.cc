@@ -20,18 +20,40 @@ using cpu::BinaryOp;
 using cpu::ReduceOp;
 using cpu::UnaryOp;
 
-#define DISPATCH_FLOAT(args, dt, T, ...)                                  \
-  switch (dt) {                                                           \
-    case DType::f32: { using T = float; __VA_ARGS__; break; }             \
-    case DType::f64: { using T = double; __VA_ARGS__; break; }            \
-    default: args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
+#define DISPATCH_FLOAT(args, dt, T, ...)                                                  \
+  switch (dt) {                                                                           \
+    case DType::f32: {                                                                    \
+      using T = float;                                                                    \
+      __VA_ARGS__;                                                                        \
+      break;                                                                              \
+    }                                                                                     \
+    case DType::f64: {                                                                    \
+      using T = double;                                                                   \
+      __VA_ARGS__;                                                                        \
+      break;                                                                              \
+    }                                                                                     \
+    default:                                                                              \
+      args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
   }
-#define DISPATCH_ALL(args, dt, T, ...)                                    \
-  switch (dt) {                                                           \
-    case DType::f32: { using T = float; __VA_ARGS__; break; }             \
-    case DType::f64: { using T = double; __VA_ARGS__; break; }            \
-    case DType::i32: { using T = int32_t; __VA_ARGS__; break; }           \
-    default: args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported"); \
+#define DISPATCH_ALL(args, dt, T, ...)                                         \
+  switch (dt) {                                                                \
+    case DType::f32: {                                                         \
+      using T = float;                                                         \
+      __VA_ARGS__;                                                             \
+      break;                                                                   \
+    }                                                                          \
+    case DType::f64: {                                                         \
+      using T = double;                                                        \
+      __VA_ARGS__;                                                             \
+      break;                                                                   \
+    }                                                                          \
+    case DType::i32: {                                                         \
+      using T = int32_t;                                                       \
+      __VA_ARGS__;                                                             \
+      break;                                                                   \
+    }                                                                          \
+    default:                                                                   \
+      args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported"); \
   }
 
 DType dtype_arg(const Args& a, size_t i) {
@@ -307,8 +329,8 @@ Napi::Value Where(const Napi::CallbackInfo& info) {
       return info.Env().Undefined();
     }
     if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "a", x->dtype, "f32, bf16");
-    cuda_check(a, cuda_api(a).crate_cuda_where_f32(c->as<float>(), cs.data(), x->as<float>(), xs.data(),
-                                                   y->as<float>(), ys.data(), o->as<float>(), shape.data(),
+    cuda_check(a, cuda_api(a).crate_cuda_where_f32(c->as<float>(), cs.data(), x->as<float>(), xs.data(), y->as<float>(),
+                                                   ys.data(), o->as<float>(), shape.data(),
                                                    static_cast<int>(shape.size()), nullptr));
     return info.Env().Undefined();
   }
@@ -614,10 +636,9 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   a.expect(rstd, "rstd", dt, rows);
   if (a.on_cuda()) {
     CUDA_F32_ONLY(a, dt, "x");
-    cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_f32(x->as<float>(), w ? w->as<float>() : nullptr,
-                                                               b ? b->as<float>() : nullptr, y->as<float>(),
-                                                               mean->as<float>(), rstd->as<float>(), rows, cols, eps,
-                                                               nullptr));
+    cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_f32(
+                      x->as<float>(), w ? w->as<float>() : nullptr, b ? b->as<float>() : nullptr, y->as<float>(),
+                      mean->as<float>(), rstd->as<float>(), rows, cols, eps, nullptr));
     return info.Env().Undefined();
   }
   DISPATCH_FLOAT(a, dt, T,
@@ -649,16 +670,16 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   if (db) a.expect(db, "dbias", dt, cols);
   if (a.on_cuda()) {
     CUDA_F32_ONLY(a, dt, "x");
-    cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_f32(
-                      x->as<float>(), w ? w->as<float>() : nullptr, mean->as<float>(), rstd->as<float>(),
-                      g->as<float>(), dx->as<float>(), dw ? dw->as<float>() : nullptr, db ? db->as<float>() : nullptr,
-                      rows, cols, nullptr));
+    cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_f32(x->as<float>(), w ? w->as<float>() : nullptr,
+                                                                mean->as<float>(), rstd->as<float>(), g->as<float>(),
+                                                                dx->as<float>(), dw ? dw->as<float>() : nullptr,
+                                                                db ? db->as<float>() : nullptr, rows, cols, nullptr));
     return info.Env().Undefined();
   }
-  DISPATCH_FLOAT(a, dt, T,
-                 cpu::layernorm_backward<T>(x->as<T>(), w ? w->as<T>() : nullptr, mean->as<T>(), rstd->as<T>(),
-                                            g->as<T>(), dx->as<T>(), dw ? dw->as<T>() : nullptr,
-                                            db ? db->as<T>() : nullptr, rows, cols));
+  DISPATCH_FLOAT(
+      a, dt, T,
+      cpu::layernorm_backward<T>(x->as<T>(), w ? w->as<T>() : nullptr, mean->as<T>(), rstd->as<T>(), g->as<T>(),
+                                 dx->as<T>(), dw ? dw->as<T>() : nullptr, db ? db->as<T>() : nullptr, rows, cols));
   return info.Env().Undefined();
 }
 

@@ -79,7 +79,8 @@ Storage* Args::storage_or_null(size_t i, const char* name) const {
 }
 
 Storage* Args::storage(size_t i, const char* name) const {
-  if (i >= info_.Length() || !info_[i].IsObject()) fail(std::string("argument '") + name + "' must be a tensor storage");
+  if (i >= info_.Length() || !info_[i].IsObject())
+    fail(std::string("argument '") + name + "' must be a tensor storage");
   Napi::Object o = info_[i].As<Napi::Object>();
   if (!o.CheckTypeTag(&kStorageTag)) fail(std::string("argument '") + name + "' is not a crate tensor storage");
   StorageWrap* w = StorageWrap::Unwrap(o);

@@ -14,10 +14,14 @@ enum class Device : int { cpu = 0, cuda = 1 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::i32: return 4;
-    case DType::bf16: return 2;
+    case DType::f32:
+      return 4;
+    case DType::f64:
+      return 8;
+    case DType::i32:
+      return 4;
+    case DType::bf16:
+      return 2;
   }
   return 0;
 }
@@ -26,10 +30,14 @@ inline const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
-    case DType::i32: return "i32";
-    case DType::bf16: return "bf16";
+    case DType::f32:
+      return "f32";
+    case DType::f64:
+      return "f64";
+    case DType::i32:
+      return "i32";
+    case DType::bf16:
+      return "bf16";
   }
   return "?";
 }
@@ -46,7 +54,7 @@ struct NumericalError : Error {
 
 }  // namespace crate
 
-#define CRATE_CHECK(cond, msg)                                                \
-  do {                                                                        \
-    if (!(cond)) throw ::crate::Error(std::string(msg));                      \
+#define CRATE_CHECK(cond, msg)                           \
+  do {                                                   \
+    if (!(cond)) throw ::crate::Error(std::string(msg)); \
   } while (0)

@@ -10,7 +10,6 @@ namespace crate {
 int num_threads();
 // n <= 0 resets to the default (CRATE_NUM_THREADS env, else hardware concurrency).
 void set_num_threads(int n);
-void parallel_for(int64_t begin, int64_t end, int64_t grain,
-                  const std::function<void(int64_t, int64_t)>& fn);
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
 }  // namespace crate

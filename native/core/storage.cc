@@ -44,8 +44,10 @@ void* os_alloc(size_t cls) {
   return std::aligned_alloc(64, cls);
 }
 void os_free(void* p, size_t cls) {
-  if (cls >= kLargeBytes) munmap(p, cls);
-  else std::free(p);
+  if (cls >= kLargeBytes)
+    munmap(p, cls);
+  else
+    std::free(p);
 }
 
 class HostCache {
@@ -130,9 +132,9 @@ void account(Device d, int64_t dbuf, int64_t dbytes) {
 Storage* storage_new(Device device, DType dtype, int64_t numel, bool zero) {
   CRATE_CHECK(numel >= 0, "storage: negative element count " + std::to_string(numel));
   const size_t esize = dtype_size(dtype);
-  CRATE_CHECK(static_cast<uint64_t>(numel) <= (uint64_t(1) << 46) / esize,
-              "storage: " + std::to_string(numel) + " elements of " + dtype_name(dtype) +
-                  " exceed the 64 TiB addressing limit");
+  CRATE_CHECK(static_cast<uint64_t>(numel) <= (uint64_t(1) << 46) / esize, "storage: " + std::to_string(numel) +
+                                                                               " elements of " + dtype_name(dtype) +
+                                                                               " exceed the 64 TiB addressing limit");
   auto* s = new Storage();
   s->device = device;
   s->dtype = dtype;

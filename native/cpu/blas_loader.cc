@@ -15,8 +15,8 @@ Api load() {
   Api a;
   std::vector<std::string> names;
   if (const char* env = std::getenv("CRATE_BLAS_LIB")) names.push_back(env);
-  for (const char* n : {"libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0", "libblis.so.4", "libmkl_rt.so",
-                        "libblas.so.3"})
+  for (const char* n :
+       {"libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0", "libblis.so.4", "libmkl_rt.so", "libblas.so.3"})
     names.push_back(n);
   std::string tried;
   for (const auto& n : names) {

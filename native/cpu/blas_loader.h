@@ -10,9 +10,10 @@ namespace crate::cpu::blas {
 
 struct Api {
   // cblas_?gemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), LP64 ints
-  void (*sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int) = nullptr;
-  void (*dgemm)(int, int, int, int, int, int, double, const double*, int, const double*, int, double, double*, int) =
-      nullptr;
+  void (*sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                int) = nullptr;
+  void (*dgemm)(int, int, int, int, int, int, double, const double*, int, const double*, int, double, double*,
+                int) = nullptr;
   void (*set_num_threads)(int) = nullptr;
   std::string path;
   std::string reason;

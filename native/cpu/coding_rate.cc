@@ -25,8 +25,8 @@ namespace {
 #ifndef CRATE_SOLVE_NB
 #define CRATE_SOLVE_NB 16
 #endif
-constexpr int64_t kNB = 64;       // Gram row-block size
-constexpr int64_t kCholNB = CRATE_CHOL_NB;  // Cholesky block: the update from earlier blocks goes to gemm
+constexpr int64_t kNB = 64;                   // Gram row-block size
+constexpr int64_t kCholNB = CRATE_CHOL_NB;    // Cholesky block: the update from earlier blocks goes to gemm
 constexpr int64_t kSolveNB = CRATE_SOLVE_NB;  // triangular-solve block: the off-diagonal work goes to gemm
 
 // ----------------------------------------------------------------------------------------------
@@ -59,15 +59,22 @@ void raise_first(const std::vector<Status>& st, const Layout& lay) {
     const Status& s = st[idx];
     const int64_t i = static_cast<int64_t>(idx);
     switch (s.code) {
-      case kOk: continue;
-      case kZNaN: throw NumericalError("coding_rate: " + lay.name(i) + " contains NaN");
-      case kZInf: throw NumericalError("coding_rate: " + lay.name(i) + " contains Inf");
-      case kAlphaNaN: throw NumericalError("coding_rate: " + lay.scalar("alpha", i) + " is NaN");
-      case kAlphaInf: throw NumericalError("coding_rate: " + lay.scalar("alpha", i) + " is Inf");
+      case kOk:
+        continue;
+      case kZNaN:
+        throw NumericalError("coding_rate: " + lay.name(i) + " contains NaN");
+      case kZInf:
+        throw NumericalError("coding_rate: " + lay.name(i) + " contains Inf");
+      case kAlphaNaN:
+        throw NumericalError("coding_rate: " + lay.scalar("alpha", i) + " is NaN");
+      case kAlphaInf:
+        throw NumericalError("coding_rate: " + lay.scalar("alpha", i) + " is Inf");
       case kAlphaNonPos:
         throw Error("coding_rate: " + lay.scalar("alpha", i) + " = " + std::to_string(s.value) + " must be > 0");
-      case kDRNaN: throw NumericalError("coding_rate: " + lay.scalar("dR", i) + " is NaN");
-      case kDRInf: throw NumericalError("coding_rate: " + lay.scalar("dR", i) + " is Inf");
+      case kDRNaN:
+        throw NumericalError("coding_rate: " + lay.scalar("dR", i) + " is NaN");
+      case kDRInf:
+        throw NumericalError("coding_rate: " + lay.scalar("dR", i) + " is Inf");
       case kNotPD:
         throw NumericalError("coding_rate: not positive definite at batch " + std::to_string(i) + ", pivot " +
                              std::to_string(s.pivot) + " (overflow in I + alpha*Gram?)");
@@ -220,8 +227,8 @@ void need(const void* ptr, const char* fn, const char* arg) {
 
 // ----------------------------------------------------------------------------------------------
 template <class T>
-void forward_impl(const char* fn, const T* Z, const Layout& lay, const T* alpha, T* R, int64_t batch,
-                  int64_t m, int64_t n, double* chol) {
+void forward_impl(const char* fn, const T* Z, const Layout& lay, const T* alpha, T* R, int64_t batch, int64_t m,
+                  int64_t n, double* chol) {
   if (batch == 0) return;
   need(alpha, fn, "alpha");
   need(R, fn, "R");
@@ -257,8 +264,8 @@ void forward_impl(const char* fn, const T* Z, const Layout& lay, const T* alpha,
 }
 
 template <class T>
-void backward_impl(const char* fn, const T* Z, const Layout& lay, const T* alpha, const T* dR, T* dZ,
-                   int64_t batch, int64_t m, int64_t n, const double* chol) {
+void backward_impl(const char* fn, const T* Z, const Layout& lay, const T* alpha, const T* dR, T* dZ, int64_t batch,
+                   int64_t m, int64_t n, const double* chol) {
   if (batch == 0) return;
   need(alpha, fn, "alpha");
   need(dR, fn, "dR");
@@ -367,17 +374,17 @@ void logdet_gram_heads_backward(const T* X, const T* alpha, const T* dR, T* dX, 
 
 template void logdet_gram_forward<float>(const float*, const float*, float*, int64_t, int64_t, int64_t, double*);
 template void logdet_gram_forward<double>(const double*, const double*, double*, int64_t, int64_t, int64_t, double*);
-template void logdet_gram_backward<float>(const float*, const float*, const float*, float*, int64_t, int64_t,
-                                          int64_t, const double*);
+template void logdet_gram_backward<float>(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
+                                          const double*);
 template void logdet_gram_backward<double>(const double*, const double*, const double*, double*, int64_t, int64_t,
                                            int64_t, const double*);
-template void logdet_gram_heads_forward<float>(const float*, const float*, float*, int64_t, int64_t, int64_t,
-                                               int64_t, double*);
+template void logdet_gram_heads_forward<float>(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
+                                               double*);
 template void logdet_gram_heads_forward<double>(const double*, const double*, double*, int64_t, int64_t, int64_t,
                                                 int64_t, double*);
-template void logdet_gram_heads_backward<float>(const float*, const float*, const float*, float*, int64_t,
-                                                int64_t, int64_t, int64_t, const double*);
-template void logdet_gram_heads_backward<double>(const double*, const double*, const double*, double*, int64_t,
-                                                 int64_t, int64_t, int64_t, const double*);
+template void logdet_gram_heads_backward<float>(const float*, const float*, const float*, float*, int64_t, int64_t,
+                                                int64_t, int64_t, const double*);
+template void logdet_gram_heads_backward<double>(const double*, const double*, const double*, double*, int64_t, int64_t,
+                                                 int64_t, int64_t, const double*);
 
 }  // namespace crate::cpu

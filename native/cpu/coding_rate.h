@@ -31,16 +31,15 @@ size_t logdet_gram_chol_numel(int64_t batch, int64_t m, int64_t n);
 //                       row-major (= the lower factor L_b = U_bᵀ in column-major); strict lower
 //                       triangle zeroed. logdet A_b = 2 Σ_j log U_b[j,j].
 template <class T>
-void logdet_gram_forward(const T* Z, const T* alpha, T* R, int64_t batch, int64_t m, int64_t n,
-                         double* chol);
+void logdet_gram_forward(const T* Z, const T* alpha, T* R, int64_t batch, int64_t m, int64_t n, double* chol);
 
 // dR    (batch)         upstream gradient of R_b
 // dZ    (batch, m, n)   out (overwritten): dR_b · α_b · (I + α_b Z_b Z_bᵀ)⁻¹ Z_b
 // chol  (batch, k, k)   nullable: factors saved by the forward for the same Z and alpha
 //                       (not re-validated); NULL recomputes them.
 template <class T>
-void logdet_gram_backward(const T* Z, const T* alpha, const T* dR, T* dZ, int64_t batch, int64_t m,
-                          int64_t n, const double* chol);
+void logdet_gram_backward(const T* Z, const T* alpha, const T* dR, T* dZ, int64_t batch, int64_t m, int64_t n,
+                          const double* chol);
 
 // Per-head helper for the (B, N, H·p) layout of qkv(LN(x)) (the R^c measurement and ToST-style
 // objectives) without a transpose: item (b, h) is Z_bh = X[b, :, h·p:(h+1)·p], an N×p matrix
@@ -50,12 +49,12 @@ void logdet_gram_backward(const T* Z, const T* alpha, const T* dR, T* dZ, int64_
 // R     (B, H)          out: ½ logdet(I_N + α_bh Z_bh Z_bhᵀ) = ½ logdet(I_p + α_bh Z_bhᵀ Z_bh)
 // chol  (B*H, k, k)     nullable, k = min(N, p); as above (Gram Z_bhᵀZ_bh when N > p)
 template <class T>
-void logdet_gram_heads_forward(const T* X, const T* alpha, T* R, int64_t B, int64_t N, int64_t H,
-                               int64_t p, double* chol);
+void logdet_gram_heads_forward(const T* X, const T* alpha, T* R, int64_t B, int64_t N, int64_t H, int64_t p,
+                               double* chol);
 // dR    (B, H)
 // dX    (B, N, H*p)     out (overwritten, every element belongs to one head)
 template <class T>
-void logdet_gram_heads_backward(const T* X, const T* alpha, const T* dR, T* dX, int64_t B, int64_t N,
-                                int64_t H, int64_t p, const double* chol);
+void logdet_gram_heads_backward(const T* X, const T* alpha, const T* dR, T* dX, int64_t B, int64_t N, int64_t H,
+                                int64_t p, const double* chol);
 
 }  // namespace crate::cpu

@@ -2,10 +2,10 @@
 // Contiguous fast paths run a flat loop the compiler vectorizes; the general path walks the
 // output in rows of the last dimension. Work is split over the thread pool in large chunks.
 #include <cmath>
-#include <string>
-#include <type_traits>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <type_traits>
 
 #include "../core/parallel.h"
 #include "kernels.h"
@@ -25,7 +25,8 @@ template <class F>
 void with_unary_op(UnaryOp op, F&& f) {
   switch (op) {
 #define CRATE_UNARY_CASE(name) \
-  case UnaryOp::name: return f(UnaryTag<UnaryOp::name>{});
+  case UnaryOp::name:          \
+    return f(UnaryTag<UnaryOp::name>{});
     CRATE_UNARY_CASE(neg)
     CRATE_UNARY_CASE(exp)
     CRATE_UNARY_CASE(log)
@@ -45,47 +46,72 @@ void with_unary_op(UnaryOp op, F&& f) {
     CRATE_UNARY_CASE(sin)
     CRATE_UNARY_CASE(cos)
 #undef CRATE_UNARY_CASE
-    default: throw Error("unary: unknown op " + std::to_string(static_cast<int>(op)));
+    default:
+      throw Error("unary: unknown op " + std::to_string(static_cast<int>(op)));
   }
 }
 
 template <class T>
 inline T unary_value(UnaryOp op, T x, double a, double b) {
   switch (op) {
-    case UnaryOp::neg: return -x;
-    case UnaryOp::exp: return std::exp(x);
-    case UnaryOp::log: return std::log(x);
-    case UnaryOp::sqrt: return std::sqrt(x);
-    case UnaryOp::abs: return std::abs(x);
-    case UnaryOp::relu: return x > T(0) ? x : T(0);
-    case UnaryOp::gelu: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+    case UnaryOp::neg:
+      return -x;
+    case UnaryOp::exp:
+      return std::exp(x);
+    case UnaryOp::log:
+      return std::log(x);
+    case UnaryOp::sqrt:
+      return std::sqrt(x);
+    case UnaryOp::abs:
+      return std::abs(x);
+    case UnaryOp::relu:
+      return x > T(0) ? x : T(0);
+    case UnaryOp::gelu:
+      return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
     case UnaryOp::gelu_tanh: {
       T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
       return T(0.5) * x * (T(1) + std::tanh(u));
     }
-    case UnaryOp::tanh: return std::tanh(x);
-    case UnaryOp::sigmoid: return x >= T(0) ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
-    case UnaryOp::pow_scalar: return std::pow(x, T(a));
-    case UnaryOp::clamp: return x < T(a) ? T(a) : (x > T(b) ? T(b) : x);
-    case UnaryOp::affine: return x * T(a) + T(b);
-    case UnaryOp::sign: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-    case UnaryOp::square: return x * x;
-    case UnaryOp::rsqrt: return T(1) / std::sqrt(x);
-    case UnaryOp::sin: return std::sin(x);
-    case UnaryOp::cos: return std::cos(x);
-    default: return x;
+    case UnaryOp::tanh:
+      return std::tanh(x);
+    case UnaryOp::sigmoid:
+      return x >= T(0) ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
+    case UnaryOp::pow_scalar:
+      return std::pow(x, T(a));
+    case UnaryOp::clamp:
+      return x < T(a) ? T(a) : (x > T(b) ? T(b) : x);
+    case UnaryOp::affine:
+      return x * T(a) + T(b);
+    case UnaryOp::sign:
+      return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    case UnaryOp::square:
+      return x * x;
+    case UnaryOp::rsqrt:
+      return T(1) / std::sqrt(x);
+    case UnaryOp::sin:
+      return std::sin(x);
+    case UnaryOp::cos:
+      return std::cos(x);
+    default:
+      return x;
   }
 }
 
 template <class T>
 inline T unary_grad(UnaryOp op, T x, T y, T g, double a, double b) {
   switch (op) {
-    case UnaryOp::neg: return -g;
-    case UnaryOp::exp: return g * y;
-    case UnaryOp::log: return g / x;
-    case UnaryOp::sqrt: return g * T(0.5) / y;
-    case UnaryOp::abs: return x > T(0) ? g : (x < T(0) ? -g : T(0));
-    case UnaryOp::relu: return x > T(0) ? g : T(0);
+    case UnaryOp::neg:
+      return -g;
+    case UnaryOp::exp:
+      return g * y;
+    case UnaryOp::log:
+      return g / x;
+    case UnaryOp::sqrt:
+      return g * T(0.5) / y;
+    case UnaryOp::abs:
+      return x > T(0) ? g : (x < T(0) ? -g : T(0));
+    case UnaryOp::relu:
+      return x > T(0) ? g : T(0);
     case UnaryOp::gelu: {
       T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
       T pdf = std::exp(T(-0.5) * x * x) * T(0.3989422804014327);
@@ -98,17 +124,28 @@ inline T unary_grad(UnaryOp op, T x, T y, T g, double a, double b) {
       T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x2);
       return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
     }
-    case UnaryOp::tanh: return g * (T(1) - y * y);
-    case UnaryOp::sigmoid: return g * y * (T(1) - y);
-    case UnaryOp::pow_scalar: return a == 0.0 ? T(0) : g * T(a) * std::pow(x, T(a - 1.0));
-    case UnaryOp::clamp: return (x >= T(a) && x <= T(b)) ? g : T(0);
-    case UnaryOp::affine: return g * T(a);
-    case UnaryOp::sign: return T(0);
-    case UnaryOp::square: return g * T(2) * x;
-    case UnaryOp::rsqrt: return g * T(-0.5) * y * y * y;
-    case UnaryOp::sin: return g * std::cos(x);
-    case UnaryOp::cos: return -g * std::sin(x);
-    default: return T(0);
+    case UnaryOp::tanh:
+      return g * (T(1) - y * y);
+    case UnaryOp::sigmoid:
+      return g * y * (T(1) - y);
+    case UnaryOp::pow_scalar:
+      return a == 0.0 ? T(0) : g * T(a) * std::pow(x, T(a - 1.0));
+    case UnaryOp::clamp:
+      return (x >= T(a) && x <= T(b)) ? g : T(0);
+    case UnaryOp::affine:
+      return g * T(a);
+    case UnaryOp::sign:
+      return T(0);
+    case UnaryOp::square:
+      return g * T(2) * x;
+    case UnaryOp::rsqrt:
+      return g * T(-0.5) * y * y * y;
+    case UnaryOp::sin:
+      return g * std::cos(x);
+    case UnaryOp::cos:
+      return -g * std::sin(x);
+    default:
+      return T(0);
   }
 }
 
@@ -120,7 +157,8 @@ template <class F>
 void with_binary_op(BinaryOp op, F&& f) {
   switch (op) {
 #define CRATE_BINARY_CASE(name) \
-  case BinaryOp::name: return f(BinaryTag<BinaryOp::name>{});
+  case BinaryOp::name:          \
+    return f(BinaryTag<BinaryOp::name>{});
     CRATE_BINARY_CASE(add)
     CRATE_BINARY_CASE(sub)
     CRATE_BINARY_CASE(mul)
@@ -135,47 +173,76 @@ void with_binary_op(BinaryOp op, F&& f) {
     CRATE_BINARY_CASE(gt)
     CRATE_BINARY_CASE(ge)
 #undef CRATE_BINARY_CASE
-    default: throw Error("binary: unknown op " + std::to_string(static_cast<int>(op)));
+    default:
+      throw Error("binary: unknown op " + std::to_string(static_cast<int>(op)));
   }
 }
 
 template <class T>
 inline T binary_value(BinaryOp op, T a, T b) {
   switch (op) {
-    case BinaryOp::add: return a + b;
-    case BinaryOp::sub: return a - b;
-    case BinaryOp::mul: return a * b;
-    case BinaryOp::div: return a / b;
-    case BinaryOp::pow: return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
-    case BinaryOp::maximum: return (a != a || a > b) ? a : b;  // NaN propagates
-    case BinaryOp::minimum: return (a != a || a < b) ? a : b;
-    case BinaryOp::eq: return a == b ? T(1) : T(0);
-    case BinaryOp::ne: return a != b ? T(1) : T(0);
-    case BinaryOp::lt: return a < b ? T(1) : T(0);
-    case BinaryOp::le: return a <= b ? T(1) : T(0);
-    case BinaryOp::gt: return a > b ? T(1) : T(0);
-    case BinaryOp::ge: return a >= b ? T(1) : T(0);
-    default: return T(0);
+    case BinaryOp::add:
+      return a + b;
+    case BinaryOp::sub:
+      return a - b;
+    case BinaryOp::mul:
+      return a * b;
+    case BinaryOp::div:
+      return a / b;
+    case BinaryOp::pow:
+      return static_cast<T>(std::pow(static_cast<double>(a), static_cast<double>(b)));
+    case BinaryOp::maximum:
+      return (a != a || a > b) ? a : b;  // NaN propagates
+    case BinaryOp::minimum:
+      return (a != a || a < b) ? a : b;
+    case BinaryOp::eq:
+      return a == b ? T(1) : T(0);
+    case BinaryOp::ne:
+      return a != b ? T(1) : T(0);
+    case BinaryOp::lt:
+      return a < b ? T(1) : T(0);
+    case BinaryOp::le:
+      return a <= b ? T(1) : T(0);
+    case BinaryOp::gt:
+      return a > b ? T(1) : T(0);
+    case BinaryOp::ge:
+      return a >= b ? T(1) : T(0);
+    default:
+      return T(0);
   }
 }
 
 template <>
 inline int32_t binary_value<int32_t>(BinaryOp op, int32_t a, int32_t b) {
   switch (op) {
-    case BinaryOp::add: return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
-    case BinaryOp::sub: return static_cast<int32_t>(static_cast<uint32_t>(a) - static_cast<uint32_t>(b));
-    case BinaryOp::mul: return static_cast<int32_t>(static_cast<uint32_t>(a) * static_cast<uint32_t>(b));
-    case BinaryOp::div: return b == 0 ? 0 : (a == std::numeric_limits<int32_t>::min() && b == -1 ? a : a / b);
-    case BinaryOp::pow: return static_cast<int32_t>(std::pow(static_cast<double>(a), static_cast<double>(b)));
-    case BinaryOp::maximum: return a > b ? a : b;
-    case BinaryOp::minimum: return a < b ? a : b;
-    case BinaryOp::eq: return a == b;
-    case BinaryOp::ne: return a != b;
-    case BinaryOp::lt: return a < b;
-    case BinaryOp::le: return a <= b;
-    case BinaryOp::gt: return a > b;
-    case BinaryOp::ge: return a >= b;
-    default: return 0;
+    case BinaryOp::add:
+      return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+    case BinaryOp::sub:
+      return static_cast<int32_t>(static_cast<uint32_t>(a) - static_cast<uint32_t>(b));
+    case BinaryOp::mul:
+      return static_cast<int32_t>(static_cast<uint32_t>(a) * static_cast<uint32_t>(b));
+    case BinaryOp::div:
+      return b == 0 ? 0 : (a == std::numeric_limits<int32_t>::min() && b == -1 ? a : a / b);
+    case BinaryOp::pow:
+      return static_cast<int32_t>(std::pow(static_cast<double>(a), static_cast<double>(b)));
+    case BinaryOp::maximum:
+      return a > b ? a : b;
+    case BinaryOp::minimum:
+      return a < b ? a : b;
+    case BinaryOp::eq:
+      return a == b;
+    case BinaryOp::ne:
+      return a != b;
+    case BinaryOp::lt:
+      return a < b;
+    case BinaryOp::le:
+      return a <= b;
+    case BinaryOp::gt:
+      return a > b;
+    case BinaryOp::ge:
+      return a >= b;
+    default:
+      return 0;
   }
 }
 
@@ -238,8 +305,8 @@ void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* dx, int64
 }
 
 template <class T>
-void binary(BinaryOp op, const T* a, const int64_t* astr, const T* b, const int64_t* bstr, T* out,
-            const int64_t* shape, int ndim) {
+void binary(BinaryOp op, const T* a, const int64_t* astr, const T* b, const int64_t* bstr, T* out, const int64_t* shape,
+            int ndim) {
   CRATE_CHECK(ndim <= 16, "binary: more than 16 dimensions");
   const int64_t n = numel_of(shape, ndim);
   if (n == 0) return;
@@ -277,8 +344,8 @@ void binary(BinaryOp op, const T* a, const int64_t* astr, const T* b, const int6
 }
 
 template <class T>
-void where(const T* c, const int64_t* cstr, const T* a, const int64_t* astr, const T* b, const int64_t* bstr,
-           T* out, const int64_t* shape, int ndim) {
+void where(const T* c, const int64_t* cstr, const T* a, const int64_t* astr, const T* b, const int64_t* bstr, T* out,
+           const int64_t* shape, int ndim) {
   CRATE_CHECK(ndim <= 16, "where: more than 16 dimensions");
   const int64_t n = numel_of(shape, ndim);
   if (n == 0) return;
@@ -293,8 +360,7 @@ void where(const T* c, const int64_t* cstr, const T* a, const int64_t* astr, con
   parallel_for(0, rows, grain_rows, [&](int64_t lo, int64_t hi) {
     T* o = out + lo * shape[ndim - 1];
     for_rows<3>(shape, ndim, strides, lo, hi, [&](const int64_t* off, int64_t len) {
-      for (int64_t j = 0; j < len; ++j)
-        o[j] = c[off[0] + j * cs] != T(0) ? a[off[1] + j * as] : b[off[2] + j * bs];
+      for (int64_t j = 0; j < len; ++j) o[j] = c[off[0] + j * cs] != T(0) ? a[off[1] + j * as] : b[off[2] + j * bs];
       o += len;
     });
   });
@@ -336,16 +402,16 @@ int64_t find_nonfinite(const T* x, int64_t n) {
 }
 
 #define CRATE_FLOAT_TYPES(X) X(float) X(double)
-#define INST_UNARY(T)                                                                               \
-  template void unary<T>(UnaryOp, const T*, T*, int64_t, double, double);                        \
+#define INST_UNARY(T)                                                                                  \
+  template void unary<T>(UnaryOp, const T*, T*, int64_t, double, double);                              \
   template void unary_backward<T>(UnaryOp, const T*, const T*, const T*, T*, int64_t, double, double); \
   template int64_t find_nonfinite<T>(const T*, int64_t);
 CRATE_FLOAT_TYPES(INST_UNARY)
-#define INST_ALL(T)                                                                                             \
+#define INST_ALL(T)                                                                                               \
   template void binary<T>(BinaryOp, const T*, const int64_t*, const T*, const int64_t*, T*, const int64_t*, int); \
-  template void where<T>(const T*, const int64_t*, const T*, const int64_t*, const T*, const int64_t*, T*,       \
-                         const int64_t*, int);                                                                   \
-  template void fill<T>(T*, int64_t, double);                                                                    \
+  template void where<T>(const T*, const int64_t*, const T*, const int64_t*, const T*, const int64_t*, T*,        \
+                         const int64_t*, int);                                                                    \
+  template void fill<T>(T*, int64_t, double);                                                                     \
   template void arange<T>(T*, int64_t, double, double);
 INST_ALL(float)
 INST_ALL(double)

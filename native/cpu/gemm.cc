@@ -36,9 +36,9 @@ template <>
 struct Tile<double> {
   static constexpr int MR = 6, NR = 8;
 };
-constexpr int64_t KC = 256;  // depth of a packed block (A strip 6×256×4 B = 6 KiB in L1)
-constexpr int64_t MC = 96;   // rows of A per block (96×256×4 B = 96 KiB in L2)
-constexpr int64_t NC = 3072; // columns of B per block (256×3072×4 B = 3 MiB in L3)
+constexpr int64_t KC = 256;   // depth of a packed block (A strip 6×256×4 B = 6 KiB in L1)
+constexpr int64_t MC = 96;    // rows of A per block (96×256×4 B = 96 KiB in L2)
+constexpr int64_t NC = 3072;  // columns of B per block (256×3072×4 B = 3 MiB in L3)
 
 bool has_avx2() {
   static const bool ok = [] {
@@ -100,8 +100,7 @@ void store_tile(const T* acc, T* C, int64_t ldc, int64_t mr, int64_t nr, T alpha
 }
 
 template <class T>
-void kernel_portable(int64_t kc, const T* Ap, const T* Bp, T* C, int64_t ldc, int64_t mr, int64_t nr, T alpha,
-                     T beta) {
+void kernel_portable(int64_t kc, const T* Ap, const T* Bp, T* C, int64_t ldc, int64_t mr, int64_t nr, T alpha, T beta) {
   constexpr int MR = Tile<T>::MR, NR = Tile<T>::NR;
   T acc[MR * NR] = {};
   for (int64_t k = 0; k < kc; ++k) {
@@ -115,7 +114,7 @@ void kernel_portable(int64_t kc, const T* Ap, const T* Bp, T* C, int64_t ldc, in
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* Ap, const float* Bp, float* C,
-                                                       int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
+                                                     int64_t ldc, int64_t mr, int64_t nr, float alpha, float beta) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
@@ -165,7 +164,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* Ap
 }
 
 __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const double* Ap, const double* Bp, double* C,
-                                                       int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
+                                                     int64_t ldc, int64_t mr, int64_t nr, double alpha, double beta) {
   __m256d c[6][2];
   for (int r = 0; r < 6; ++r) c[r][0] = c[r][1] = _mm256_setzero_pd();
   for (int64_t k = 0; k < kc; ++k) {
@@ -246,15 +245,16 @@ void gemm_own(bool tA, bool tB, int64_t M, int64_t N, int64_t K, T alpha, const 
     parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) {
       T* Bp = scratch<T>(0, static_cast<size_t>(K * nstrips * NR));
       T* Ap = scratch<T>(1, static_cast<size_t>(((mcb + MR - 1) / MR) * MR * K));
-      for (int64_t s = 0; s < nstrips; ++s) pack_b_strip(tB, B, ldb, 0, K, s * NR, std::min<int64_t>(NR, N - s * NR), Bp + s * K * NR);
+      for (int64_t s = 0; s < nstrips; ++s)
+        pack_b_strip(tB, B, ldb, 0, K, s * NR, std::min<int64_t>(NR, N - s * NR), Bp + s * K * NR);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t ic = b * mcb, mc = std::min(mcb, M - ic);
         pack_a(tA, A, lda, ic, mc, 0, K, Ap);
         for (int64_t s = 0; s < nstrips; ++s) {
           const int64_t nr = std::min<int64_t>(NR, N - s * NR);
           for (int64_t is = 0; is < mc; is += MR)
-            micro<T>(K, Ap + is * K, Bp + s * K * NR, C + (ic + is) * ldc + s * NR, ldc, std::min<int64_t>(MR, mc - is), nr,
-                     alpha, beta);
+            micro<T>(K, Ap + is * K, Bp + s * K * NR, C + (ic + is) * ldc + s * NR, ldc, std::min<int64_t>(MR, mc - is),
+                     nr, alpha, beta);
         }
       }
     });
@@ -272,8 +272,10 @@ void gemm_own(bool tA, bool tB, int64_t M, int64_t N, int64_t K, T alpha, const 
         for (int64_t s = s0; s < s1; ++s)
           pack_b_strip(tB, B, ldb, pc, kc, jc + s * NR, std::min<int64_t>(NR, nc - s * NR), Bp + s * kc * NR);
       };
-      if (parallel) parallel_for(0, nstrips, 4, pack_strips);
-      else pack_strips(0, nstrips);
+      if (parallel)
+        parallel_for(0, nstrips, 4, pack_strips);
+      else
+        pack_strips(0, nstrips);
       const int64_t mblocks = (M + mcb - 1) / mcb;
       auto run_block = [&](int64_t ic, const T* Ap, int64_t s0, int64_t s1) {
         const int64_t mc = std::min(mcb, M - ic);
@@ -296,8 +298,10 @@ void gemm_own(bool tA, bool tB, int64_t M, int64_t N, int64_t K, T alpha, const 
             run_block(ic, Ap, 0, nstrips);
           }
         };
-        if (parallel) parallel_for(0, mblocks, 1, body);
-        else body(0, mblocks);
+        if (parallel)
+          parallel_for(0, mblocks, 1, body);
+        else
+          body(0, mblocks);
       } else {
         // Few M blocks: pack each once, split the N strips across threads.
         T* Ap = scratch<T>(1, static_cast<size_t>(((mcb + MR - 1) / MR) * MR * kc));
@@ -343,8 +347,8 @@ bool fits_int(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t
 }
 
 template <class T>
-void gemm_dispatch(const char* fn, bool tA, bool tB, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm_dispatch(const char* fn, bool tA, bool tB, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   check_args(fn, tA, tB, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (resolve_backend() == GemmBackend::blas && K > 0 && fits_int(M, N, K, lda, ldb, ldc)) {
@@ -408,7 +412,8 @@ void gemm_f32_own(bool tA, bool tB, int64_t M, int64_t N, int64_t K, float alpha
 }
 
 void set_gemm_backend(GemmBackend b) {
-  if (b == GemmBackend::blas && !blas::api().sgemm) throw Error("gemm: no BLAS library is loaded: " + blas::api().reason);
+  if (b == GemmBackend::blas && !blas::api().sgemm)
+    throw Error("gemm: no BLAS library is loaded: " + blas::api().reason);
   resolve_backend();
   g_backend.store(static_cast<int>(b));
 }

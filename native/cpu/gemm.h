@@ -9,18 +9,18 @@
 
 namespace crate::cpu {
 
-void gemm_f32(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-void gemm_f64(bool transA, bool transB, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-              int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+void gemm_f32(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_f64(bool transA, bool transB, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+              const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 
 // Strided batch: matrix i of A starts at A + i*strideA (strideA may be 0 to broadcast).
-void gemm_batched_f32(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
-                      const float* A, int64_t lda, int64_t strideA, const float* B, int64_t ldb,
-                      int64_t strideB, float beta, float* C, int64_t ldc, int64_t strideC, int64_t batch);
-void gemm_batched_f64(bool transA, bool transB, int64_t M, int64_t N, int64_t K, double alpha,
-                      const double* A, int64_t lda, int64_t strideA, const double* B, int64_t ldb,
-                      int64_t strideB, double beta, double* C, int64_t ldc, int64_t strideC, int64_t batch);
+void gemm_batched_f32(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                      int64_t lda, int64_t strideA, const float* B, int64_t ldb, int64_t strideB, float beta, float* C,
+                      int64_t ldc, int64_t strideC, int64_t batch);
+void gemm_batched_f64(bool transA, bool transB, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                      int64_t lda, int64_t strideA, const double* B, int64_t ldb, int64_t strideB, double beta,
+                      double* C, int64_t ldc, int64_t strideC, int64_t batch);
 
 enum class GemmBackend { own = 0, blas = 1 };
 // Which backend gemm_* uses. Default: blas when a CBLAS library was found, else own.
@@ -28,8 +28,8 @@ enum class GemmBackend { own = 0, blas = 1 };
 void set_gemm_backend(GemmBackend b);
 GemmBackend gemm_backend();
 // The own kernel regardless of the selected backend (used by benchmarks and tests).
-void gemm_f32_own(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_f32_own(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 struct BlasInfo {
   bool found;

@@ -124,8 +124,7 @@ size_t ista_workspace_size(int64_t T, int64_t d, bool backward) {
 }
 
 template <class Real>
-void ista_forward(const Real* Y, const Real* W, Real* Z, int64_t T, int64_t d, Real eta, Real lambda,
-                  void* workspace) {
+void ista_forward(const Real* Y, const Real* W, Real* Z, int64_t T, int64_t d, Real eta, Real lambda, void* workspace) {
   const char* fn = "ista_forward";
   check_dim(fn, "T", T, 0);
   check_dim(fn, "d", d, 1);
@@ -420,22 +419,22 @@ void ista_tied_backward(const Real* Y, const Real* W, const Real* A0, const Real
   }
 }
 
-#define ISTA_INSTANTIATE(Real)                                                                                       \
-  template size_t ista_workspace_size<Real>(int64_t, int64_t, bool);                                                 \
-  template void ista_forward<Real>(const Real*, const Real*, Real*, int64_t, int64_t, Real, Real, void*);           \
-  template void ista_backward<Real>(const Real*, const Real*, const Real*, const Real*, Real*, Real*, int64_t,      \
-                                    int64_t, Real, void*);                                                           \
-  template size_t ista_overcomplete_workspace_size<Real>(int64_t, int64_t, int64_t, bool);                           \
-  template void ista_overcomplete_forward<Real>(const Real*, const Real*, const Real*, Real*, Real*, Real*, Real*,  \
-                                                int64_t, int64_t, int64_t, Real, Real, void*);                       \
-  template void ista_overcomplete_backward<Real>(const Real*, const Real*, const Real*, const Real*, const Real*,    \
-                                                 const Real*, const Real*, Real*, Real*, Real*, int64_t, int64_t,    \
-                                                 int64_t, Real, void*);                                              \
-  template size_t ista_tied_workspace_size<Real>(int64_t, int64_t, int64_t, bool);                                   \
-  template void ista_tied_forward<Real>(const Real*, const Real*, Real*, Real*, Real*, Real*, int64_t, int64_t,     \
-                                        int64_t, Real, Real, void*);                                                 \
-  template void ista_tied_backward<Real>(const Real*, const Real*, const Real*, const Real*, const Real*,            \
-                                         const Real*, Real*, Real*, int64_t, int64_t, int64_t, Real, void*);
+#define ISTA_INSTANTIATE(Real)                                                                                         \
+  template size_t ista_workspace_size<Real>(int64_t, int64_t, bool);                                                   \
+  template void ista_forward<Real>(const Real*, const Real*, Real*, int64_t, int64_t, Real, Real, void*);              \
+  template void ista_backward<Real>(const Real*, const Real*, const Real*, const Real*, Real*, Real*, int64_t,         \
+                                    int64_t, Real, void*);                                                             \
+  template size_t ista_overcomplete_workspace_size<Real>(int64_t, int64_t, int64_t, bool);                             \
+  template void ista_overcomplete_forward<Real>(const Real*, const Real*, const Real*, Real*, Real*, Real*, Real*,     \
+                                                int64_t, int64_t, int64_t, Real, Real, void*);                         \
+  template void ista_overcomplete_backward<Real>(const Real*, const Real*, const Real*, const Real*, const Real*,      \
+                                                 const Real*, const Real*, Real*, Real*, Real*, int64_t, int64_t,      \
+                                                 int64_t, Real, void*);                                                \
+  template size_t ista_tied_workspace_size<Real>(int64_t, int64_t, int64_t, bool);                                     \
+  template void ista_tied_forward<Real>(const Real*, const Real*, Real*, Real*, Real*, Real*, int64_t, int64_t,        \
+                                        int64_t, Real, Real, void*);                                                   \
+  template void ista_tied_backward<Real>(const Real*, const Real*, const Real*, const Real*, const Real*, const Real*, \
+                                         Real*, Real*, int64_t, int64_t, int64_t, Real, void*);
 
 ISTA_INSTANTIATE(float)
 ISTA_INSTANTIATE(double)

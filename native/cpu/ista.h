@@ -25,8 +25,7 @@ template <class Real>
 size_t ista_workspace_size(int64_t T, int64_t d, bool backward);
 // Y (T, d), W (d, d) -> Z (T, d)
 template <class Real>
-void ista_forward(const Real* Y, const Real* W, Real* Z, int64_t T, int64_t d, Real eta, Real lambda,
-                  void* workspace);
+void ista_forward(const Real* Y, const Real* W, Real* Z, int64_t T, int64_t d, Real eta, Real lambda, void* workspace);
 // Y (T, d), W (d, d), Z (T, d) the forward output (ReLU mask = Z > 0), dZ (T, d)
 // -> dY (T, d), dW (d, d)
 template <class Real>

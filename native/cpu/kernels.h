@@ -12,17 +12,27 @@ namespace crate::cpu {
 
 // ---------------------------------------------------------------------------- elementwise
 enum class UnaryOp : int {
-  neg = 0, exp, log, sqrt, abs, relu, gelu, gelu_tanh, tanh, sigmoid,
+  neg = 0,
+  exp,
+  log,
+  sqrt,
+  abs,
+  relu,
+  gelu,
+  gelu_tanh,
+  tanh,
+  sigmoid,
   pow_scalar,  // x^alpha
   clamp,       // min(max(x, alpha), beta)
   affine,      // x*alpha + beta
-  sign, square, rsqrt, sin, cos,
+  sign,
+  square,
+  rsqrt,
+  sin,
+  cos,
   count
 };
-enum class BinaryOp : int {
-  add = 0, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge,
-  count
-};
+enum class BinaryOp : int { add = 0, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge, count };
 
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, int64_t n, double alpha, double beta);
@@ -32,12 +42,12 @@ void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* dx, int64
 
 // out (shape, contiguous) = a op b with a, b addressed by element strides (0 on broadcast dims).
 template <class T>
-void binary(BinaryOp op, const T* a, const int64_t* astr, const T* b, const int64_t* bstr, T* out,
-            const int64_t* shape, int ndim);
+void binary(BinaryOp op, const T* a, const int64_t* astr, const T* b, const int64_t* bstr, T* out, const int64_t* shape,
+            int ndim);
 // out = cond != 0 ? a : b  (cond has the same dtype as a and b)
 template <class T>
-void where(const T* c, const int64_t* cstr, const T* a, const int64_t* astr, const T* b, const int64_t* bstr,
-           T* out, const int64_t* shape, int ndim);
+void where(const T* c, const int64_t* cstr, const T* a, const int64_t* astr, const T* b, const int64_t* bstr, T* out,
+           const int64_t* shape, int ndim);
 
 template <class T>
 void fill(T* y, int64_t n, double value);
@@ -71,8 +81,8 @@ void index_add(const T* g, const int32_t* idx, T* dx, int64_t outer, int64_t dim
 // ---------------------------------------------------------------------------- matmul
 // out (batch..., M, N) = op(A) op(B); batch dims broadcast via per-operand batch strides.
 template <class T>
-void matmul(const T* A, const T* B, T* C, const int64_t* batch_shape, const int64_t* a_bstr,
-            const int64_t* b_bstr, int nbatch, int64_t M, int64_t N, int64_t K, bool transA, bool transB);
+void matmul(const T* A, const T* B, T* C, const int64_t* batch_shape, const int64_t* a_bstr, const int64_t* b_bstr,
+            int nbatch, int64_t M, int64_t N, int64_t K, bool transA, bool transB);
 
 // ---------------------------------------------------------------------------- random
 // Counter-based Philox4x32-10: element i of a draw with (seed, offset) is a pure function of

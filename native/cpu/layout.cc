@@ -69,7 +69,8 @@ template <class T>
 void gather(const T* x, const int32_t* idx, T* out, int64_t outer, int64_t dim, int64_t inner, int64_t k) {
   for (int64_t j = 0; j < k; ++j)
     CRATE_CHECK(idx[j] >= 0 && idx[j] < dim, "gather: index " + std::to_string(idx[j]) + " at position " +
-                                                 std::to_string(j) + " is out of range [0, " + std::to_string(dim) + ")");
+                                                 std::to_string(j) + " is out of range [0, " + std::to_string(dim) +
+                                                 ")");
   parallel_for(0, outer * k, std::max<int64_t>(1, 32768 / std::max<int64_t>(inner, 1)), [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       const int64_t o = r / k, j = r % k;
@@ -83,8 +84,8 @@ void gather(const T* x, const int32_t* idx, T* out, int64_t outer, int64_t dim, 
 template <class T>
 void index_add(const T* g, const int32_t* idx, T* dx, int64_t outer, int64_t dim, int64_t inner, int64_t k) {
   for (int64_t j = 0; j < k; ++j)
-    CRATE_CHECK(idx[j] >= 0 && idx[j] < dim, "index_add: index " + std::to_string(idx[j]) + " out of range [0, " +
-                                                 std::to_string(dim) + ")");
+    CRATE_CHECK(idx[j] >= 0 && idx[j] < dim,
+                "index_add: index " + std::to_string(idx[j]) + " out of range [0, " + std::to_string(dim) + ")");
   // Rows with equal indices collide, so parallelise over the inner (feature) axis instead.
   parallel_for(0, inner, 64, [&](int64_t lo, int64_t hi) {
     for (int64_t o = 0; o < outer; ++o)
@@ -96,9 +97,9 @@ void index_add(const T* g, const int32_t* idx, T* dx, int64_t outer, int64_t dim
   });
 }
 
-#define INST(T)                                                                                          \
-  template void strided_copy<T>(const T*, int64_t, const int64_t*, T*, int64_t, const int64_t*, const int64_t*, \
-                                int, bool);                                                              \
+#define INST(T)                                                                                                      \
+  template void strided_copy<T>(const T*, int64_t, const int64_t*, T*, int64_t, const int64_t*, const int64_t*, int, \
+                                bool);                                                                               \
   template void gather<T>(const T*, const int32_t*, T*, int64_t, int64_t, int64_t, int64_t);
 INST(float)
 INST(double)

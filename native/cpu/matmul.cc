@@ -79,13 +79,14 @@ void matmul(const T* A, const T* B, T* C, const int64_t* batch_shape, const int6
     }
   }
   parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) gemm(transA, transB, M, N, K, A + aoff[i], lda, B + boff[i], ldb, C + i * M * N, N);
+    for (int64_t i = lo; i < hi; ++i)
+      gemm(transA, transB, M, N, K, A + aoff[i], lda, B + boff[i], ldb, C + i * M * N, N);
   });
 }
 
 template void matmul<float>(const float*, const float*, float*, const int64_t*, const int64_t*, const int64_t*, int,
                             int64_t, int64_t, int64_t, bool, bool);
-template void matmul<double>(const double*, const double*, double*, const int64_t*, const int64_t*, const int64_t*,
-                             int, int64_t, int64_t, int64_t, bool, bool);
+template void matmul<double>(const double*, const double*, double*, const int64_t*, const int64_t*, const int64_t*, int,
+                             int64_t, int64_t, int64_t, bool, bool);
 
 }  // namespace crate::cpu

@@ -151,9 +151,18 @@ MSSA_INLINE typename Vec<double, VB>::type vexp(const typename Vec<double, VB>::
   const VD r = (x - n * 6.93145751953125e-1) - n * 1.42860682030941723212e-6;
   // Taylor to degree 13 on |r| <= ln2/2: truncation error < 1e-17.
   VD q = vset<double, VB>(1.0 / 6227020800.0);
-  const double inv_fact[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                               1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,
-                               1.0 / 24.0,        1.0 / 6.0,        0.5,             1.0,
+  const double inv_fact[13] = {1.0 / 479001600.0,
+                               1.0 / 39916800.0,
+                               1.0 / 3628800.0,
+                               1.0 / 362880.0,
+                               1.0 / 40320.0,
+                               1.0 / 5040.0,
+                               1.0 / 720.0,
+                               1.0 / 120.0,
+                               1.0 / 24.0,
+                               1.0 / 6.0,
+                               0.5,
+                               1.0,
                                1.0};
 #pragma GCC unroll 13
   for (int i = 0; i < 13; ++i) q = q * r + inv_fact[i];
@@ -164,8 +173,8 @@ MSSA_INLINE typename Vec<double, VB>::type vexp(const typename Vec<double, VB>::
 
 // c[r, 0:NV*VL] (+)= sum_k a[r*ars + k*acs] * b[k*ldb + 0:NV*VL], r < kMR.
 template <class T, int VB, int NV>
-MSSA_INLINE void ukern(int64_t K, const T* a, int64_t ars, int64_t acs, const T* b, int64_t ldb, T* c,
-                       int64_t ldc, bool accumulate) {
+MSSA_INLINE void ukern(int64_t K, const T* a, int64_t ars, int64_t acs, const T* b, int64_t ldb, T* c, int64_t ldc,
+                       bool accumulate) {
   typedef typename Vec<T, VB>::type VT;
   constexpr int VL = Vec<T, VB>::n;
   VT acc[kMR][NV];
@@ -270,8 +279,8 @@ MSSA_INLINE void fwd_update_impl(T* S, int64_t ld, int64_t nr, int64_t er, int64
 // Backward, one (query tile I, key tile J): S := A = exp(scale*S + madd_J - Lneg_I) (masked -> 0),
 // dA := scale * A o (dA - D_I). Lneg is L with -inf (fully masked / padding rows) replaced by +inf.
 template <class T, int VB>
-MSSA_INLINE void bwd_single_impl(T* S, T* dA, int64_t ld, int64_t er, int64_t ec, T scale, const T* Lneg,
-                                 const T* D, const T* madd, bool diag_causal) {
+MSSA_INLINE void bwd_single_impl(T* S, T* dA, int64_t ld, int64_t er, int64_t ec, T scale, const T* Lneg, const T* D,
+                                 const T* madd, bool diag_causal) {
   typedef typename Vec<T, VB>::type VT;
   constexpr int VL = Vec<T, VB>::n;
   const VT vs = vset<T, VB>(scale);
@@ -323,27 +332,26 @@ MSSA_INLINE void bwd_pair_impl(T* S, T* dA1, T* dA2T, int64_t ld, int64_t er, in
 }
 
 // The leaf kernels, compiled once portable (16-byte vectors) and once for AVX2+FMA (32-byte).
-#define MSSA_LEAVES(ATTR, VB)                                                                                 \
-  template <class T>                                                                                          \
-  ATTR static void tgemm(int64_t M, int64_t Nc, int64_t K, const T* a, int64_t ars, int64_t acs, const T* b, \
-                         int64_t ldb, T* c, int64_t ldc, bool accumulate) {                                   \
-    tgemm_impl<T, VB>(M, Nc, K, a, ars, acs, b, ldb, c, ldc, accumulate);                                     \
-  }                                                                                                           \
-  template <class T>                                                                                          \
-  ATTR static void fwd_update(T* S, int64_t ld, int64_t nr, int64_t er, int64_t ec, T scale, const T* madd,   \
-                              bool diag_causal, T* m, T* l, T* acc, int64_t pp) {                             \
-    fwd_update_impl<T, VB>(S, ld, nr, er, ec, scale, madd, diag_causal, m, l, acc, pp);                       \
-  }                                                                                                           \
-  template <class T>                                                                                          \
-  ATTR static void bwd_single(T* S, T* dA, int64_t ld, int64_t er, int64_t ec, T scale, const T* Lneg,        \
-                              const T* D, const T* madd, bool diag_causal) {                                  \
-    bwd_single_impl<T, VB>(S, dA, ld, er, ec, scale, Lneg, D, madd, diag_causal);                             \
-  }                                                                                                           \
-  template <class T>                                                                                          \
-  ATTR static void bwd_pair(T* S, T* dA1, T* dA2T, int64_t ld, int64_t er, int64_t ec, T scale,               \
-                            const T* LnegI, const T* DI, const T* maddI, const T* LnegJ, const T* DJ,         \
-                            const T* maddJ) {                                                                 \
-    bwd_pair_impl<T, VB>(S, dA1, dA2T, ld, er, ec, scale, LnegI, DI, maddI, LnegJ, DJ, maddJ);                \
+#define MSSA_LEAVES(ATTR, VB)                                                                                      \
+  template <class T>                                                                                               \
+  ATTR static void tgemm(int64_t M, int64_t Nc, int64_t K, const T* a, int64_t ars, int64_t acs, const T* b,       \
+                         int64_t ldb, T* c, int64_t ldc, bool accumulate) {                                        \
+    tgemm_impl<T, VB>(M, Nc, K, a, ars, acs, b, ldb, c, ldc, accumulate);                                          \
+  }                                                                                                                \
+  template <class T>                                                                                               \
+  ATTR static void fwd_update(T* S, int64_t ld, int64_t nr, int64_t er, int64_t ec, T scale, const T* madd,        \
+                              bool diag_causal, T* m, T* l, T* acc, int64_t pp) {                                  \
+    fwd_update_impl<T, VB>(S, ld, nr, er, ec, scale, madd, diag_causal, m, l, acc, pp);                            \
+  }                                                                                                                \
+  template <class T>                                                                                               \
+  ATTR static void bwd_single(T* S, T* dA, int64_t ld, int64_t er, int64_t ec, T scale, const T* Lneg, const T* D, \
+                              const T* madd, bool diag_causal) {                                                   \
+    bwd_single_impl<T, VB>(S, dA, ld, er, ec, scale, Lneg, D, madd, diag_causal);                                  \
+  }                                                                                                                \
+  template <class T>                                                                                               \
+  ATTR static void bwd_pair(T* S, T* dA1, T* dA2T, int64_t ld, int64_t er, int64_t ec, T scale, const T* LnegI,    \
+                            const T* DI, const T* maddI, const T* LnegJ, const T* DJ, const T* maddJ) {            \
+    bwd_pair_impl<T, VB>(S, dA1, dA2T, ld, er, ec, scale, LnegI, DI, maddI, LnegJ, DJ, maddJ);                     \
   }
 
 struct KGeneric {
@@ -485,9 +493,8 @@ void forward_impl(const T* P, T* O, T* L, const Geo<T>& g) {
   run_dynamic(
       g.BH * G,
       [&] {
-        return Scratch{alloc<T>(hsz),    alloc<T>(transposed_size(g)), alloc<T>(hsz),
-                       alloc<T>(g.Npad), alloc<T>(g.Npad),        alloc<T>(kTile * kTile),
-                       alloc<T>(kTile * kTile)};
+        return Scratch{alloc<T>(hsz),    alloc<T>(transposed_size(g)), alloc<T>(hsz),          alloc<T>(g.Npad),
+                       alloc<T>(g.Npad), alloc<T>(kTile * kTile),      alloc<T>(kTile * kTile)};
       },
       [&](int64_t t, Scratch& s) {
         const int64_t bh = t / G, grp = t % G, b = bh / g.H, h = bh % g.H;
@@ -614,10 +621,16 @@ void backward_impl(const T* P, const T* O, const T* L, const T* dO, T* dP, const
   run_dynamic(
       g.BH * G,
       [&] {
-        return Scratch{alloc<T>(hsz),           alloc<T>(transposed_size(g)), alloc<T>(hsz),
+        return Scratch{alloc<T>(hsz),
+                       alloc<T>(transposed_size(g)),
+                       alloc<T>(hsz),
                        need_dot ? alloc<T>(transposed_size(g)) : nullptr,
-                       alloc<T>(g.Npad),        alloc<T>(g.Npad),        G == 1 ? alloc<T>(hsz) : nullptr,
-                       alloc<T>(kTile * kTile), alloc<T>(kTile * kTile), alloc<T>(kTile * kTile)};
+                       alloc<T>(g.Npad),
+                       alloc<T>(g.Npad),
+                       G == 1 ? alloc<T>(hsz) : nullptr,
+                       alloc<T>(kTile * kTile),
+                       alloc<T>(kTile * kTile),
+                       alloc<T>(kTile * kTile)};
       },
       [&](int64_t t, Scratch& s) {
         const int64_t bh = t / G, grp = t % G, b = bh / g.H, h = bh % g.H;
@@ -744,8 +757,8 @@ void mssa_forward(const T* P, T* O, T* L, int64_t B, int64_t N, int64_t H, int64
 }
 
 template <class T>
-void mssa_backward(const T* P, const T* O, const T* L, const T* dO, T* dP, int64_t B, int64_t N, int64_t H,
-                   int64_t p, T scale, bool causal, const uint8_t* key_mask) {
+void mssa_backward(const T* P, const T* O, const T* L, const T* dO, T* dP, int64_t B, int64_t N, int64_t H, int64_t p,
+                   T scale, bool causal, const uint8_t* key_mask) {
   const char* fn = "mssa_backward";
   check_sizes(fn, B, N, H, p);
   if (B == 0 || N == 0) return;
@@ -764,10 +777,10 @@ void mssa_backward(const T* P, const T* O, const T* L, const T* dO, T* dP, int64
 
 template void mssa_forward<float>(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, float, bool,
                                   const uint8_t*);
-template void mssa_forward<double>(const double*, double*, double*, int64_t, int64_t, int64_t, int64_t, double,
-                                   bool, const uint8_t*);
-template void mssa_backward<float>(const float*, const float*, const float*, const float*, float*, int64_t,
-                                   int64_t, int64_t, int64_t, float, bool, const uint8_t*);
+template void mssa_forward<double>(const double*, double*, double*, int64_t, int64_t, int64_t, int64_t, double, bool,
+                                   const uint8_t*);
+template void mssa_backward<float>(const float*, const float*, const float*, const float*, float*, int64_t, int64_t,
+                                   int64_t, int64_t, float, bool, const uint8_t*);
 template void mssa_backward<double>(const double*, const double*, const double*, const double*, double*, int64_t,
                                     int64_t, int64_t, int64_t, double, bool, const uint8_t*);
 

@@ -23,17 +23,17 @@ void mssa_forward(const T* P, T* O, T* L, int64_t B, int64_t N, int64_t H, int64
 // dO (B, N, H*p) -> dP (B, N, H*p) (overwritten; sum of the Q, K and V paths).
 // Scratch (O(B*H*N*p) padded copies, tile buffers) is allocated internally.
 template <class T>
-void mssa_backward(const T* P, const T* O, const T* L, const T* dO, T* dP, int64_t B, int64_t N, int64_t H,
-                   int64_t p, T scale, bool causal, const uint8_t* key_mask);
+void mssa_backward(const T* P, const T* O, const T* L, const T* dO, T* dP, int64_t B, int64_t N, int64_t H, int64_t p,
+                   T scale, bool causal, const uint8_t* key_mask);
 
-extern template void mssa_forward<float>(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, float,
-                                         bool, const uint8_t*);
-extern template void mssa_forward<double>(const double*, double*, double*, int64_t, int64_t, int64_t, int64_t,
-                                          double, bool, const uint8_t*);
+extern template void mssa_forward<float>(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, float, bool,
+                                         const uint8_t*);
+extern template void mssa_forward<double>(const double*, double*, double*, int64_t, int64_t, int64_t, int64_t, double,
+                                          bool, const uint8_t*);
 extern template void mssa_backward<float>(const float*, const float*, const float*, const float*, float*, int64_t,
                                           int64_t, int64_t, int64_t, float, bool, const uint8_t*);
-extern template void mssa_backward<double>(const double*, const double*, const double*, const double*, double*,
-                                           int64_t, int64_t, int64_t, int64_t, double, bool, const uint8_t*);
+extern template void mssa_backward<double>(const double*, const double*, const double*, const double*, double*, int64_t,
+                                           int64_t, int64_t, int64_t, double, bool, const uint8_t*);
 
 // Test/benchmark hooks (process-wide, not synchronised with running kernels).
 // isa: 0 = auto (AVX2+FMA when the CPU has it), 1 = portable (SSE2) path only.

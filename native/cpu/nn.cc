@@ -216,15 +216,14 @@ void cross_entropy_backward(const T* logits, const int32_t* target, const T* lse
   });
 }
 
-#define INST(T)                                                                                               \
-  template void softmax<T>(const T*, T*, int64_t, int64_t, bool);                                             \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool);                          \
-  template void layernorm<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, double);             \
-  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,  \
-                                      int64_t);                                                               \
-  template int64_t cross_entropy<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t, double, int64_t);     \
-  template void cross_entropy_backward<T>(const T*, const int32_t*, const T*, const T*, T*, int64_t, int64_t, \
-                                          double, int64_t);
+#define INST(T)                                                                                                        \
+  template void softmax<T>(const T*, T*, int64_t, int64_t, bool);                                                      \
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, bool);                                   \
+  template void layernorm<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, double);                      \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t); \
+  template int64_t cross_entropy<T>(const T*, const int32_t*, T*, T*, int64_t, int64_t, double, int64_t);              \
+  template void cross_entropy_backward<T>(const T*, const int32_t*, const T*, const T*, T*, int64_t, int64_t, double,  \
+                                          int64_t);
 INST(float)
 INST(double)
 

@@ -11,7 +11,8 @@ namespace crate::cpu {
 template <class T>
 void adamw_step(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
                 double bc1, double bc2) {
-  const T decay = static_cast<T>(1.0 - lr * wd), step = static_cast<T>(lr / bc1), ib2 = static_cast<T>(1.0 / std::sqrt(bc2));
+  const T decay = static_cast<T>(1.0 - lr * wd), step = static_cast<T>(lr / bc1),
+          ib2 = static_cast<T>(1.0 / std::sqrt(bc2));
   const T tb1 = static_cast<T>(b1), tb2 = static_cast<T>(b2), te = static_cast<T>(eps);
   parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {

@@ -14,8 +14,9 @@ namespace {
 template <class T>
 inline T init_value(ReduceOp op) {
   if (op == ReduceOp::sum) return T(0);
-  if (op == ReduceOp::max) return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
-                                                                       : std::numeric_limits<T>::lowest();
+  if (op == ReduceOp::max)
+    return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                : std::numeric_limits<T>::lowest();
   return std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max();
 }
 
@@ -58,15 +59,15 @@ void reduce(ReduceOp op, const T* x, const int64_t* shape, const uint8_t* reduce
     return;
   }
   // Case A: the reduced dims are exactly the trailing contiguous block -> rows of length n_red.
-  const bool trailing = red_str.empty() || (red_str.back() == 1 && (kept_str.empty() || kept_str.back() == n_red) &&
-                                            [&] {
-                                              int64_t s = 1;
-                                              for (int i = static_cast<int>(red_shape.size()) - 1; i >= 0; --i) {
-                                                if (red_str[i] != s) return false;
-                                                s *= red_shape[i];
-                                              }
-                                              return true;
-                                            }());
+  const bool trailing =
+      red_str.empty() || (red_str.back() == 1 && (kept_str.empty() || kept_str.back() == n_red) && [&] {
+        int64_t s = 1;
+        for (int i = static_cast<int>(red_shape.size()) - 1; i >= 0; --i) {
+          if (red_str[i] != s) return false;
+          s *= red_shape[i];
+        }
+        return true;
+      }());
   if (trailing) {
     parallel_for(0, n_out, std::max<int64_t>(1, 16384 / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
       for (int64_t o = lo; o < hi; ++o) {

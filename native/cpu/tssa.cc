@@ -93,8 +93,7 @@ void raise_first(const std::vector<Status>& st, const char* fn, const char* tnam
     const Status& s = st[b];
     if (s.code == 0) continue;
     if (s.code == 3)
-      throw NumericalError(std::string(fn) + ": sum of W[b=" + std::to_string(b) + "]² over " + tname +
-                           " overflows");
+      throw NumericalError(std::string(fn) + ": sum of W[b=" + std::to_string(b) + "]² over " + tname + " overflows");
     throw NumericalError(std::string(fn) + ": W[b=" + std::to_string(b) + ", " + tname + "=" + std::to_string(s.n) +
                          ", c=" + std::to_string(s.c) + "] is " + (s.code == 1 ? "NaN" : "Inf"));
   }
@@ -249,8 +248,8 @@ size_t tssa_backward_workspace_size(int64_t B, int64_t N, int64_t H, int64_t p) 
   check_sizes("tssa_backward_workspace_size", B, N, H, p, "N");
   if (B == 0 || N == 0 || H == 0 || p == 0) return 0;
   const int64_t per = static_cast<int64_t>(vision_bwd_per_item(N, H, p));
-  return static_cast<size_t>(mul_checked(mul_checked(B, per, "tssa_backward_workspace_size"), 8,
-                                         "tssa_backward_workspace_size"));
+  return static_cast<size_t>(
+      mul_checked(mul_checked(B, per, "tssa_backward_workspace_size"), 8, "tssa_backward_workspace_size"));
 }
 
 // Backward, per (b, h), with g = 1/(1+m), ν = max(q, eps):
@@ -481,8 +480,8 @@ CausalWs causal_ws(int64_t Tn, int64_t H, int64_t p) {
 }  // namespace
 
 template <class T>
-void tssa_causal_forward(const T* W, const T* temp, const T* denom_bias, T* Y, T* Pi, int64_t B, int64_t Tn,
-                         int64_t H, int64_t p, int64_t Tmax) {
+void tssa_causal_forward(const T* W, const T* temp, const T* denom_bias, T* Y, T* Pi, int64_t B, int64_t Tn, int64_t H,
+                         int64_t p, int64_t Tmax) {
   const char* fn = "tssa_causal_forward";
   check_causal(fn, temp, denom_bias, B, Tn, H, p, Tmax);
   if (B == 0 || Tn == 0 || H == 0) return;
@@ -543,9 +542,8 @@ size_t tssa_causal_backward_workspace_size(int64_t B, int64_t Tn, int64_t H, int
 //   dW     = −dY Π g + 2 RN Π W + 2 du W / cl + 2 RC W
 // The prefix sums C, N, P at every t are recomputed per 64-step chunk from checkpoints.
 template <class T>
-void tssa_causal_backward(const T* W, const T* temp, const T* denom_bias, const T* dY, T* dW, T* dtemp,
-                          T* ddenom_bias, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax,
-                          void* workspace) {
+void tssa_causal_backward(const T* W, const T* temp, const T* denom_bias, const T* dY, T* dW, T* dtemp, T* ddenom_bias,
+                          int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* workspace) {
   const char* fn = "tssa_causal_backward";
   check_causal(fn, temp, denom_bias, B, Tn, H, p, Tmax);
   if (dtemp && H > 0) std::fill(dtemp, dtemp + H, T(0));
@@ -669,14 +667,14 @@ void tssa_causal_backward(const T* W, const T* temp, const T* denom_bias, const 
 }
 
 // ---- instantiations ------------------------------------------------------------------------
-#define CRATE_TSSA_INST(T)                                                                                      \
-  template void tssa_forward<T>(const T*, const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);        \
-  template void tssa_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, int64_t,   \
-                                 int64_t, int64_t, int64_t, void*);                                            \
-  template void tssa_causal_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
-                                       int64_t);                                                                \
-  template void tssa_causal_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,   \
-                                        int64_t, int64_t, int64_t, void*);
+#define CRATE_TSSA_INST(T)                                                                                             \
+  template void tssa_forward<T>(const T*, const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t);               \
+  template void tssa_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, int64_t, int64_t, \
+                                 int64_t, int64_t, void*);                                                             \
+  template void tssa_causal_forward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t, int64_t,       \
+                                       int64_t);                                                                       \
+  template void tssa_causal_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, int64_t, \
+                                        int64_t, int64_t, void*);
 CRATE_TSSA_INST(float)
 CRATE_TSSA_INST(double)
 #undef CRATE_TSSA_INST

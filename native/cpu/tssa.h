@@ -73,8 +73,8 @@ void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T*
 // Pi         (B, H, T)   nullable out: head-softmax weights (informational; the backward
 //                        recomputes what it needs)
 template <class T>
-void tssa_causal_forward(const T* W, const T* temp, const T* denom_bias, T* Y, T* Pi, int64_t B, int64_t Tn,
-                         int64_t H, int64_t p, int64_t Tmax);
+void tssa_causal_forward(const T* W, const T* temp, const T* denom_bias, T* Y, T* Pi, int64_t B, int64_t Tn, int64_t H,
+                         int64_t p, int64_t Tmax);
 
 // Scratch bytes for tssa_causal_backward: per batch item, prefix-sum checkpoints every 64
 // steps plus one 64-step chunk of recomputed prefix sums, and the per-item parameter partials:
@@ -90,8 +90,7 @@ size_t tssa_causal_backward_workspace_size(int64_t B, int64_t Tn, int64_t H, int
 // then sweeps time in reverse with reverse cumulative sums: O(T·H·p) time, O(T/64 + 64) rows
 // of scratch per batch item.
 template <class T>
-void tssa_causal_backward(const T* W, const T* temp, const T* denom_bias, const T* dY, T* dW, T* dtemp,
-                          T* ddenom_bias, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax,
-                          void* workspace);
+void tssa_causal_backward(const T* W, const T* temp, const T* denom_bias, const T* dY, T* dW, T* dtemp, T* ddenom_bias,
+                          int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* workspace);
 
 }  // namespace crate::cpu

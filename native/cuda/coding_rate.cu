@@ -382,7 +382,8 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     status_kernel(const T* __restrict__ Z, const T* __restrict__ alpha, const T* __restrict__ dR, T* __restrict__ R,
                   int64_t batch, int64_t m, int64_t n, const unsigned long long* __restrict__ zbad,
-                  const long long* __restrict__ piv, ItemStatus* __restrict__ st, unsigned long long* __restrict__ first) {
+                  const long long* __restrict__ piv, ItemStatus* __restrict__ st,
+                  unsigned long long* __restrict__ first) {
   const int64_t k = m < n ? m : n;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < batch; b += stride) {
@@ -463,19 +464,26 @@ void raise_first(const Books& bk, cudaStream_t stream) {
   check(cudaStreamSynchronize(stream), "coding_rate: synchronize");
   const int64_t i = static_cast<int64_t>(first);
   switch (s.code) {
-    case kZNaN: throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + item_name(i) + " contains NaN");
-    case kZInf: throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + item_name(i) + " contains Inf");
-    case kAlphaNaN: throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("alpha", i) + " is NaN");
-    case kAlphaInf: throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("alpha", i) + " is Inf");
+    case kZNaN:
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + item_name(i) + " contains NaN");
+    case kZInf:
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + item_name(i) + " contains Inf");
+    case kAlphaNaN:
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("alpha", i) + " is NaN");
+    case kAlphaInf:
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("alpha", i) + " is Inf");
     case kAlphaNonPos:
       throw Error(CRATE_ERR_INVALID_ARGUMENT,
                   "coding_rate: " + scalar_name("alpha", i) + " = " + std::to_string(s.value) + " must be > 0");
-    case kDRNaN: throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("dR", i) + " is NaN");
-    case kDRInf: throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("dR", i) + " is Inf");
+    case kDRNaN:
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("dR", i) + " is NaN");
+    case kDRInf:
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: " + scalar_name("dR", i) + " is Inf");
     case kNotPD:
-      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: not positive definite at batch " + std::to_string(i) +
-                                           ", pivot " + std::to_string(s.pivot) + " (overflow in I + alpha*Gram?)");
-    default: throw Error(CRATE_ERR_INTERNAL, "coding_rate: bad status code " + std::to_string(s.code));
+      throw Error(CRATE_ERR_NUMERICAL, "coding_rate: not positive definite at batch " + std::to_string(i) + ", pivot " +
+                                           std::to_string(s.pivot) + " (overflow in I + alpha*Gram?)");
+    default:
+      throw Error(CRATE_ERR_INTERNAL, "coding_rate: bad status code " + std::to_string(s.code));
   }
 }
 
@@ -501,9 +509,8 @@ using namespace crate::cuda;
 
 extern "C" {
 
-CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R,
-                                                          int64_t batch, int64_t m, int64_t n, double* chol,
-                                                          void* stream) {
+CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R, int64_t batch,
+                                                          int64_t m, int64_t n, double* chol, void* stream) {
   return guard("crate_cuda_logdet_gram_forward_f32", [&] {
     const char* fn = "logdet_gram_forward";
     check_sizes(fn, batch, m, n);

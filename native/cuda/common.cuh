@@ -21,8 +21,8 @@ struct Error : std::runtime_error {
 };
 
 /** Throws Error(CRATE_ERR_INVALID_ARGUMENT, "<fn>: <msg>") unless cond. */
-#define CRATE_CUDA_REQUIRE(cond, fn, msg)                                                            \
-  do {                                                                                                \
+#define CRATE_CUDA_REQUIRE(cond, fn, msg)                                                                \
+  do {                                                                                                   \
     if (!(cond)) throw ::crate::cuda::Error(CRATE_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + (msg)); \
   } while (0)
 

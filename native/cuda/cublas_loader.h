@@ -111,14 +111,14 @@ struct Api {
                      void* workspace, size_t workspace_bytes, Stream stream) = nullptr;
 
   // cuBLAS (blas == true; only loaded when cuBLASLt is not)
-  Status (*create)(Handle*) = nullptr;    // cublasCreate_v2
-  Status (*destroy)(Handle) = nullptr;    // cublasDestroy_v2
-  Status (*setStream)(Handle, Stream) = nullptr;  // cublasSetStream_v2
+  Status (*create)(Handle*) = nullptr;                    // cublasCreate_v2
+  Status (*destroy)(Handle) = nullptr;                    // cublasDestroy_v2
+  Status (*setStream)(Handle, Stream) = nullptr;          // cublasSetStream_v2
   Status (*getProperty)(int type, int* value) = nullptr;  // cublasGetProperty (optional)
-  Status (*gemmStridedBatchedEx)(Handle, int transa, int transb, int m, int n, int k, const void* alpha,
-                                 const void* A, int Atype, int lda, long long strideA, const void* B, int Btype,
-                                 int ldb, long long strideB, const void* beta, void* C, int Ctype, int ldc,
-                                 long long strideC, int batch, int compute_type, int algo) = nullptr;
+  Status (*gemmStridedBatchedEx)(Handle, int transa, int transb, int m, int n, int k, const void* alpha, const void* A,
+                                 int Atype, int lda, long long strideA, const void* B, int Btype, int ldb,
+                                 long long strideB, const void* beta, void* C, int Ctype, int ldc, long long strideC,
+                                 int batch, int compute_type, int algo) = nullptr;
 
   bool lt = false;
   bool blas = false;

@@ -16,9 +16,7 @@ __global__ void probe_kernel(int* out) {
   if (threadIdx.x == 0 && blockIdx.x == 0) *out = 42;
 }
 
-void archs_string(char* buf, size_t len) {
-  std::snprintf(buf, len, "%s", CRATE_CUDA_ARCHS_STR);
-}
+void archs_string(char* buf, size_t len) { std::snprintf(buf, len, "%s", CRATE_CUDA_ARCHS_STR); }
 
 }  // namespace
 

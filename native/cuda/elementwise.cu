@@ -84,28 +84,30 @@ __global__ void unary_backward_kernel(const T* __restrict__ x, const T* __restri
 /** Calls f(std::integral_constant<int, op>{}) with a valid unary op code as a constant. */
 template <class F>
 void with_unary_op(int op, F&& f) {
+  // clang-format off
   switch (op) {
-#define CRATE_CASE(k) \
-  case k: f(std::integral_constant<int, k>{}); return;
+#define CRATE_CASE(k) case k: f(std::integral_constant<int, k>{}); return;
     CRATE_CASE(0) CRATE_CASE(1) CRATE_CASE(2) CRATE_CASE(3) CRATE_CASE(4) CRATE_CASE(5) CRATE_CASE(6)
     CRATE_CASE(7) CRATE_CASE(8) CRATE_CASE(9) CRATE_CASE(10) CRATE_CASE(11) CRATE_CASE(12) CRATE_CASE(13)
     CRATE_CASE(14) CRATE_CASE(15) CRATE_CASE(16) CRATE_CASE(17)
 #undef CRATE_CASE
     default: CRATE_CUDA_REQUIRE(false, "unary", "unknown op " + std::to_string(op));
   }
+  // clang-format on
 }
 static_assert(kUnaryCount == 18, "with_unary_op lists every unary op");
 
 template <class F>
 void with_binary_op(int op, F&& f) {
+  // clang-format off
   switch (op) {
-#define CRATE_CASE(k) \
-  case k: f(std::integral_constant<int, k>{}); return;
+#define CRATE_CASE(k) case k: f(std::integral_constant<int, k>{}); return;
     CRATE_CASE(0) CRATE_CASE(1) CRATE_CASE(2) CRATE_CASE(3) CRATE_CASE(4) CRATE_CASE(5) CRATE_CASE(6)
     CRATE_CASE(7) CRATE_CASE(8) CRATE_CASE(9) CRATE_CASE(10) CRATE_CASE(11) CRATE_CASE(12)
 #undef CRATE_CASE
     default: CRATE_CUDA_REQUIRE(false, "binary", "unknown op " + std::to_string(op));
   }
+  // clang-format on
 }
 static_assert(kBinaryCount == 13, "with_binary_op lists every binary op");
 
@@ -124,8 +126,10 @@ struct Vec4<int32_t> {
 /** One element of a binary op stored as T: f32 and i32 as binary_value, bf16 computed in f32. */
 template <class T, int Op>
 PRIM_HD T binary_element(T a, T b) {
-  if constexpr (std::is_same_v<T, Bf16>) return f32_to_bf16(binary_value<float, Op>(as_f32(a), as_f32(b)));
-  else return binary_value<T, Op>(a, b);
+  if constexpr (std::is_same_v<T, Bf16>)
+    return f32_to_bf16(binary_value<float, Op>(as_f32(a), as_f32(b)));
+  else
+    return binary_value<T, Op>(a, b);
 }
 
 /** Flat binary: every operand contiguous (stride 1) or a broadcast scalar (stride 0). */
@@ -164,8 +168,8 @@ __global__ void binary_flat_kernel(const T* __restrict__ a, int64_t sa, const T*
 }
 
 template <class T, int Op, class Idx>
-__global__ void binary_general_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
-                                      Idx n, Indexer<2, Idx> ix) {
+__global__ void binary_general_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, Idx n,
+                                      Indexer<2, Idx> ix) {
   const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x;
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     int64_t off[2];
@@ -322,9 +326,12 @@ void cast_launch(const void* x, void* y, int64_t n, cudaStream_t stream) {
 template <class S>
 void cast_from(const void* x, void* y, int dst, int64_t n, cudaStream_t stream) {
   switch (dst) {
-    case kDtypeF32: return cast_launch<S, float>(x, y, n, stream);
-    case kDtypeI32: return cast_launch<S, int32_t>(x, y, n, stream);
-    default: return cast_launch<S, Bf16>(x, y, n, stream);
+    case kDtypeF32:
+      return cast_launch<S, float>(x, y, n, stream);
+    case kDtypeI32:
+      return cast_launch<S, int32_t>(x, y, n, stream);
+    default:
+      return cast_launch<S, Bf16>(x, y, n, stream);
   }
 }
 
@@ -356,8 +363,11 @@ __global__ void find_nonfinite_kernel(const float* __restrict__ x, int64_t n, bo
     // Indices visited by one thread increase, so its first hit is its minimum.
     for (int64_t i = start; i < nv; i += stride) {
       const float4 v = xv[i];
-      const int hit = !is_finite_f32(v.x) ? 0 : !is_finite_f32(v.y) ? 1 : !is_finite_f32(v.z) ? 2
-                    : !is_finite_f32(v.w) ? 3 : -1;
+      const int hit = !is_finite_f32(v.x)   ? 0
+                      : !is_finite_f32(v.y) ? 1
+                      : !is_finite_f32(v.z) ? 2
+                      : !is_finite_f32(v.w) ? 3
+                                            : -1;
       if (hit >= 0) {
         best = static_cast<unsigned long long>(i * 4 + hit);
         break;
@@ -510,14 +520,13 @@ CRATE_API crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double start
   return guard("crate_cuda_arange_i32", [&] { arange_launch<int32_t>("arange", y, n, start, step, stream); });
 }
 
-CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, int dst_dtype, int64_t n,
-                                       void* stream_) {
+CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, int dst_dtype, int64_t n, void* stream_) {
   return guard("crate_cuda_cast", [&] {
     auto known = [](int dt) { return dt == kDtypeF32 || dt == kDtypeI32 || dt == kDtypeBf16; };
-    CRATE_CUDA_REQUIRE(known(src_dtype), "cast", "unsupported source dtype " + std::to_string(src_dtype) +
-                                                     " (0 f32, 2 i32, 3 bf16)");
-    CRATE_CUDA_REQUIRE(known(dst_dtype), "cast", "unsupported destination dtype " + std::to_string(dst_dtype) +
-                                                     " (0 f32, 2 i32, 3 bf16)");
+    CRATE_CUDA_REQUIRE(known(src_dtype), "cast",
+                       "unsupported source dtype " + std::to_string(src_dtype) + " (0 f32, 2 i32, 3 bf16)");
+    CRATE_CUDA_REQUIRE(known(dst_dtype), "cast",
+                       "unsupported destination dtype " + std::to_string(dst_dtype) + " (0 f32, 2 i32, 3 bf16)");
     CRATE_CUDA_REQUIRE(n >= 0, "cast", "negative size " + std::to_string(n));
     if (n == 0) return;
     require_ptr("cast", x, "x");
@@ -530,9 +539,15 @@ CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, in
       return;
     }
     switch (src_dtype) {
-      case kDtypeF32: cast_from<float>(x, y, dst_dtype, n, stream); break;
-      case kDtypeI32: cast_from<int32_t>(x, y, dst_dtype, n, stream); break;
-      default: cast_from<Bf16>(x, y, dst_dtype, n, stream); break;
+      case kDtypeF32:
+        cast_from<float>(x, y, dst_dtype, n, stream);
+        break;
+      case kDtypeI32:
+        cast_from<int32_t>(x, y, dst_dtype, n, stream);
+        break;
+      default:
+        cast_from<Bf16>(x, y, dst_dtype, n, stream);
+        break;
     }
     check_launch("cast", stream);
   });
@@ -549,16 +564,21 @@ CRATE_API crate_status crate_cuda_nonzero_u8(const void* x, int dtype, uint8_t* 
     cudaStream_t stream = resolve_stream(stream_);
     const int grid = grid_for(n, kBlock);
     switch (dtype) {
-      case kDtypeF32: nonzero_u8_kernel<float><<<grid, kBlock, 0, stream>>>(static_cast<const float*>(x), y, n); break;
-      case kDtypeI32: nonzero_u8_kernel<int32_t><<<grid, kBlock, 0, stream>>>(static_cast<const int32_t*>(x), y, n); break;
-      default: nonzero_u8_kernel<Bf16><<<grid, kBlock, 0, stream>>>(static_cast<const Bf16*>(x), y, n); break;
+      case kDtypeF32:
+        nonzero_u8_kernel<float><<<grid, kBlock, 0, stream>>>(static_cast<const float*>(x), y, n);
+        break;
+      case kDtypeI32:
+        nonzero_u8_kernel<int32_t><<<grid, kBlock, 0, stream>>>(static_cast<const int32_t*>(x), y, n);
+        break;
+      default:
+        nonzero_u8_kernel<Bf16><<<grid, kBlock, 0, stream>>>(static_cast<const Bf16*>(x), y, n);
+        break;
     }
     check_launch("nonzero_u8", stream);
   });
 }
 
-CRATE_API crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* host_result,
-                                                     void* stream_) {
+CRATE_API crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* host_result, void* stream_) {
   return guard("crate_cuda_find_nonfinite_f32", [&] {
     require_ptr("find_nonfinite", host_result, "host_result");
     CRATE_CUDA_REQUIRE(n >= 0, "find_nonfinite", "negative size " + std::to_string(n));

@@ -65,7 +65,7 @@ __device__ __forceinline__ float load_f32(const uint16_t* p) {
 // rows outside [0, s_lim) and the columns outside [0, c_lim) read as zero.
 template <int Lc, int Ls, int V, int kThreads>
 struct TileMap {
-  static constexpr int kPerRow = Lc / V;              // threads per row
+  static constexpr int kPerRow = Lc / V;  // threads per row
   static constexpr int kRowsPerPass = kThreads / kPerRow;
   static constexpr int kPasses = Ls / kRowsPerPass;
   static constexpr int kRegs = kPasses * V;
@@ -368,8 +368,7 @@ void own_gemm(bool ta, bool tb, GemmParams p, int64_t batch, bool tensor_cores, 
   }
 }
 
-void own_dispatch(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32,
-                  cudaStream_t s) {
+void own_dispatch(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32, cudaStream_t s) {
   const bool sm80 = compute_major(current_device()) >= 8;
   if (in == InType::bf16)
     own_gemm<uint16_t>(ta, tb, p, batch, sm80, s);
@@ -525,9 +524,9 @@ bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bo
     for (int i = 0; i < 3; ++i) {
       lib_check(a.ltMatrixLayoutSetAttribute(layouts[i], blas::kLtLayoutBatchCount, &count, sizeof(count)),
                 "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)");
-      lib_check(a.ltMatrixLayoutSetAttribute(layouts[i], blas::kLtLayoutStridedBatchOffset, &strides[i],
-                                             sizeof(strides[i])),
-                "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
+      lib_check(
+          a.ltMatrixLayoutSetAttribute(layouts[i], blas::kLtLayoutStridedBatchOffset, &strides[i], sizeof(strides[i])),
+          "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
     }
   }
 
@@ -569,8 +568,7 @@ bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bo
     blas::LtHeuristicResult res[1];
     std::memset(res, 0, sizeof(res));
     int found = 0;
-    const blas::Status st =
-        a.ltMatmulAlgoGetHeuristic(h, o.desc, o.la, o.lb, o.lc, o.lc, o.pref, 1, res, &found);
+    const blas::Status st = a.ltMatmulAlgoGetHeuristic(h, o.desc, o.la, o.lb, o.lc, o.lc, o.pref, 1, res, &found);
     plan.ok = st == blas::kStatusSuccess && found > 0 && res[0].state == blas::kStatusSuccess &&
               res[0].workspaceSize <= kLtMaxWorkspace;
     if (plan.ok) {
@@ -615,8 +613,8 @@ bool blas_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, 
 
 // ------------------------------------------------------------------ dispatch
 
-void validate(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
-              int64_t ldb, const float* C, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc) {
+void validate(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb,
+              const float* C, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc) {
   auto s = [](int64_t v) { return std::to_string(v); };
   CRATE_CUDA_REQUIRE(M >= 0, "M", "must be >= 0, got " + s(M));
   CRATE_CUDA_REQUIRE(N >= 0, "N", "must be >= 0, got " + s(N));
@@ -651,7 +649,7 @@ void gemm_any(InType in, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
   validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch, sa, sb, sc);
   if (M == 0 || N == 0 || batch == 0) return;
   const cudaStream_t s = resolve_stream(stream);  // after validation: bad arguments never touch CUDA
-  GemmParams p{M, N, K, A, lda, batch > 1 ? sa : 0, B, ldb, batch > 1 ? sb : 0, C, ldc, batch > 1 ? sc : 0,
+  GemmParams p{M,     N,   K, A, lda, batch > 1 ? sa : 0, B, ldb, batch > 1 ? sb : 0, C, ldc, batch > 1 ? sc : 0,
                alpha, beta};
   if (K == 0 || alpha == 0.0f) {  // C = beta * C; A and B are not read
     p.K = 0;
@@ -659,8 +657,8 @@ void gemm_any(InType in, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
     return;
   }
   const blas::Api& a = blas::api();
-  const bool lib = (a.lt || a.blas) && !g_force_own.load(std::memory_order_relaxed) &&
-                   !g_lib_broken.load(std::memory_order_relaxed);
+  const bool lib =
+      (a.lt || a.blas) && !g_force_own.load(std::memory_order_relaxed) && !g_lib_broken.load(std::memory_order_relaxed);
   if (lib && fits_int(M) && fits_int(N) && fits_int(K) && fits_int(lda) && fits_int(ldb) && fits_int(ldc) &&
       fits_int(batch)) {
     if (a.lt ? lt_gemm(in, ta, tb, p, batch, allow_tf32, s) : blas_gemm(in, ta, tb, p, batch, allow_tf32, s)) return;
@@ -688,18 +686,18 @@ CRATE_API crate_status crate_cuda_gemm_f32(int trans_a, int trans_b, int64_t M, 
                                            float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
                                            int64_t stride_c, int allow_tf32, void* stream) {
   return crate::cuda::guard("crate_cuda_gemm_f32", [&] {
-    crate::cuda::gemm_any(crate::cuda::InType::f32, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda, B, ldb, beta,
-                          C, ldc, batch, stride_a, stride_b, stride_c, allow_tf32 != 0, stream);
+    crate::cuda::gemm_any(crate::cuda::InType::f32, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                          ldc, batch, stride_a, stride_b, stride_c, allow_tf32 != 0, stream);
   });
 }
 
 CRATE_API crate_status crate_cuda_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                                            const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
-                                            float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
-                                            int64_t stride_b, int64_t stride_c, void* stream) {
+                                            const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta,
+                                            float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
+                                            int64_t stride_c, void* stream) {
   return crate::cuda::guard("crate_cuda_gemm_bf16", [&] {
-    crate::cuda::gemm_any(crate::cuda::InType::bf16, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda, B, ldb,
-                          beta, C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
+    crate::cuda::gemm_any(crate::cuda::InType::bf16, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda, B, ldb, beta,
+                          C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
   });
 }
 

@@ -65,9 +65,7 @@ constexpr int kBlock = 256;
 
 __device__ __forceinline__ float relu_nan(float x) { return x < 0.f ? 0.f : x; }
 
-__host__ __device__ inline bool aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-}
+__host__ __device__ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Z = ReLU(Z - thr) in place.
 __global__ void __launch_bounds__(kBlock) relu_shift_kernel(float* __restrict__ Z, int64_t n, float thr, int vec) {
@@ -115,22 +113,23 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 // dY += G + eta V  (small-T backward; the CPU's `dY[x] += G[x] + eta * V[x]`).
-__global__ void __launch_bounds__(kBlock)
-    dy_small_kernel(float* __restrict__ dY, const float* __restrict__ G, const float* __restrict__ V, float eta,
-                    int64_t n) {
+__global__ void __launch_bounds__(kBlock) dy_small_kernel(float* __restrict__ dY, const float* __restrict__ G,
+                                                          const float* __restrict__ V, float eta, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     dY[i] += G[i] + eta * V[i];
 }
 
 // U += Y (small-T forward: U = -Y W^T on entry).
-__global__ void __launch_bounds__(kBlock) add_inplace_kernel(float* __restrict__ U, const float* __restrict__ Y, int64_t n) {
+__global__ void __launch_bounds__(kBlock)
+    add_inplace_kernel(float* __restrict__ U, const float* __restrict__ Y, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) U[i] += Y[i];
 }
 
 // K = -eta W^T W on entry; K[x] += eta W[x] + [row == col]  (exactly the CPU's form_K epilogue).
-__global__ void __launch_bounds__(kBlock) form_k_kernel(float* __restrict__ K, const float* __restrict__ W, int64_t d, float eta) {
+__global__ void __launch_bounds__(kBlock)
+    form_k_kernel(float* __restrict__ K, const float* __restrict__ W, int64_t d, float eta) {
   const int64_t n = d * d;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < n; x += stride)
@@ -138,8 +137,8 @@ __global__ void __launch_bounds__(kBlock) form_k_kernel(float* __restrict__ K, c
 }
 
 // G = Z > 0 ? dZ : 0.
-__global__ void __launch_bounds__(kBlock)
-    relu_mask_kernel(float* __restrict__ G, const float* __restrict__ Z, const float* __restrict__ dZ, int64_t n, int vec) {
+__global__ void __launch_bounds__(kBlock) relu_mask_kernel(float* __restrict__ G, const float* __restrict__ Z,
+                                                           const float* __restrict__ dZ, int64_t n, int vec) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t tail = 0;
@@ -241,9 +240,8 @@ __global__ void __launch_bounds__(kBlock)
 // The backward's inner ISTA step, both updates in one pass:
 //   Gin = A > 0 ? Gin + Gout : 0        (Gin = -eta E D on entry; the CPU's `Y2 = A1 > 0 ? Y2 + X : 0`)
 //   Gout = Gout + Gin  when sum != 0    (the CPU's later `X += Y2`, the same f32 sum)
-__global__ void __launch_bounds__(kBlock)
-    step_mask_kernel(float* __restrict__ Gin, float* __restrict__ Gout, const float* __restrict__ A, int64_t n,
-                     int sum, int vec) {
+__global__ void __launch_bounds__(kBlock) step_mask_kernel(float* __restrict__ Gin, float* __restrict__ Gout,
+                                                           const float* __restrict__ A, int64_t n, int sum, int vec) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t tail = 0;
@@ -395,7 +393,7 @@ CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* 
     } else {
       Scratch us(static_cast<size_t>(n) * sizeof(float), st);
       float* U = us.as<float>();
-      gemm(false, true, T, d, d, -1.f, Y, d, W, d, 0.f, U, d, st);  // U = -Y W^T
+      gemm(false, true, T, d, d, -1.f, Y, d, W, d, 0.f, U, d, st);          // U = -Y W^T
       add_inplace_kernel<<<grid_for(n, kBlock), kBlock, 0, st>>>(U, Y, n);  // U = Y - Y W^T
       check_launch("ista add_inplace_kernel", st);
       gemm(false, false, T, d, d, eta, U, d, W, d, 0.f, Z, d, st);  // Z = eta U W
@@ -439,8 +437,8 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
       } else {
         Scratch vs(static_cast<size_t>(n) * sizeof(float), st);
         float* V = vs.as<float>();
-        gemm(false, true, T, d, d, 1.f, G, d, W, d, 0.f, V, d, st);     // V = G W^T
-        gemm(false, false, T, d, d, -eta, V, d, W, d, 0.f, dY, d, st);  // dY = -eta V W
+        gemm(false, true, T, d, d, 1.f, G, d, W, d, 0.f, V, d, st);                 // V = G W^T
+        gemm(false, false, T, d, d, -eta, V, d, W, d, 0.f, dY, d, st);              // dY = -eta V W
         dy_small_kernel<<<grid_for(n, kBlock), kBlock, 0, st>>>(dY, G, V, eta, n);  // dY += G + eta V
         check_launch("ista dy_small_kernel", st);
       }
@@ -483,15 +481,15 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, 
     float* r = R ? R : slot_r->as<float>();     // (T, d)
     const float thr = eta * lambd;
     gemm(false, false, T, m, d, eta, Y, d, D, m, 0.f, a1, m, st);  // A1 = eta Y D
-    relu_shift(a1, ntm, thr, st);                                   // A1 = ReLU(A1 - eta lambda)
-    gemm(false, true, T, d, m, 1.f, a1, m, D, m, 0.f, r, d, st);    // R = A1 D^T
-    residual(r, Y, ntd, -1.f, st);                                  // R -= Y
+    relu_shift(a1, ntm, thr, st);                                  // A1 = ReLU(A1 - eta lambda)
+    gemm(false, true, T, d, m, 1.f, a1, m, D, m, 0.f, r, d, st);   // R = A1 D^T
+    residual(r, Y, ntd, -1.f, st);                                 // R -= Y
     if (a2 == a1) {
       gemm(false, false, T, m, d, -eta, r, d, D, m, 1.f, a2, m, st);  // A2 = A1 - eta R D
-      relu_shift(a2, ntm, thr, st);                                    // A2 = ReLU(A2 - eta lambda)
+      relu_shift(a2, ntm, thr, st);                                   // A2 = ReLU(A2 - eta lambda)
     } else {
       gemm(false, false, T, m, d, -eta, r, d, D, m, 0.f, a2, m, st);  // A2 = -eta R D
-      relu_add_shift(a2, a1, ntm, thr, st);                            // A2 = ReLU(A2 + A1 - eta lambda)
+      relu_add_shift(a2, a1, ntm, thr, st);                           // A2 = ReLU(A2 + A1 - eta lambda)
     }
     gemm(false, true, T, d, m, 1.f, a2, m, D1, m, 0.f, out, d, st);  // out = A2 D1^T
   });
@@ -526,15 +524,15 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y,
     const int64_t ntm = T * m;
     Scratch g2s(static_cast<size_t>(ntm) * sizeof(float), st), g1s(static_cast<size_t>(ntm) * sizeof(float), st),
         es(static_cast<size_t>(T * d) * sizeof(float), st);
-    float* G2 = g2s.as<float>();  // (T, m): G2, later G1 + G2
-    float* G1 = g1s.as<float>();  // (T, m)
-    float* E = es.as<float>();    // (T, d) = G2 D^T
-    gemm(false, false, T, m, d, 1.f, dOut, d, D1, m, 0.f, G2, m, st);  // G2 = dOut D1
-    mask_inplace(G2, A2, ntm, st);                                      // G2 = G2 o [A2 > 0]
-    gemm(false, true, T, d, m, 1.f, G2, m, D, m, 0.f, E, d, st);        // E = G2 D^T
+    float* G2 = g2s.as<float>();                                            // (T, m): G2, later G1 + G2
+    float* G1 = g1s.as<float>();                                            // (T, m)
+    float* E = es.as<float>();                                              // (T, d) = G2 D^T
+    gemm(false, false, T, m, d, 1.f, dOut, d, D1, m, 0.f, G2, m, st);       // G2 = dOut D1
+    mask_inplace(G2, A2, ntm, st);                                          // G2 = G2 o [A2 > 0]
+    gemm(false, true, T, d, m, 1.f, G2, m, D, m, 0.f, E, d, st);            // E = G2 D^T
     if (dD) gemm(true, false, d, m, T, -eta, R, d, G2, m, 0.f, dD, m, st);  // dD = -eta R^T G2
-    gemm(false, false, T, m, d, -eta, E, d, D, m, 0.f, G1, m, st);      // G1 = -eta E D
-    step_mask(G1, G2, A1, ntm, dY != nullptr, st);  // G1 = (G2 + G1) o [A1 > 0]; G2 += G1
+    gemm(false, false, T, m, d, -eta, E, d, D, m, 0.f, G1, m, st);          // G1 = -eta E D
+    step_mask(G1, G2, A1, ntm, dY != nullptr, st);                          // G1 = (G2 + G1) o [A1 > 0]; G2 += G1
     if (dD) {
       gemm(true, false, d, m, T, -eta, E, d, A1, m, 1.f, dD, m, st);  // dD += -eta E^T A1
       gemm(true, false, d, m, T, eta, Y, d, G1, m, 1.f, dD, m, st);   // dD += eta Y^T G1
@@ -546,8 +544,8 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y,
 // ------------------------------------------------------------------ causal-CRATE tied ISTA
 
 CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const float* W, float* out, float* A0,
-                                                        float* A1, float* R, int64_t T, int64_t d, int64_t m,
-                                                        float eta, float lambd, void* stream) {
+                                                        float* A1, float* R, int64_t T, int64_t d, int64_t m, float eta,
+                                                        float lambd, void* stream) {
   return guard("crate_cuda_ista_tied_forward_f32", [&] {
     const char* fn = "ista_tied_forward";
     check_tdm(fn, T, d, m);
@@ -563,25 +561,25 @@ CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const fl
     float* a1 = A1 ? A1 : slot_a->as<float>();  // (T, m)
     float* r = R ? R : slot_r->as<float>();     // (T, d)
     const float thr = eta * lambd;
-    gemm(false, true, T, m, d, eta, Y, d, W, d, 0.f, a0, m, st);     // A0 = eta Y W^T
-    relu_shift(a0, ntm, thr, st);                                     // A0 = ReLU(A0 - eta lambda)
-    gemm(false, false, T, d, m, -1.f, a0, m, W, d, 0.f, r, d, st);   // R = -A0 W
-    residual(r, Y, ntd, 1.f, st);                                     // R += Y
+    gemm(false, true, T, m, d, eta, Y, d, W, d, 0.f, a0, m, st);    // A0 = eta Y W^T
+    relu_shift(a0, ntm, thr, st);                                   // A0 = ReLU(A0 - eta lambda)
+    gemm(false, false, T, d, m, -1.f, a0, m, W, d, 0.f, r, d, st);  // R = -A0 W
+    residual(r, Y, ntd, 1.f, st);                                   // R += Y
     if (a1 == a0) {
       gemm(false, true, T, m, d, eta, r, d, W, d, 1.f, a1, m, st);  // A1 = A0 + eta R W^T
-      relu_shift(a1, ntm, thr, st);                                  // A1 = ReLU(A1 - eta lambda)
+      relu_shift(a1, ntm, thr, st);                                 // A1 = ReLU(A1 - eta lambda)
     } else {
       gemm(false, true, T, m, d, eta, r, d, W, d, 0.f, a1, m, st);  // A1 = eta R W^T
-      relu_add_shift(a1, a0, ntm, thr, st);                          // A1 = ReLU(A1 + A0 - eta lambda)
+      relu_add_shift(a1, a0, ntm, thr, st);                         // A1 = ReLU(A1 + A0 - eta lambda)
     }
     gemm(false, false, T, d, m, 1.f, a1, m, W, d, 0.f, out, d, st);  // out = A1 W
   });
 }
 
 CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const float* W, const float* A0,
-                                                         const float* A1, const float* R, const float* dOut,
-                                                         float* dY, float* dW, int64_t T, int64_t d, int64_t m,
-                                                         float eta, void* stream) {
+                                                         const float* A1, const float* R, const float* dOut, float* dY,
+                                                         float* dW, int64_t T, int64_t d, int64_t m, float eta,
+                                                         void* stream) {
   return guard("crate_cuda_ista_tied_backward_f32", [&] {
     const char* fn = "ista_tied_backward";
     check_tdm(fn, T, d, m);
@@ -600,11 +598,11 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const f
     const int64_t ntm = T * m;
     Scratch g1s(static_cast<size_t>(ntm) * sizeof(float), st), g0s(static_cast<size_t>(ntm) * sizeof(float), st),
         es(static_cast<size_t>(T * d) * sizeof(float), st);
-    float* G1 = g1s.as<float>();  // (T, m): G1, later G1 + G0
-    float* G0 = g0s.as<float>();  // (T, m)
-    float* E = es.as<float>();    // (T, d) = G1 W
+    float* G1 = g1s.as<float>();                                     // (T, m): G1, later G1 + G0
+    float* G0 = g0s.as<float>();                                     // (T, m)
+    float* E = es.as<float>();                                       // (T, d) = G1 W
     gemm(false, true, T, m, d, 1.f, dOut, d, W, d, 0.f, G1, m, st);  // G1 = dOut W^T
-    mask_inplace(G1, A1, ntm, st);                                    // G1 = G1 o [A1 > 0]
+    mask_inplace(G1, A1, ntm, st);                                   // G1 = G1 o [A1 > 0]
     gemm(false, false, T, d, m, 1.f, G1, m, W, d, 0.f, E, d, st);    // E = G1 W
     if (dW) {
       gemm(true, false, m, d, T, 1.f, A1, m, dOut, d, 0.f, dW, d, st);  // dW = A1^T dOut

@@ -28,11 +28,14 @@ enum CopyMode : int { kCopyAssign = 0, kCopyAdd = 1, kCopyAtomicAdd = 2 };
 
 template <int Mode, class T>
 __device__ __forceinline__ void store(T* d, T v) {
-  if constexpr (Mode == kCopyAssign) *d = v;
+  if constexpr (Mode == kCopyAssign)
+    *d = v;
   else if constexpr (Mode == kCopyAdd && std::is_same_v<T, Bf16>)
     *d = f32_to_bf16(add_f32(as_f32(*d), as_f32(v)));
-  else if constexpr (Mode == kCopyAdd) *d += v;
-  else atomicAdd(d, v);
+  else if constexpr (Mode == kCopyAdd)
+    *d += v;
+  else
+    atomicAdd(d, v);
 }
 
 template <class T, int Mode>
@@ -59,11 +62,11 @@ void copy_launch(const T* src, T* dst, const Canon& c, cudaStream_t stream) {
     const int64_t ss = c.shape.empty() ? 0 : c.str[0][0], ds = c.shape.empty() ? 0 : c.str[1][0];
     copy_1d_kernel<T, Mode><<<grid_for(n, kBlock), kBlock, 0, stream>>>(src, ss, dst, ds, n);
   } else if (fits_u32(n)) {
-    copy_general_kernel<T, Mode, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
-        src, dst, static_cast<uint32_t>(n), Indexer<2, uint32_t>::make(c));
+    copy_general_kernel<T, Mode, uint32_t>
+        <<<grid_for(n, kBlock), kBlock, 0, stream>>>(src, dst, static_cast<uint32_t>(n), Indexer<2, uint32_t>::make(c));
   } else {
-    copy_general_kernel<T, Mode, uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
-        src, dst, static_cast<uint64_t>(n), Indexer<2, uint64_t>::make(c));
+    copy_general_kernel<T, Mode, uint64_t>
+        <<<grid_for(n, kBlock), kBlock, 0, stream>>>(src, dst, static_cast<uint64_t>(n), Indexer<2, uint64_t>::make(c));
   }
 }
 
@@ -94,8 +97,10 @@ void strided_copy(const char* op, const T* src, int64_t src_off, const int64_t* 
     bool overlap = false;
     for (int64_t st : c.str[1]) overlap = overlap || st == 0;
     if constexpr (std::is_same_v<T, float>) {
-      if (overlap) copy_launch<T, kCopyAtomicAdd>(s, d, c, stream);
-      else copy_launch<T, kCopyAdd>(s, d, c, stream);
+      if (overlap)
+        copy_launch<T, kCopyAtomicAdd>(s, d, c, stream);
+      else
+        copy_launch<T, kCopyAdd>(s, d, c, stream);
     } else if constexpr (std::is_same_v<T, Bf16>) {
       CRATE_CUDA_REQUIRE(!overlap, op,
                          "accumulate into overlapping destination elements (a 0 dst stride) is only supported for f32");
@@ -154,8 +159,8 @@ GatherIndex<Idx> make_gather_index(int64_t inner_v, int64_t k) {
 }
 
 template <class V>
-void gather_launch(const void* x, const int32_t* idx, void* out, int64_t outer, int64_t dim, int64_t inner_v,
-                   int64_t k, unsigned long long* bad, cudaStream_t stream) {
+void gather_launch(const void* x, const int32_t* idx, void* out, int64_t outer, int64_t dim, int64_t inner_v, int64_t k,
+                   unsigned long long* bad, cudaStream_t stream) {
   const int64_t n = outer * k * inner_v;
   if (fits_u32(n)) {
     gather_kernel<V, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
@@ -205,8 +210,9 @@ void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t oute
     int32_t v = 0;
     check(cudaMemcpyAsync(&v, idx + pos, sizeof(v), cudaMemcpyDeviceToHost, stream), op);
     check(cudaStreamSynchronize(stream), op);
-    CRATE_CUDA_REQUIRE(false, op, "index " + std::to_string(v) + " at position " + std::to_string(pos) +
-                                      " is out of range [0, " + std::to_string(dim) + ")");
+    CRATE_CUDA_REQUIRE(false, op,
+                       "index " + std::to_string(v) + " at position " + std::to_string(pos) + " is out of range [0, " +
+                           std::to_string(dim) + ")");
   }
 }
 
@@ -269,8 +275,8 @@ CRATE_API crate_status crate_cuda_strided_copy_i32(const int32_t* src, int64_t s
   });
 }
 
-CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer,
-                                             int64_t dim, int64_t inner, int64_t k, void* stream) {
+CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer, int64_t dim,
+                                             int64_t inner, int64_t k, void* stream) {
   return guard("crate_cuda_gather_f32",
                [&] { gather<float, float4>("gather", x, idx, out, outer, dim, inner, k, stream); });
 }
@@ -293,11 +299,11 @@ CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* i
     require_ptr(op, dx, "dx");
     cudaStream_t stream = resolve_stream(stream_);
     if (fits_u32(n)) {
-      index_add_kernel<uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
-          g, idx, dx, static_cast<uint32_t>(n), dim, make_gather_index<uint32_t>(inner, k));
+      index_add_kernel<uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(g, idx, dx, static_cast<uint32_t>(n), dim,
+                                                                             make_gather_index<uint32_t>(inner, k));
     } else {
-      index_add_kernel<uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
-          g, idx, dx, static_cast<uint64_t>(n), dim, make_gather_index<uint64_t>(inner, k));
+      index_add_kernel<uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(g, idx, dx, static_cast<uint64_t>(n), dim,
+                                                                             make_gather_index<uint64_t>(inner, k));
     }
     check_launch(op, stream);
   });
@@ -309,9 +315,9 @@ CRATE_API crate_status crate_cuda_matmul_f32(const float* A, const float* B, flo
                                              void* stream_) {
   return guard("crate_cuda_matmul_f32", [&] {
     const char* op = "matmul";
-    CRATE_CUDA_REQUIRE(M >= 0 && N >= 0 && K >= 0, op,
-                       "negative matrix size (M " + std::to_string(M) + ", N " + std::to_string(N) + ", K " +
-                           std::to_string(K) + ")");
+    CRATE_CUDA_REQUIRE(
+        M >= 0 && N >= 0 && K >= 0, op,
+        "negative matrix size (M " + std::to_string(M) + ", N " + std::to_string(N) + ", K " + std::to_string(K) + ")");
     const int64_t batch = checked_numel(op, batch_shape, nbatch);
     if (batch == 0 || M == 0 || N == 0) return;
     require_strides(op, a_bstr, nbatch, "a_bstr");

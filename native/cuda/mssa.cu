@@ -73,13 +73,13 @@
 // this file's kernels on the CPU (fibers per thread in random order, NaN-poisoned shared memory,
 // a matrix-level wmma stand-in) so that the comparison runs without a GPU too. The emulator's
 // build sets CRATE_MSSA_GRID_CAP small, so that the kernels' (b, h) grid-stride loops run.
+#include <mma.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <string>
 #include <type_traits>
-
-#include <mma.h>
 
 #include "common.cuh"
 
@@ -97,8 +97,8 @@ namespace wmma = nvcuda::wmma;
 
 constexpr int kThreads = 128;  // threads per CTA, every kernel of this file
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxP = 128;     // largest head width the CUDA kernels support
-constexpr int kFwdTile = 64;   // forward: query and key tile rows
+constexpr int kMaxP = 128;    // largest head width the CUDA kernels support
+constexpr int kFwdTile = 64;  // forward: query and key tile rows
 constexpr float kInf = __builtin_huge_valf();
 
 // ------------------------------------------------------------------------------ device helpers
@@ -109,14 +109,12 @@ __device__ __forceinline__ float* mssa_smem() {
   return crate_mssa_smem;
 }
 
-__device__ __forceinline__ float4 ld4(const float* ptr) {
-  return *reinterpret_cast<const float4*>(ptr);
-}
-__device__ __forceinline__ void st4(float* ptr, const float4& v) {
-  *reinterpret_cast<float4*>(ptr) = v;
-}
+__device__ __forceinline__ float4 ld4(const float* ptr) { return *reinterpret_cast<const float4*>(ptr); }
+__device__ __forceinline__ void st4(float* ptr, const float4& v) { *reinterpret_cast<float4*>(ptr) = v; }
 /** Component e (compile-time after unrolling) of a float4. */
-__device__ __forceinline__ float comp(const float4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
+__device__ __forceinline__ float comp(const float4& v, int e) {
+  return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w;
+}
 
 /** max that propagates NaN (fmaxf would return the other operand). */
 __device__ __forceinline__ float nanmax(float a, float b) { return (a > b || a != a) ? a : b; }
@@ -297,7 +295,7 @@ struct AccSimt {
 template <int M, int N>
 struct AccTc {
   static constexpr int FC = N / 16;
-  static constexpr int NB = (M / 16) * FC;                // 16 x 16 blocks
+  static constexpr int NB = (M / 16) * FC;               // 16 x 16 blocks
   static constexpr int NF = (NB + kWarps - 1) / kWarps;  // fragment slots per warp
   static_assert(M % 16 == 0 && N % 16 == 0, "AccTc: tile shape");
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> f[NF];
@@ -382,28 +380,28 @@ __device__ __forceinline__ void load_key_madd(float* madd, const uint8_t* key_ma
 // ------------------------------------------------------------------------------ forward
 
 struct FwdParams {
-  const float* P;         // (B, N, H*p)
-  float* O;               // (B, N, H*p)
-  float* L;               // (B, H, N) or nullptr
+  const float* P;           // (B, N, H*p)
+  float* O;                 // (B, N, H*p)
+  float* L;                 // (B, H, N) or nullptr
   const uint8_t* key_mask;  // (B, N) or nullptr
   int64_t B, N, H, p, BH;
-  int64_t num_tiles;      // ceil(N / T) = gridDim.x
+  int64_t num_tiles;  // ceil(N / T) = gridDim.x
   float scale;
   int causal;
 };
 
 template <int PP, int T, bool TC>
-struct FwdLayout {  // offsets in floats into the dynamic shared memory
-  static constexpr int LD = PP + 4;   // row stride of the (T, PP) tiles
-  static constexpr int LDS = T + 4;   // row stride of the (T, T) score tile
-  static constexpr int kQ = 0;                  // Q (T, LD): the query tile, all key tiles
-  static constexpr int kK = kQ + T * LD;        // K = V (T, LD): the current key tile
-  static constexpr int kS = kK + T * LD;        // S (T, LDS): scores, then probabilities
-  static constexpr int kM = kS + T * LDS;       // m (T): running row max (scaled scores)
-  static constexpr int kL = kM + T;             // l (T): running row sum
-  static constexpr int kAlpha = kL + T;         // alpha (T): exp(m_old - m_new) of the tile
-  static constexpr int kMadd = kAlpha + T;      // madd (T): 0 / -inf per key of the tile
-  static constexpr int kStage = kMadd + T;      // TC: 4 warps x 256 floats staging
+struct FwdLayout {                          // offsets in floats into the dynamic shared memory
+  static constexpr int LD = PP + 4;         // row stride of the (T, PP) tiles
+  static constexpr int LDS = T + 4;         // row stride of the (T, T) score tile
+  static constexpr int kQ = 0;              // Q (T, LD): the query tile, all key tiles
+  static constexpr int kK = kQ + T * LD;    // K = V (T, LD): the current key tile
+  static constexpr int kS = kK + T * LD;    // S (T, LDS): scores, then probabilities
+  static constexpr int kM = kS + T * LDS;   // m (T): running row max (scaled scores)
+  static constexpr int kL = kM + T;         // l (T): running row sum
+  static constexpr int kAlpha = kL + T;     // alpha (T): exp(m_old - m_new) of the tile
+  static constexpr int kMadd = kAlpha + T;  // madd (T): 0 / -inf per key of the tile
+  static constexpr int kStage = kMadd + T;  // TC: 4 warps x 256 floats staging
   static constexpr int kFloats = kStage + (TC ? kWarps * 256 : 0);
   static constexpr size_t kBytes = sizeof(float) * kFloats;
   static_assert(kK % 8 == 0 && kS % 8 == 0 && kM % 8 == 0 && kStage % 8 == 0, "32-byte aligned buffers");
@@ -415,11 +413,11 @@ __global__ void __launch_bounds__(kThreads, 2) mssa_fwd_kernel(const FwdParams p
   constexpr int LD = Lay::LD, LDS = Lay::LDS, CPL = T / 32;  // CPL: score columns per lane
   static_assert(T % 32 == 0, "T");
   float* sm = mssa_smem();
-  float* Qs = sm + Lay::kQ;        // (T, LD)
-  float* Ks = sm + Lay::kK;        // (T, LD)
-  float* Ss = sm + Lay::kS;        // (T, LDS)
-  float* m_s = sm + Lay::kM;       // (T)
-  float* l_s = sm + Lay::kL;       // (T)
+  float* Qs = sm + Lay::kQ;           // (T, LD)
+  float* Ks = sm + Lay::kK;           // (T, LD)
+  float* Ss = sm + Lay::kS;           // (T, LDS)
+  float* m_s = sm + Lay::kM;          // (T)
+  float* l_s = sm + Lay::kL;          // (T)
   float* alpha_s = sm + Lay::kAlpha;  // (T)
   float* madd_s = sm + Lay::kMadd;    // (T)
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -502,8 +500,8 @@ __global__ void __launch_bounds__(kThreads, 2) mssa_fwd_kernel(const FwdParams p
       acc.template mma_nn<T>(Ss, LDS, Ks, LD);  // O_acc += A V   (T, PP)
     }
 
-    __syncthreads();     // every warp is done with Ks (the last V tile)
-    acc.store(Ks, LD);   // O_acc (T, PP) staged in the key tile buffer
+    __syncthreads();    // every warp is done with Ks (the last V tile)
+    acc.store(Ks, LD);  // O_acc (T, PP) staged in the key tile buffer
     __syncthreads();
     float* Oh = prm.O + b * N * HP + h * p;
     for (int idx = tid; idx < T * PP; idx += kThreads) {
@@ -554,11 +552,11 @@ __global__ void __launch_bounds__(kThreads, 2) mssa_rowdot_kernel(const RowdotPa
 }
 
 struct BwdParams {
-  const float* P;   // (B, N, H*p)
-  const float* L;   // (B, H, N) from the forward
-  const float* dO;  // (B, N, H*p)
-  const float* D;   // (B, H, N) from mssa_rowdot_kernel
-  float* dP;        // (B, N, H*p), overwritten
+  const float* P;           // (B, N, H*p)
+  const float* L;           // (B, H, N) from the forward
+  const float* dO;          // (B, N, H*p)
+  const float* D;           // (B, H, N) from mssa_rowdot_kernel
+  float* dP;                // (B, N, H*p), overwritten
   const uint8_t* key_mask;  // (B, N) or nullptr
   int64_t B, N, H, p, BH;
   int64_t num_tiles_i;  // ceil(N / TI): the tiles I every CTA loops over (gridDim.x = ceil(N / TJ))
@@ -571,17 +569,17 @@ template <int PP, int TJ, int TI>
 struct BwdLayout {  // offsets in floats into the dynamic shared memory
   static constexpr int LD = PP + 4;
   static constexpr int LDS = TI + 4;
-  static constexpr int kPj = 0;                // P_J (TJ, LD): this CTA's rows; at the end the dP staging
-  static constexpr int kGj = kPj + TJ * LD;    // dO_J (TJ, LD)
-  static constexpr int kPi = kGj + TJ * LD;    // P_I (TI, LD): the current tile
-  static constexpr int kGi = kPi + TI * LD;    // dO_I (TI, LD)
-  static constexpr int kX = kGi + TI * LD;     // X (TJ, LDS): raw scores, then E
-  static constexpr int kA1 = kX + TJ * LDS;    // dA1 (TJ, LDS) = dA[J, I]
-  static constexpr int kA2 = kA1 + TJ * LDS;   // dA2 (TJ, LDS) = dA[I, J]^T, then A[I, J]^T
-  static constexpr int kLj = kA2 + TJ * LDS;   // L of rows J, -inf replaced by +inf (TJ)
-  static constexpr int kDj = kLj + TJ;         // D of rows J (TJ)
-  static constexpr int kMj = kDj + TJ;         // madd of keys J (TJ)
-  static constexpr int kLi = kMj + TJ;         // same for tile I (TI each)
+  static constexpr int kPj = 0;               // P_J (TJ, LD): this CTA's rows; at the end the dP staging
+  static constexpr int kGj = kPj + TJ * LD;   // dO_J (TJ, LD)
+  static constexpr int kPi = kGj + TJ * LD;   // P_I (TI, LD): the current tile
+  static constexpr int kGi = kPi + TI * LD;   // dO_I (TI, LD)
+  static constexpr int kX = kGi + TI * LD;    // X (TJ, LDS): raw scores, then E
+  static constexpr int kA1 = kX + TJ * LDS;   // dA1 (TJ, LDS) = dA[J, I]
+  static constexpr int kA2 = kA1 + TJ * LDS;  // dA2 (TJ, LDS) = dA[I, J]^T, then A[I, J]^T
+  static constexpr int kLj = kA2 + TJ * LDS;  // L of rows J, -inf replaced by +inf (TJ)
+  static constexpr int kDj = kLj + TJ;        // D of rows J (TJ)
+  static constexpr int kMj = kDj + TJ;        // madd of keys J (TJ)
+  static constexpr int kLi = kMj + TJ;        // same for tile I (TI each)
   static constexpr int kDi = kLi + TI;
   static constexpr int kMi = kDi + TI;
   static constexpr int kFloats = kMi + TI;
@@ -728,8 +726,7 @@ inline dim3 tile_grid(int64_t tiles, int64_t BH, int64_t cap) {
 inline void require_smem(size_t need, int64_t max_smem, const char* fn) {
   if (static_cast<int64_t>(need) > max_smem)
     throw Error(CRATE_ERR_CUDA, std::string(fn) + ": the kernel needs " + std::to_string(need) +
-                                    " bytes of shared memory per block, the device allows " +
-                                    std::to_string(max_smem));
+                                    " bytes of shared memory per block, the device allows " + std::to_string(max_smem));
 }
 
 // `launch(kernel, grid, threads, smem_bytes, params)` launches one kernel. max_smem: the device's
@@ -752,12 +749,18 @@ void forward_pp(FwdParams prm, bool tc, int64_t max_smem, int64_t grid_cap, Laun
 template <class Launch>
 void launch_forward(const FwdParams& prm, bool tc, int64_t max_smem, int64_t grid_cap, Launch&& launch) {
   switch (padded_width(prm.p)) {
-    case 16: return forward_pp<16>(prm, tc, max_smem, grid_cap, launch);
-    case 32: return forward_pp<32>(prm, tc, max_smem, grid_cap, launch);
-    case 48: return forward_pp<48>(prm, tc, max_smem, grid_cap, launch);
-    case 64: return forward_pp<64>(prm, tc, max_smem, grid_cap, launch);
-    case 96: return forward_pp<96>(prm, tc, max_smem, grid_cap, launch);
-    default: return forward_pp<128>(prm, tc, max_smem, grid_cap, launch);
+    case 16:
+      return forward_pp<16>(prm, tc, max_smem, grid_cap, launch);
+    case 32:
+      return forward_pp<32>(prm, tc, max_smem, grid_cap, launch);
+    case 48:
+      return forward_pp<48>(prm, tc, max_smem, grid_cap, launch);
+    case 64:
+      return forward_pp<64>(prm, tc, max_smem, grid_cap, launch);
+    case 96:
+      return forward_pp<96>(prm, tc, max_smem, grid_cap, launch);
+    default:
+      return forward_pp<128>(prm, tc, max_smem, grid_cap, launch);
   }
 }
 
@@ -779,12 +782,18 @@ void backward_pp(BwdParams prm, bool tc, int64_t max_smem, int64_t grid_cap, Lau
 template <class Launch>
 void launch_backward_main(const BwdParams& prm, bool tc, int64_t max_smem, int64_t grid_cap, Launch&& launch) {
   switch (padded_width(prm.p)) {
-    case 16: return backward_pp<16, 64, 32>(prm, tc, max_smem, grid_cap, launch);
-    case 32: return backward_pp<32, 64, 32>(prm, tc, max_smem, grid_cap, launch);
-    case 48: return backward_pp<48, 64, 32>(prm, tc, max_smem, grid_cap, launch);
-    case 64: return backward_pp<64, 64, 32>(prm, tc, max_smem, grid_cap, launch);
-    case 96: return backward_pp<96, 32, 32>(prm, tc, max_smem, grid_cap, launch);
-    default: return backward_pp<128, 32, 32>(prm, tc, max_smem, grid_cap, launch);
+    case 16:
+      return backward_pp<16, 64, 32>(prm, tc, max_smem, grid_cap, launch);
+    case 32:
+      return backward_pp<32, 64, 32>(prm, tc, max_smem, grid_cap, launch);
+    case 48:
+      return backward_pp<48, 64, 32>(prm, tc, max_smem, grid_cap, launch);
+    case 64:
+      return backward_pp<64, 64, 32>(prm, tc, max_smem, grid_cap, launch);
+    case 96:
+      return backward_pp<96, 32, 32>(prm, tc, max_smem, grid_cap, launch);
+    default:
+      return backward_pp<128, 32, 32>(prm, tc, max_smem, grid_cap, launch);
   }
 }
 
@@ -798,14 +807,13 @@ inline void check_sizes(const char* fn, int64_t B, int64_t N, int64_t H, int64_t
                      "p = " + std::to_string(p) + " is not supported by the CUDA MSSA kernels (head width at most " +
                          std::to_string(kMaxP) + "); use the CPU kernels for wider heads");
   const int64_t lim = int64_t(1) << 40;
-  CRATE_CUDA_REQUIRE(B <= lim && N <= lim && H <= lim &&
-                         static_cast<double>(B) * static_cast<double>(N) * static_cast<double>(H) *
-                                 static_cast<double>(p) <=
-                             1e15 &&
-                         (N + 31) / 32 <= 0x7fffffff,
-                     fn,
-                     "sizes too large (B=" + std::to_string(B) + ", N=" + std::to_string(N) +
-                         ", H=" + std::to_string(H) + ", p=" + std::to_string(p) + ")");
+  CRATE_CUDA_REQUIRE(
+      B <= lim && N <= lim && H <= lim &&
+          static_cast<double>(B) * static_cast<double>(N) * static_cast<double>(H) * static_cast<double>(p) <= 1e15 &&
+          (N + 31) / 32 <= 0x7fffffff,
+      fn,
+      "sizes too large (B=" + std::to_string(B) + ", N=" + std::to_string(N) + ", H=" + std::to_string(H) +
+          ", p=" + std::to_string(p) + ")");
 }
 
 /** TF32 tensor cores for the tile products: CRATE_MSSA_TF32=1 / =0 in the environment (read
@@ -857,9 +865,9 @@ constexpr int64_t kGridCap = CRATE_MSSA_GRID_CAP;
 
 extern "C" {
 
-CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N,
-                                                   int64_t H, int64_t p, float scale, int causal,
-                                                   const uint8_t* key_mask, void* stream) {
+CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N, int64_t H,
+                                                   int64_t p, float scale, int causal, const uint8_t* key_mask,
+                                                   void* stream) {
   return guard("crate_cuda_mssa_forward_f32", [&] {
     const char* fn = "mssa_forward";
     check_sizes(fn, B, N, H, p);
@@ -880,8 +888,8 @@ CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, flo
 }
 
 CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const float* L, const float* dO,
-                                                    float* dP, int64_t B, int64_t N, int64_t H, int64_t p,
-                                                    float scale, int causal, const uint8_t* key_mask, void* stream) {
+                                                    float* dP, int64_t B, int64_t N, int64_t H, int64_t p, float scale,
+                                                    int causal, const uint8_t* key_mask, void* stream) {
   return guard("crate_cuda_mssa_backward_f32", [&] {
     const char* fn = "mssa_backward";
     check_sizes(fn, B, N, H, p);
@@ -897,8 +905,7 @@ CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float*
     // D = rowsum(dO o O) per (b, h, i), into stream-ordered scratch.
     Scratch D(sizeof(float) * static_cast<size_t>(B * H * N), st);
     RowdotParams rp{O, dO, D.as<float>(), B, N, H, p};
-    CudaLaunch{st, "mssa_backward (rowdot)"}(mssa_rowdot_kernel, dim3(grid_for(B * N * H, kWarps)), kThreads, 0,
-                                             rp);
+    CudaLaunch{st, "mssa_backward (rowdot)"}(mssa_rowdot_kernel, dim3(grid_for(B * N * H, kWarps)), kThreads, 0, rp);
 
     BwdParams prm{};
     prm.P = P;

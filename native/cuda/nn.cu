@@ -52,11 +52,10 @@ unsigned rows_grid(int64_t rows) {
   return static_cast<unsigned>(g < 1 ? 1 : (g < (1LL << 20) ? g : (1LL << 20)));
 }
 
-#define ROW_LOOP(rows)                                                                            \
-  const int lane = threadIdx.x & 31;                                                              \
-  const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarps;                           \
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); r < (rows); \
-       r += warp_stride)
+#define ROW_LOOP(rows)                                                  \
+  const int lane = threadIdx.x & 31;                                    \
+  const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarps; \
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); r < (rows); r += warp_stride)
 
 // ============================================================================ LayerNorm
 
@@ -169,8 +168,8 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     layernorm_bwd_wb_partial_kernel(const float* __restrict__ x, const float* __restrict__ mean,
                                     const float* __restrict__ rstd, const float* __restrict__ g,
-                                    float* __restrict__ part_w, float* __restrict__ part_b, int64_t rows,
-                                    int64_t cols, int64_t chunk_rows, int64_t nchunk) {
+                                    float* __restrict__ part_w, float* __restrict__ part_b, int64_t rows, int64_t cols,
+                                    int64_t chunk_rows, int64_t nchunk) {
   __shared__ float rw[8][32];
   __shared__ float rb[8][32];
   for (int64_t cb = blockIdx.x; cb * 32 < cols; cb += gridDim.x) {
@@ -419,10 +418,9 @@ CRATE_API crate_status crate_cuda_softmax_backward_f32(const float* y, const flo
   });
 }
 
-CRATE_API crate_status crate_cuda_cross_entropy_forward_f32(const float* logits, const int32_t* target,
-                                                            float* loss_row, float* lse, int64_t* counted,
-                                                            int64_t rows, int64_t classes, double smoothing,
-                                                            int64_t ignore_index, void* stream) {
+CRATE_API crate_status crate_cuda_cross_entropy_forward_f32(const float* logits, const int32_t* target, float* loss_row,
+                                                            float* lse, int64_t* counted, int64_t rows, int64_t classes,
+                                                            double smoothing, int64_t ignore_index, void* stream) {
   return guard("crate_cuda_cross_entropy_forward_f32", [&] {
     const char* fn = "cross_entropy_forward";
     check_rc(fn, rows, classes, "classes");

@@ -47,9 +47,9 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
 using namespace crate::cuda;
 using namespace crate::cuda::prim;
 
-CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n,
-                                                 double lr, double b1, double b2, double eps, double wd, double bc1,
-                                                 double bc2, void* stream_) {
+CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n, double lr,
+                                                 double b1, double b2, double eps, double wd, double bc1, double bc2,
+                                                 void* stream_) {
   return guard("crate_cuda_adamw_step_f32", [&] {
     const char* op = "adamw_step";
     CRATE_CUDA_REQUIRE(n >= 0, op, "negative size " + std::to_string(n));

@@ -136,8 +136,8 @@ struct DivFor<uint64_t> {
 /** Canonical iteration space of an op over `nops` strided operands: size-1 dims dropped and
  * neighbouring dims merged wherever every operand's strides allow it (row-major order). */
 struct Canon {
-  std::vector<int64_t> shape;                // outer ... inner
-  std::vector<std::vector<int64_t>> str;     // [op][dim]
+  std::vector<int64_t> shape;             // outer ... inner
+  std::vector<std::vector<int64_t>> str;  // [op][dim]
   int64_t numel = 1;
 };
 
@@ -187,9 +187,9 @@ struct Indexer {
   }
 
   PRIM_HD void offsets(Idx lin, int64_t (&off)[NOPS]) const {
-PRIM_UNROLL
+    PRIM_UNROLL
     for (int o = 0; o < NOPS; ++o) off[o] = 0;
-PRIM_UNROLL
+    PRIM_UNROLL
     for (int i = 0; i < kMaxDims; ++i) {
       if (i >= ndim) break;
       Idx r;
@@ -200,7 +200,7 @@ PRIM_UNROLL
         r = lin - q * static_cast<Idx>(size[i].d);
         lin = q;
       }
-PRIM_UNROLL
+      PRIM_UNROLL
       for (int o = 0; o < NOPS; ++o) off[o] += static_cast<int64_t>(r) * str[o][i];
     }
   }
@@ -215,8 +215,24 @@ inline bool fits_u32(int64_t n) { return n <= INT32_MAX; }
 constexpr int kUnaryCount = 18;   // crate::cpu::UnaryOp::count
 constexpr int kBinaryCount = 13;  // crate::cpu::BinaryOp::count
 enum UnaryCode : int {
-  kNeg = 0, kExp, kLog, kSqrt, kAbs, kRelu, kGelu, kGeluTanh, kTanh, kSigmoid, kPowScalar, kClamp, kAffine, kSign,
-  kSquare, kRsqrt, kSin, kCos
+  kNeg = 0,
+  kExp,
+  kLog,
+  kSqrt,
+  kAbs,
+  kRelu,
+  kGelu,
+  kGeluTanh,
+  kTanh,
+  kSigmoid,
+  kPowScalar,
+  kClamp,
+  kAffine,
+  kSign,
+  kSquare,
+  kRsqrt,
+  kSin,
+  kCos
 };
 enum BinaryCode : int { kAdd = 0, kSub, kMul, kDiv, kPow, kMaximum, kMinimum, kEq, kNe, kLt, kLe, kGt, kGe };
 
@@ -234,27 +250,45 @@ PRIM_HD float unary_value(float x, const UnaryParams& p) {
   constexpr float kInvSqrt2 = static_cast<float>(0.7071067811865476);
   constexpr float kSqrt2OverPi = static_cast<float>(0.7978845608028654);
   constexpr float kC = static_cast<float>(0.044715);
-  if constexpr (Op == kNeg) return -x;
-  else if constexpr (Op == kExp) return expf(x);
-  else if constexpr (Op == kLog) return logf(x);
-  else if constexpr (Op == kSqrt) return sqrtf(x);
-  else if constexpr (Op == kAbs) return fabsf(x);
-  else if constexpr (Op == kRelu) return x > 0.f ? x : 0.f;
-  else if constexpr (Op == kGelu) return mul_f32(mul_f32(0.5f, x), add_f32(1.f, erff(mul_f32(x, kInvSqrt2))));
+  if constexpr (Op == kNeg)
+    return -x;
+  else if constexpr (Op == kExp)
+    return expf(x);
+  else if constexpr (Op == kLog)
+    return logf(x);
+  else if constexpr (Op == kSqrt)
+    return sqrtf(x);
+  else if constexpr (Op == kAbs)
+    return fabsf(x);
+  else if constexpr (Op == kRelu)
+    return x > 0.f ? x : 0.f;
+  else if constexpr (Op == kGelu)
+    return mul_f32(mul_f32(0.5f, x), add_f32(1.f, erff(mul_f32(x, kInvSqrt2))));
   else if constexpr (Op == kGeluTanh) {
     const float u = mul_f32(kSqrt2OverPi, add_f32(x, mul_f32(mul_f32(mul_f32(kC, x), x), x)));
     return mul_f32(mul_f32(0.5f, x), add_f32(1.f, tanhf(u)));
-  } else if constexpr (Op == kTanh) return tanhf(x);
-  else if constexpr (Op == kSigmoid) return x >= 0.f ? 1.f / add_f32(1.f, expf(-x)) : expf(x) / add_f32(1.f, expf(x));
-  else if constexpr (Op == kPowScalar) return powf(x, p.fa);
-  else if constexpr (Op == kClamp) return x < p.fa ? p.fa : (x > p.fb ? p.fb : x);
-  else if constexpr (Op == kAffine) return add_f32(mul_f32(x, p.fa), p.fb);
-  else if constexpr (Op == kSign) return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
-  else if constexpr (Op == kSquare) return mul_f32(x, x);
-  else if constexpr (Op == kRsqrt) return 1.f / sqrtf(x);
-  else if constexpr (Op == kSin) return sinf(x);
-  else if constexpr (Op == kCos) return cosf(x);
-  else return x;
+  } else if constexpr (Op == kTanh)
+    return tanhf(x);
+  else if constexpr (Op == kSigmoid)
+    return x >= 0.f ? 1.f / add_f32(1.f, expf(-x)) : expf(x) / add_f32(1.f, expf(x));
+  else if constexpr (Op == kPowScalar)
+    return powf(x, p.fa);
+  else if constexpr (Op == kClamp)
+    return x < p.fa ? p.fa : (x > p.fb ? p.fb : x);
+  else if constexpr (Op == kAffine)
+    return add_f32(mul_f32(x, p.fa), p.fb);
+  else if constexpr (Op == kSign)
+    return x > 0.f ? 1.f : (x < 0.f ? -1.f : 0.f);
+  else if constexpr (Op == kSquare)
+    return mul_f32(x, x);
+  else if constexpr (Op == kRsqrt)
+    return 1.f / sqrtf(x);
+  else if constexpr (Op == kSin)
+    return sinf(x);
+  else if constexpr (Op == kCos)
+    return cosf(x);
+  else
+    return x;
 }
 
 template <int Op>
@@ -264,12 +298,18 @@ PRIM_HD float unary_grad(float x, float y, float g, const UnaryParams& p) {
   constexpr float kC = static_cast<float>(0.044715);
   constexpr float k3C = static_cast<float>(3 * 0.044715);
   constexpr float kInvSqrt2Pi = static_cast<float>(0.3989422804014327);
-  if constexpr (Op == kNeg) return -g;
-  else if constexpr (Op == kExp) return mul_f32(g, y);
-  else if constexpr (Op == kLog) return g / x;
-  else if constexpr (Op == kSqrt) return mul_f32(g, 0.5f) / y;
-  else if constexpr (Op == kAbs) return x > 0.f ? g : (x < 0.f ? -g : 0.f);
-  else if constexpr (Op == kRelu) return x > 0.f ? g : 0.f;
+  if constexpr (Op == kNeg)
+    return -g;
+  else if constexpr (Op == kExp)
+    return mul_f32(g, y);
+  else if constexpr (Op == kLog)
+    return g / x;
+  else if constexpr (Op == kSqrt)
+    return mul_f32(g, 0.5f) / y;
+  else if constexpr (Op == kAbs)
+    return x > 0.f ? g : (x < 0.f ? -g : 0.f);
+  else if constexpr (Op == kRelu)
+    return x > 0.f ? g : 0.f;
   else if constexpr (Op == kGelu) {
     const float cdf = mul_f32(0.5f, add_f32(1.f, erff(mul_f32(x, kInvSqrt2))));
     const float pdf = mul_f32(expf(mul_f32(mul_f32(-0.5f, x), x)), kInvSqrt2Pi);
@@ -281,17 +321,28 @@ PRIM_HD float unary_grad(float x, float y, float g, const UnaryParams& p) {
     const float du = mul_f32(kSqrt2OverPi, add_f32(1.f, mul_f32(k3C, x2)));
     const float rest = mul_f32(mul_f32(mul_f32(0.5f, x), sub_f32(1.f, mul_f32(t, t))), du);
     return mul_f32(g, add_f32(mul_f32(0.5f, add_f32(1.f, t)), rest));
-  } else if constexpr (Op == kTanh) return mul_f32(g, sub_f32(1.f, mul_f32(y, y)));
-  else if constexpr (Op == kSigmoid) return mul_f32(mul_f32(g, y), sub_f32(1.f, y));
-  else if constexpr (Op == kPowScalar) return p.a == 0.0 ? 0.f : mul_f32(mul_f32(g, p.fa), powf(x, p.fam1));
-  else if constexpr (Op == kClamp) return (x >= p.fa && x <= p.fb) ? g : 0.f;
-  else if constexpr (Op == kAffine) return mul_f32(g, p.fa);
-  else if constexpr (Op == kSign) return 0.f;
-  else if constexpr (Op == kSquare) return mul_f32(mul_f32(g, 2.f), x);
-  else if constexpr (Op == kRsqrt) return mul_f32(mul_f32(mul_f32(mul_f32(g, -0.5f), y), y), y);
-  else if constexpr (Op == kSin) return mul_f32(g, cosf(x));
-  else if constexpr (Op == kCos) return mul_f32(-g, sinf(x));
-  else return 0.f;
+  } else if constexpr (Op == kTanh)
+    return mul_f32(g, sub_f32(1.f, mul_f32(y, y)));
+  else if constexpr (Op == kSigmoid)
+    return mul_f32(mul_f32(g, y), sub_f32(1.f, y));
+  else if constexpr (Op == kPowScalar)
+    return p.a == 0.0 ? 0.f : mul_f32(mul_f32(g, p.fa), powf(x, p.fam1));
+  else if constexpr (Op == kClamp)
+    return (x >= p.fa && x <= p.fb) ? g : 0.f;
+  else if constexpr (Op == kAffine)
+    return mul_f32(g, p.fa);
+  else if constexpr (Op == kSign)
+    return 0.f;
+  else if constexpr (Op == kSquare)
+    return mul_f32(mul_f32(g, 2.f), x);
+  else if constexpr (Op == kRsqrt)
+    return mul_f32(mul_f32(mul_f32(mul_f32(g, -0.5f), y), y), y);
+  else if constexpr (Op == kSin)
+    return mul_f32(g, cosf(x));
+  else if constexpr (Op == kCos)
+    return mul_f32(-g, sinf(x));
+  else
+    return 0.f;
 }
 
 /** The CPU's static_cast<int32_t>(std::pow(double(a), double(b))) computed exactly with integers
@@ -327,35 +378,63 @@ template <class T, int Op>
 PRIM_HD T binary_value(T a, T b) {
   if constexpr (std::is_same_v<T, int32_t>) {
     // Two's-complement wrap-around for + - * (as the CPU's uint32 arithmetic).
-    if constexpr (Op == kAdd) return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
-    else if constexpr (Op == kSub) return static_cast<int32_t>(static_cast<uint32_t>(a) - static_cast<uint32_t>(b));
-    else if constexpr (Op == kMul) return static_cast<int32_t>(static_cast<uint32_t>(a) * static_cast<uint32_t>(b));
-    else if constexpr (Op == kDiv) return b == 0 ? 0 : (a == INT32_MIN && b == -1 ? a : a / b);
-    else if constexpr (Op == kPow) return int_pow_i32(a, b);
-    else if constexpr (Op == kMaximum) return a > b ? a : b;
-    else if constexpr (Op == kMinimum) return a < b ? a : b;
-    else if constexpr (Op == kEq) return a == b;
-    else if constexpr (Op == kNe) return a != b;
-    else if constexpr (Op == kLt) return a < b;
-    else if constexpr (Op == kLe) return a <= b;
-    else if constexpr (Op == kGt) return a > b;
-    else if constexpr (Op == kGe) return a >= b;
-    else return 0;
+    if constexpr (Op == kAdd)
+      return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
+    else if constexpr (Op == kSub)
+      return static_cast<int32_t>(static_cast<uint32_t>(a) - static_cast<uint32_t>(b));
+    else if constexpr (Op == kMul)
+      return static_cast<int32_t>(static_cast<uint32_t>(a) * static_cast<uint32_t>(b));
+    else if constexpr (Op == kDiv)
+      return b == 0 ? 0 : (a == INT32_MIN && b == -1 ? a : a / b);
+    else if constexpr (Op == kPow)
+      return int_pow_i32(a, b);
+    else if constexpr (Op == kMaximum)
+      return a > b ? a : b;
+    else if constexpr (Op == kMinimum)
+      return a < b ? a : b;
+    else if constexpr (Op == kEq)
+      return a == b;
+    else if constexpr (Op == kNe)
+      return a != b;
+    else if constexpr (Op == kLt)
+      return a < b;
+    else if constexpr (Op == kLe)
+      return a <= b;
+    else if constexpr (Op == kGt)
+      return a > b;
+    else if constexpr (Op == kGe)
+      return a >= b;
+    else
+      return 0;
   } else {
-    if constexpr (Op == kAdd) return add_f32(a, b);
-    else if constexpr (Op == kSub) return sub_f32(a, b);
-    else if constexpr (Op == kMul) return mul_f32(a, b);
-    else if constexpr (Op == kDiv) return a / b;
-    else if constexpr (Op == kPow) return static_cast<float>(pow(static_cast<double>(a), static_cast<double>(b)));
-    else if constexpr (Op == kMaximum) return (a != a || a > b) ? a : b;  // NaN propagates
-    else if constexpr (Op == kMinimum) return (a != a || a < b) ? a : b;
-    else if constexpr (Op == kEq) return a == b ? 1.f : 0.f;
-    else if constexpr (Op == kNe) return a != b ? 1.f : 0.f;
-    else if constexpr (Op == kLt) return a < b ? 1.f : 0.f;
-    else if constexpr (Op == kLe) return a <= b ? 1.f : 0.f;
-    else if constexpr (Op == kGt) return a > b ? 1.f : 0.f;
-    else if constexpr (Op == kGe) return a >= b ? 1.f : 0.f;
-    else return 0.f;
+    if constexpr (Op == kAdd)
+      return add_f32(a, b);
+    else if constexpr (Op == kSub)
+      return sub_f32(a, b);
+    else if constexpr (Op == kMul)
+      return mul_f32(a, b);
+    else if constexpr (Op == kDiv)
+      return a / b;
+    else if constexpr (Op == kPow)
+      return static_cast<float>(pow(static_cast<double>(a), static_cast<double>(b)));
+    else if constexpr (Op == kMaximum)
+      return (a != a || a > b) ? a : b;  // NaN propagates
+    else if constexpr (Op == kMinimum)
+      return (a != a || a < b) ? a : b;
+    else if constexpr (Op == kEq)
+      return a == b ? 1.f : 0.f;
+    else if constexpr (Op == kNe)
+      return a != b ? 1.f : 0.f;
+    else if constexpr (Op == kLt)
+      return a < b ? 1.f : 0.f;
+    else if constexpr (Op == kLe)
+      return a <= b ? 1.f : 0.f;
+    else if constexpr (Op == kGt)
+      return a > b ? 1.f : 0.f;
+    else if constexpr (Op == kGe)
+      return a >= b ? 1.f : 0.f;
+    else
+      return 0.f;
   }
 }
 
@@ -404,8 +483,10 @@ PRIM_HD float as_f32(Bf16 v) { return bf16_to_f32(v); }
 /** An f32 result stored as T: itself for f32, rounded to nearest even for bf16. */
 template <class T>
 PRIM_HD T round_to(float v) {
-  if constexpr (std::is_same_v<T, Bf16>) return f32_to_bf16(v);
-  else return v;
+  if constexpr (std::is_same_v<T, Bf16>)
+    return f32_to_bf16(v);
+  else
+    return v;
 }
 
 /** f64 -> bf16 rounded once (nearest even, host): via f32 rounded to odd, which keeps the sticky
@@ -426,7 +507,7 @@ PRIM_HD Bf16 i32_to_bf16(int32_t v) {
   const int shift = top - 7;    // keep 8 significant bits
   uint32_t mant = mag >> shift;
   const uint32_t rem = mag & ((1u << shift) - 1u), half = 1u << (shift - 1);
-  if (rem > half || (rem == half && (mant & 1u))) ++mant;  // mant <= 256
+  if (rem > half || (rem == half && (mant & 1u))) ++mant;                                              // mant <= 256
   const float r = static_cast<float>(static_cast<double>(mant) * static_cast<double>(1ull << shift));  // exact
   return f32_to_bf16(v < 0 ? -r : r);
 }
@@ -439,12 +520,18 @@ PRIM_HD int32_t f32_to_i32(float x) {
 
 template <class S, class D>
 PRIM_HD D cast_value(S x) {
-  if constexpr (std::is_same_v<S, D>) return x;
-  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, int32_t>) return f32_to_i32(x);
-  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, Bf16>) return f32_to_bf16(x);
-  else if constexpr (std::is_same_v<S, int32_t> && std::is_same_v<D, float>) return static_cast<float>(x);
-  else if constexpr (std::is_same_v<S, int32_t> && std::is_same_v<D, Bf16>) return i32_to_bf16(x);
-  else if constexpr (std::is_same_v<S, Bf16> && std::is_same_v<D, float>) return bf16_to_f32(x);
+  if constexpr (std::is_same_v<S, D>)
+    return x;
+  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, int32_t>)
+    return f32_to_i32(x);
+  else if constexpr (std::is_same_v<S, float> && std::is_same_v<D, Bf16>)
+    return f32_to_bf16(x);
+  else if constexpr (std::is_same_v<S, int32_t> && std::is_same_v<D, float>)
+    return static_cast<float>(x);
+  else if constexpr (std::is_same_v<S, int32_t> && std::is_same_v<D, Bf16>)
+    return i32_to_bf16(x);
+  else if constexpr (std::is_same_v<S, Bf16> && std::is_same_v<D, float>)
+    return bf16_to_f32(x);
   else  // bf16 -> i32
     return f32_to_i32(bf16_to_f32(x));
 }
@@ -453,8 +540,10 @@ PRIM_HD D cast_value(S x) {
 template <class T>
 PRIM_HD T arange_value(int64_t i, double start, double step) {
   const double v = add_f64(start, mul_f64(static_cast<double>(i), step));
-  if constexpr (std::is_same_v<T, int32_t>) return trunc_i32_x86(v);
-  else return static_cast<float>(v);
+  if constexpr (std::is_same_v<T, int32_t>)
+    return trunc_i32_x86(v);
+  else
+    return static_cast<float>(v);
 }
 
 // ------------------------------------------------------------------ random / optimizer bodies

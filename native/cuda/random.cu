@@ -25,8 +25,8 @@ __global__ void random_kernel(float* __restrict__ y, int64_t n, uint64_t seed, u
 using namespace crate::cuda;
 using namespace crate::cuda::prim;
 
-CRATE_API crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t offset,
-                                             double a, double b, void* stream_) {
+CRATE_API crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t offset, double a,
+                                             double b, void* stream_) {
   return guard("crate_cuda_random_f32", [&] {
     CRATE_CUDA_REQUIRE(kind >= kRandomUniform && kind <= kRandomBernoulli, "random",
                        "unknown kind " + std::to_string(kind) + " (0 uniform, 1 normal, 2 bernoulli)");

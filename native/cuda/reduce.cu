@@ -36,19 +36,25 @@ constexpr int kSum = 0, kMax = 1, kMin = 2;
 
 template <int Op>
 PRIM_HD float reduce_init() {
-  if constexpr (Op == kSum) return 0.f;
-  else if constexpr (Op == kMax) return -INFINITY;
-  else return INFINITY;
+  if constexpr (Op == kSum)
+    return 0.f;
+  else if constexpr (Op == kMax)
+    return -INFINITY;
+  else
+    return INFINITY;
 }
 
 /** The CPU's combine (reduce.cc): NaN propagates; ties keep the accumulator. */
 template <int Op>
 PRIM_HD float reduce_combine(float acc, float v) {
-  if constexpr (Op == kSum) return add_f32(acc, v);
+  if constexpr (Op == kSum)
+    return add_f32(acc, v);
   else {
     if (v != v) return v;
-    if constexpr (Op == kMax) return (acc != acc || acc >= v) ? acc : v;
-    else return (acc != acc || acc <= v) ? acc : v;
+    if constexpr (Op == kMax)
+      return (acc != acc || acc >= v) ? acc : v;
+    else
+      return (acc != acc || acc <= v) ? acc : v;
   }
 }
 
@@ -120,8 +126,10 @@ inline bool plan_reduce(const int64_t* shape, const uint8_t* reduced, int ndim, 
     if (shape[d] == 0) return false;
     if (shape[d] == 1) continue;
     const bool r = reduced[d] != 0;
-    if (!runs.empty() && runs.back().red == r) runs.back().size *= shape[d];
-    else runs.push_back(Run{shape[d], r});
+    if (!runs.empty() && runs.back().red == r)
+      runs.back().size *= shape[d];
+    else
+      runs.push_back(Run{shape[d], r});
   }
   bool any = false;
   for (;;) {

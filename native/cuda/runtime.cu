@@ -178,8 +178,8 @@ DeviceSlot* device_slots() {
 /** The library's non-blocking stream of `device`, created on first use (thread-safe). */
 cudaStream_t device_stream(int device) {
   if (device < 0 || device >= kMaxDevices)
-    throw Error(CRATE_ERR_CUDA, "device " + std::to_string(device) + " is beyond the " +
-                                    std::to_string(kMaxDevices) + " devices this library supports");
+    throw Error(CRATE_ERR_CUDA, "device " + std::to_string(device) + " is beyond the " + std::to_string(kMaxDevices) +
+                                    " devices this library supports");
   DeviceSlot& slot = device_slots()[device];
   cudaStream_t s = slot.stream.load(std::memory_order_acquire);
   if (s != nullptr) return s;
@@ -427,9 +427,9 @@ Allocator& allocator() {
 
 // ------------------------------------------------------------------ pinned staging pool
 
-constexpr size_t kPinnedMinClass = size_t{64} << 10;   // 64 KiB
-constexpr size_t kPinnedIdleCap = size_t{256} << 20;   // idle pinned memory kept for reuse
-constexpr size_t kStageMaxH2D = size_t{32} << 20;      // larger uploads: async copy + stream sync
+constexpr size_t kPinnedMinClass = size_t{64} << 10;  // 64 KiB
+constexpr size_t kPinnedIdleCap = size_t{256} << 20;  // idle pinned memory kept for reuse
+constexpr size_t kStageMaxH2D = size_t{32} << 20;     // larger uploads: async copy + stream sync
 
 size_t pinned_class(size_t n) {
   size_t c = kPinnedMinClass;
@@ -464,8 +464,8 @@ class PinnedPool {
       e = cudaHostAlloc(&p, *cls, cudaHostAllocPortable);
       if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError();
-        throw Error(CRATE_ERR_OUT_OF_MEMORY, "out of pinned host memory: asked " + fmt_bytes(*cls) +
-                                                 " of page-locked staging memory");
+        throw Error(CRATE_ERR_OUT_OF_MEMORY,
+                    "out of pinned host memory: asked " + fmt_bytes(*cls) + " of page-locked staging memory");
       }
     }
     check(e, "cudaHostAlloc");
@@ -678,8 +678,8 @@ CRATE_API crate_status crate_cuda_init(int device) {
     }
     if (count == 0) {
       const char* vis = std::getenv("CUDA_VISIBLE_DEVICES");
-      throw Error(CRATE_ERR_CUDA, std::string("no CUDA device visible (CUDA_VISIBLE_DEVICES=") +
-                                      (vis ? vis : "<unset>") + ")");
+      throw Error(CRATE_ERR_CUDA,
+                  std::string("no CUDA device visible (CUDA_VISIBLE_DEVICES=") + (vis ? vis : "<unset>") + ")");
     }
     CRATE_CUDA_REQUIRE(device >= 0 && device < count, "device",
                        std::to_string(device) + " is out of range: " + std::to_string(count) + " device(s) visible");
@@ -805,9 +805,8 @@ CRATE_API crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, s
 }
 
 CRATE_API crate_status crate_cuda_synchronize(void* stream) {
-  return guard("crate_cuda_synchronize", [&] {
-    check(cudaStreamSynchronize(crate::cuda::resolve_stream(stream)), "cudaStreamSynchronize");
-  });
+  return guard("crate_cuda_synchronize",
+               [&] { check(cudaStreamSynchronize(crate::cuda::resolve_stream(stream)), "cudaStreamSynchronize"); });
 }
 
 }  // extern "C"

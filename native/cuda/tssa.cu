@@ -72,7 +72,8 @@
 //             dtemp[h] = sum_{b,t} dl u (a CTA per h), ddenom[h,t] = sum_b p du
 // Small p leaves lanes of the head kernels idle (p = 16: half a warp); they are 1 of the forward's
 // 4 passes over W and 2 of the backward's 7. The scans over chunks have only B*D threads, so each
-// keeps kScanBatch = 16 loads in flight (latency, not bandwidth, is their cost). Scratch: forward 8 (B nck D + 3 B H T) bytes, backward 8 (4 B nck D + 6 B H T).
+// keeps kScanBatch = 16 loads in flight (latency, not bandwidth, is their cost). Scratch: forward 8 (B nck D + 3 B H T)
+// bytes, backward 8 (4 B nck D + 6 B H T).
 //
 // Napkin math (ToST-base, B = 8, T = 1024, H = 12, p = 64: B T D = 6.3 M, W = 25 MB f32, a column
 // array 3.1 MB, a token array 0.8 MB):
@@ -102,7 +103,7 @@ constexpr double kPiEps = 1e-8;
 constexpr int kThreads = 256;
 constexpr int kRowsPerCol = 8;  // token slices per column CTA (block 32 x 8)
 constexpr unsigned long long kNone = ~0ull;
-constexpr int kChunk = 16;  // causal: time steps per chunk (scans run over chunks, then inside one)
+constexpr int kChunk = 16;      // causal: time steps per chunk (scans run over chunks, then inside one)
 constexpr int kScanBatch = 16;  // causal: loads in flight per thread in the scans over chunks
 
 __device__ __forceinline__ double clamp_eps(double x) { return x > kNormEps ? x : kNormEps; }
@@ -302,9 +303,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // Saved path, one warp per (b, h): pi = Pi (f64), sig = sum_n pi + 1e-8.
 template <class T>
-__global__ void __launch_bounds__(kThreads)
-    load_saved_pi_kernel(const T* __restrict__ Pi, int64_t BH, int64_t N, double* __restrict__ pi,
-                         double* __restrict__ sig) {
+__global__ void __launch_bounds__(kThreads) load_saved_pi_kernel(const T* __restrict__ Pi, int64_t BH, int64_t N,
+                                                                 double* __restrict__ pi, double* __restrict__ sig) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t bh = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); bh < BH; bh += warps) {
@@ -554,9 +554,8 @@ __global__ void bias_check_kernel(const T* __restrict__ bias, int64_t H, int64_t
 
 // F1 column chunk sums of W^2 (the increments of C).  X (B, nck, D) out.
 template <class T>
-__global__ void __launch_bounds__(kThreads)
-    chunk_sum_sq_kernel(const T* __restrict__ W, double* __restrict__ X, int64_t B, int64_t Tn, int64_t D,
-                        int64_t nck) {
+__global__ void __launch_bounds__(kThreads) chunk_sum_sq_kernel(const T* __restrict__ W, double* __restrict__ X,
+                                                                int64_t B, int64_t Tn, int64_t D, int64_t nck) {
   const int64_t total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -603,9 +602,8 @@ __global__ void __launch_bounds__(kThreads)
 // (b, c), serial over chunks (fixed order); loads in batches of kScanBatch so a thread has that
 // many in flight (B*D threads are few: latency, not bandwidth, is the cost here). bad_b
 // (nullable): first b with a non-finite total.
-__global__ void __launch_bounds__(kThreads)
-    chunk_scan_kernel(double* __restrict__ X, int64_t B, int64_t nck, int64_t D, bool reverse,
-                      unsigned long long* __restrict__ bad_b) {
+__global__ void __launch_bounds__(kThreads) chunk_scan_kernel(double* __restrict__ X, int64_t B, int64_t nck, int64_t D,
+                                                              bool reverse, unsigned long long* __restrict__ bad_b) {
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < B * D;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = x / D, c = x % D;
@@ -700,8 +698,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if (lane < len)
-      U[(b * H + h) * Tn + t0 + lane] =
-          mine + static_cast<double>(p) * static_cast<double>(bias[h * Tmax + t0 + lane]);
+      U[(b * H + h) * Tn + t0 + lane] = mine + static_cast<double>(p) * static_cast<double>(bias[h * Tmax + t0 + lane]);
   }
 }
 
@@ -745,8 +742,8 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     causal_output_kernel(const T* __restrict__ W, const double* __restrict__ pi, const double* __restrict__ Pc,
-                         const double* __restrict__ N0, T* __restrict__ Y, int64_t B, int64_t Tn, int64_t H,
-                         int64_t p, int64_t nck) {
+                         const double* __restrict__ N0, T* __restrict__ Y, int64_t B, int64_t Tn, int64_t H, int64_t p,
+                         int64_t nck) {
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -771,8 +768,8 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     chunk_sum_dn_kernel(const T* __restrict__ W, const T* __restrict__ dY, const double* __restrict__ pi,
-                        const double* __restrict__ Pc, const double* __restrict__ N0, double* __restrict__ X,
-                        int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t nck) {
+                        const double* __restrict__ Pc, const double* __restrict__ N0, double* __restrict__ X, int64_t B,
+                        int64_t Tn, int64_t H, int64_t p, int64_t nck) {
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -959,9 +956,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // ddenom_bias[h, t] = sum_b p du[b,h,t] for t < T (columns >= T were zeroed by the host).
 template <class T>
-__global__ void __launch_bounds__(kThreads)
-    ddenom_kernel(const double* __restrict__ du, T* __restrict__ ddenom, int64_t B, int64_t Tn, int64_t H, int64_t p,
-                  int64_t Tmax) {
+__global__ void __launch_bounds__(kThreads) ddenom_kernel(const double* __restrict__ du, T* __restrict__ ddenom,
+                                                          int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < H * Tn;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t h = i / Tn, t = i % Tn;
@@ -1033,8 +1029,8 @@ void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int
   check(cudaStreamSynchronize(st), "tssa: synchronize");
   if (w[0] != kNone) {
     const double v = read_elem(temp + w[0], st);
-    throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": temp[" + std::to_string(w[0]) + "] is " +
-                                         (std::isnan(v) ? "NaN" : "Inf"));
+    throw Error(CRATE_ERR_NUMERICAL,
+                std::string(fn) + ": temp[" + std::to_string(w[0]) + "] is " + (std::isnan(v) ? "NaN" : "Inf"));
   }
   if (w[1] == kNone) return;
   const int64_t b = static_cast<int64_t>(w[1]);
@@ -1049,8 +1045,9 @@ void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int
                 std::string(fn) + ": sum of W[b=" + std::to_string(b) + "]² over " + tname + " overflows");
   const double v = read_elem(Wb + idx, st);
   const int64_t n = static_cast<int64_t>(idx) / D, c = static_cast<int64_t>(idx) % D;
-  throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": W[b=" + std::to_string(b) + ", " + tname + "=" + std::to_string(n) +
-                                       ", c=" + std::to_string(c) + "] is " + (std::isnan(v) ? "NaN" : "Inf"));
+  throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": W[b=" + std::to_string(b) + ", " + tname + "=" +
+                                       std::to_string(n) + ", c=" + std::to_string(c) + "] is " +
+                                       (std::isnan(v) ? "NaN" : "Inf"));
 }
 
 // K1..K3: q, inv2, pi, m, g (nullable), sig, plus the forward's optional outputs.
@@ -1165,9 +1162,9 @@ void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T*
 // Sizes and pointers as the CPU's check_causal; the denom_bias NaN scan is a kernel (flag word 3).
 void check_causal_sizes(const char* fn, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax) {
   check_sizes(fn, B, Tn, H, p, "T");
-  CRATE_CUDA_REQUIRE(Tmax >= Tn, fn,
-                     "T=" + std::to_string(Tn) + " exceeds Tmax=" + std::to_string(Tmax) +
-                         " (denom_bias has shape (H, Tmax))");
+  CRATE_CUDA_REQUIRE(
+      Tmax >= Tn, fn,
+      "T=" + std::to_string(Tn) + " exceeds Tmax=" + std::to_string(Tmax) + " (denom_bias has shape (H, Tmax))");
   CRATE_CUDA_REQUIRE(static_cast<double>(H) * static_cast<double>(Tmax) < 9.0e18, fn, "size overflow");
 }
 
@@ -1187,8 +1184,8 @@ void raise_causal_flags(const char* fn, const Flags& fl, const T* W, const T* te
   if (bad != kNone) {
     const int64_t h = static_cast<int64_t>(bad) / Tn, t = static_cast<int64_t>(bad) % Tn;
     const double v = read_elem(bias + h * Tmax + t, st);
-    throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": denom_bias[" + std::to_string(h) + ", " +
-                                         std::to_string(t) + "] is " + (std::isnan(v) ? "NaN" : "Inf"));
+    throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": denom_bias[" + std::to_string(h) + ", " + std::to_string(t) +
+                                         "] is " + (std::isnan(v) ? "NaN" : "Inf"));
   }
   raise_flags<T>(fn, fl, W, temp, Tn, D, st, "t");
 }
@@ -1199,9 +1196,9 @@ void raise_causal_flags(const char* fn, const Flags& fl, const T* W, const T* te
 //   N0 (B, nck, D)  running sum of Pi W^2 at each chunk's start (may alias C0 when C0 is not needed
 //                   afterwards: C0 is dead once the logits are computed)
 template <class T>
-void causal_stats(const T* W, const T* temp, const T* bias, int64_t B, int64_t Tn, int64_t H, int64_t p,
-                  int64_t Tmax, int64_t nck, double* C0, double* U, double* pi, double* Pc, double* N0, T* PiT,
-                  const Flags& fl, cudaStream_t st) {
+void causal_stats(const T* W, const T* temp, const T* bias, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax,
+                  int64_t nck, double* C0, double* U, double* pi, double* Pc, double* N0, T* PiT, const Flags& fl,
+                  cudaStream_t st) {
   const int64_t D = H * p;
   launch_bias_check<T>(bias, H, Tn, Tmax, fl, st);
   temp_check_kernel<T><<<1, kThreads, 0, st>>>(temp, H, fl.words);
@@ -1247,16 +1244,15 @@ void tssa_causal_forward(const T* W, const T* temp, const T* bias, T* Y, T* Pi, 
   double* Pc = ar.take(BHT);
   causal_stats<T>(W, temp, bias, B, Tn, H, p, Tmax, nck, CN0, U, pi, Pc, CN0, Pi, fl, st);
   if (D > 0) {
-    causal_output_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, pi, Pc, CN0, Y, B, Tn, H, p,
-                                                                                    nck);
+    causal_output_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, pi, Pc, CN0, Y, B, Tn, H, p, nck);
     check_launch("tssa_causal causal_output_kernel", st);
   }
   raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, D, st);
 }
 
 template <class T>
-void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY, T* dW, T* dtemp, T* ddenom,
-                          int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* stream) {
+void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY, T* dW, T* dtemp, T* ddenom, int64_t B,
+                          int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* stream) {
   const char* fn = "tssa_causal_backward";
   check_causal_sizes(fn, B, Tn, H, p, Tmax);
   const bool work = B > 0 && Tn > 0 && H > 0;
@@ -1291,7 +1287,7 @@ void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY,
   double* U = ar.take(BHT);  // u, then the dtemp terms dl u
   double* pi = ar.take(BHT);
   double* Pc = ar.take(BHT);
-  double* q = ar.take(BHT);  // q, then dPi
+  double* q = ar.take(BHT);   // q, then dPi
   double* RP = ar.take(BHT);  // dden, then its reverse running sum RP
   double* du = ar.take(BHT);
   causal_stats<T>(W, temp, bias, B, Tn, H, p, Tmax, nck, C0, U, pi, Pc, N0, nullptr, fl, st);
@@ -1337,10 +1333,9 @@ CRATE_API crate_status crate_cuda_tssa_forward_f32(const float* W, const float* 
                [&] { tssa_forward<float>(W, temp, Y, Pi, colnorm, mstat, B, N, H, p, stream); });
 }
 
-CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, const float* dY,
-                                                    const float* Pi, const float* colnorm, const float* mstat,
-                                                    float* dW, float* dtemp, int64_t B, int64_t N, int64_t H,
-                                                    int64_t p, void* stream) {
+CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, const float* dY, const float* Pi,
+                                                    const float* colnorm, const float* mstat, float* dW, float* dtemp,
+                                                    int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {
   return guard("crate_cuda_tssa_backward_f32",
                [&] { tssa_backward<float>(W, temp, dY, Pi, colnorm, mstat, dW, dtemp, B, N, H, p, stream); });
 }
@@ -1352,10 +1347,10 @@ CRATE_API crate_status crate_cuda_tssa_causal_forward_f32(const float* W, const 
                [&] { tssa_causal_forward<float>(W, temp, denom_bias, Y, Pi, B, T, H, p, Tmax, stream); });
 }
 
-CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp,
-                                                           const float* denom_bias, const float* dY, float* dW,
-                                                           float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
-                                                           int64_t H, int64_t p, int64_t Tmax, void* stream) {
+CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp, const float* denom_bias,
+                                                           const float* dY, float* dW, float* dtemp, float* ddenom_bias,
+                                                           int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                           void* stream) {
   return guard("crate_cuda_tssa_causal_backward_f32", [&] {
     tssa_causal_backward<float>(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax, stream);
   });

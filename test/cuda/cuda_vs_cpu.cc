@@ -65,6 +65,7 @@
 
 // ------------------------------------------------------------------------------------- the ABI
 
+// clang-format off
 #define CRATE_CUDA_ENTRIES(X)                                                                       \
   X(crate_cuda_last_error) X(crate_cuda_status) X(crate_cuda_init) X(crate_cuda_default_stream)    \
   X(crate_cuda_malloc) X(crate_cuda_free) X(crate_cuda_empty_cache) X(crate_cuda_memory_stats_get) \
@@ -80,6 +81,7 @@
   X(crate_cuda_layernorm_forward_f32) X(crate_cuda_layernorm_backward_f32)                         \
   X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)                             \
   X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)
+// clang-format on
 
 namespace {
 
@@ -104,12 +106,18 @@ struct Options {
 
 const char* status_name(crate_status s) {
   switch (s) {
-    case CRATE_OK: return "CRATE_OK";
-    case CRATE_ERR_INVALID_ARGUMENT: return "CRATE_ERR_INVALID_ARGUMENT";
-    case CRATE_ERR_NUMERICAL: return "CRATE_ERR_NUMERICAL";
-    case CRATE_ERR_OUT_OF_MEMORY: return "CRATE_ERR_OUT_OF_MEMORY";
-    case CRATE_ERR_CUDA: return "CRATE_ERR_CUDA";
-    case CRATE_ERR_INTERNAL: return "CRATE_ERR_INTERNAL";
+    case CRATE_OK:
+      return "CRATE_OK";
+    case CRATE_ERR_INVALID_ARGUMENT:
+      return "CRATE_ERR_INVALID_ARGUMENT";
+    case CRATE_ERR_NUMERICAL:
+      return "CRATE_ERR_NUMERICAL";
+    case CRATE_ERR_OUT_OF_MEMORY:
+      return "CRATE_ERR_OUT_OF_MEMORY";
+    case CRATE_ERR_CUDA:
+      return "CRATE_ERR_CUDA";
+    case CRATE_ERR_INTERNAL:
+      return "CRATE_ERR_INTERNAL";
   }
   return "crate_status(?)";
 }
@@ -393,12 +401,13 @@ void check_out(const char* what, const std::vector<float>& cu, const std::vector
   }
   const double bound = 2 * ep + floor_rel * opt.tol_scale * std::max(scale, 1e-30);
   note(fmt("%s err %.2e cpu %.2e bound %.2e", what, ec, ep, bound));
-  if (nan) fail(fmt("%s: %zu non-finite values where the reference is finite (first at %zu: %g vs %g)", what, nan,
-                    worst, static_cast<double>(cu[worst]), ref[worst]));
+  if (nan)
+    fail(fmt("%s: %zu non-finite values where the reference is finite (first at %zu: %g vs %g)", what, nan, worst,
+             static_cast<double>(cu[worst]), ref[worst]));
   if (bad_inf) fail(fmt("%s: %zu infinite reference values not reproduced", what, bad_inf));
   if (ec > bound)
-    fail(fmt("%s: max|cuda-f64| %.3e > bound %.3e (at %zu: cuda %.9g, f64 %.9g, cpu f32 %.9g)", what, ec, bound,
-             worst, static_cast<double>(cu[worst]), ref[worst], static_cast<double>(cpu[worst])));
+    fail(fmt("%s: max|cuda-f64| %.3e > bound %.3e (at %zu: cuda %.9g, f64 %.9g, cpu f32 %.9g)", what, ec, bound, worst,
+             static_cast<double>(cu[worst]), ref[worst], static_cast<double>(cpu[worst])));
 }
 
 std::vector<uint8_t> key_mask(Rng& r, int64_t B, int64_t N, const std::string& kind) {
@@ -528,7 +537,8 @@ void runtime_cases() {
     void* d = nullptr;
     CU(crate_cuda_malloc, &d, 16, nullptr);
     crate_status st = CU_ST(crate_cuda_memcpy, d, x, 16, 7, nullptr);
-    if (st != CRATE_ERR_INVALID_ARGUMENT) fail(fmt("memcpy kind 7: %s, expected CRATE_ERR_INVALID_ARGUMENT", status_name(st)));
+    if (st != CRATE_ERR_INVALID_ARGUMENT)
+      fail(fmt("memcpy kind 7: %s, expected CRATE_ERR_INVALID_ARGUMENT", status_name(st)));
     CU(crate_cuda_free, d, nullptr);
     CU(crate_cuda_synchronize, nullptr);
   });
@@ -555,10 +565,14 @@ void runtime_cases() {
     while (s.calls.load() == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    note(fmt("callback after %.1f ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()));
-    if (s.calls.load() != 1) fail(fmt("callback called %d times, expected once (20 s timeout)", s.calls.load()));
-    else if (s.status.load() != CRATE_OK) fail(fmt("callback status %d", s.status.load()));
-    else if (back != h) fail("bytes delivered to dst differ");
+    note(fmt("callback after %.1f ms",
+             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()));
+    if (s.calls.load() != 1)
+      fail(fmt("callback called %d times, expected once (20 s timeout)", s.calls.load()));
+    else if (s.status.load() != CRATE_OK)
+      fail(fmt("callback status %d", s.status.load()));
+    else if (back != h)
+      fail("bytes delivered to dst differ");
     CU(crate_cuda_synchronize, nullptr);
     CU(crate_cuda_free, d, nullptr);
   });
@@ -592,16 +606,16 @@ void runtime_cases() {
     crate_status st = CU_ST(crate_cuda_gemm_f32, 0, 0, -1, 4, 4, 1.f, x.as<float>(), 4, x.as<float>(), 4, 0.f,
                             y.as<float>(), 4, 1, 0, 0, 0, 0, nullptr);
     if (st != CRATE_ERR_INVALID_ARGUMENT) fail(fmt("gemm M=-1: %s", status_name(st)));
-    st = CU_ST(crate_cuda_gemm_f32, 0, 0, 4, 4, 4, 1.f, x.as<float>(), 2, x.as<float>(), 4, 0.f, y.as<float>(), 4, 1,
-               0, 0, 0, 0, nullptr);
+    st = CU_ST(crate_cuda_gemm_f32, 0, 0, 4, 4, 4, 1.f, x.as<float>(), 2, x.as<float>(), 4, 0.f, y.as<float>(), 4, 1, 0,
+               0, 0, 0, nullptr);
     if (st != CRATE_ERR_INVALID_ARGUMENT) fail(fmt("gemm lda < K: %s", status_name(st)));
     if (CU_ST(crate_cuda_status) != CRATE_OK) fail("an argument error poisoned the context");
     // empty problems are no-ops
     CU(crate_cuda_mssa_forward_f32, x.as<float>(), y.as<float>(), l.as<float>(), 2, 0, 2, 16, 0.25f, 1, nullptr,
        nullptr);
     CU(crate_cuda_ista_forward_f32, x.as<float>(), x.as<float>(), y.as<float>(), 0, 4, 0.1f, 0.1f, nullptr);
-    CU(crate_cuda_layernorm_forward_f32, x.as<float>(), nullptr, nullptr, y.as<float>(), l.as<float>(),
-       l.as<float>(), 0, 8, 1e-5, nullptr);
+    CU(crate_cuda_layernorm_forward_f32, x.as<float>(), nullptr, nullptr, y.as<float>(), l.as<float>(), l.as<float>(),
+       0, 8, 1e-5, nullptr);
     CU(crate_cuda_gemm_f32, 0, 0, 0, 4, 4, 1.f, x.as<float>(), 4, x.as<float>(), 4, 0.f, y.as<float>(), 4, 1, 0, 0, 0,
        0, nullptr);
     DBuf cnt = dinit("counted", std::vector<int64_t>{77});
@@ -756,9 +770,9 @@ void gemm_cases() {
     int64_t M, N, K;
   };
   std::vector<S> shapes = opt.small ? std::vector<S>{{1, 1, 1}, {7, 33, 31}, {33, 65, 63}}
-                                    : std::vector<S>{{1, 1, 1},       {7, 33, 31},    {32, 32, 32},  {33, 65, 63},
-                                                     {64, 64, 64},    {65, 127, 129}, {127, 129, 65}, {128, 128, 256},
-                                                     {197, 64, 197},  {256, 256, 256}, {513, 129, 1024}};
+                                    : std::vector<S>{{1, 1, 1},      {7, 33, 31},     {32, 32, 32},    {33, 65, 63},
+                                                     {64, 64, 64},   {65, 127, 129},  {127, 129, 65},  {128, 128, 256},
+                                                     {197, 64, 197}, {256, 256, 256}, {513, 129, 1024}};
   for (int own : {1, 0}) {
     int idx = 0;
     for (const S& s : shapes)
@@ -769,16 +783,17 @@ void gemm_cases() {
           gemm_case(own, kF32, ta, tb, s.M, s.N, s.K, ab ? 0.5f : 1.f, ab ? -0.75f : 0.f, v % 4 == 2 ? 3 : 1,
                     v % 8 == 6, v % 5 == 3 ? 3 : 0);
         }
-    const std::vector<S> sub = opt.small ? std::vector<S>{{33, 65, 63}}
-                                         : std::vector<S>{{7, 33, 31}, {64, 64, 64}, {65, 127, 129}, {256, 256, 256},
-                                                          {513, 129, 1024}};
+    const std::vector<S> sub =
+        opt.small ? std::vector<S>{{33, 65, 63}}
+                  : std::vector<S>{{7, 33, 31}, {64, 64, 64}, {65, 127, 129}, {256, 256, 256}, {513, 129, 1024}};
     idx = 0;
     for (const S& s : sub)
       for (int t : {0, 1, 2}) {
         const int v = idx++;
-        gemm_case(own, kTF32, t == 2, t == 1, s.M, s.N, s.K, 1.f, v % 2 ? 0.5f : 0.f, v % 3 == 1 ? 2 : 1, v % 6 == 4, 0);
-        gemm_case(own, kBF16, t == 2, t == 1, s.M, s.N, s.K, v % 2 ? 0.5f : 1.f, v % 2 ? 1.f : 0.f,
-                  v % 3 == 2 ? 2 : 1, v % 6 == 5, v % 4 == 1 ? 5 : 0);
+        gemm_case(own, kTF32, t == 2, t == 1, s.M, s.N, s.K, 1.f, v % 2 ? 0.5f : 0.f, v % 3 == 1 ? 2 : 1, v % 6 == 4,
+                  0);
+        gemm_case(own, kBF16, t == 2, t == 1, s.M, s.N, s.K, v % 2 ? 0.5f : 1.f, v % 2 ? 1.f : 0.f, v % 3 == 2 ? 2 : 1,
+                  v % 6 == 5, v % 4 == 1 ? 5 : 0);
       }
   }
   if (g.crate_cuda_gemm_force_own) g.crate_cuda_gemm_force_own(0);  // back to the default choice
@@ -814,8 +829,8 @@ void mssa_case(int64_t B, int64_t N, int64_t H, int64_t p, int causal, const std
     const std::vector<float> Oi = to32(O64), Li = to32(L64);
     std::vector<double> dP64(nP);
     std::vector<float> dP32(nP);
-    CPU(crate_mssa_backward_f64, P64.data(), O64.data(), L64.data(), G64.data(), dP64.data(), B, N, H, p, scale,
-        causal, hm);
+    CPU(crate_mssa_backward_f64, P64.data(), O64.data(), L64.data(), G64.data(), dP64.data(), B, N, H, p, scale, causal,
+        hm);
     CPU(crate_mssa_backward_f32, P.data(), Oi.data(), Li.data(), G.data(), dP32.data(), B, N, H, p, scale, causal, hm);
     DBuf dOi = din("O(in)", Oi), dLi = din("L(in)", Li), dG = din("dO", G), ddP = dout<float>("dP", nP);
     CU(crate_cuda_mssa_backward_f32, dP.as<float>(), dOi.as<float>(), dLi.as<float>(), dG.as<float>(), ddP.as<float>(),
@@ -857,8 +872,8 @@ void mssa_cases() {
 // ========================================================================================= ISTA
 
 void ista_case(int64_t T, int64_t d, float eta, float lambd, bool skip_dW) {
-  const std::string name = fmt("ista T=%lld d=%lld eta=%g lambda=%g%s", (long long)T, (long long)d, eta, lambd,
-                               skip_dW ? " dW=NULL" : "");
+  const std::string name =
+      fmt("ista T=%lld d=%lld eta=%g lambda=%g%s", (long long)T, (long long)d, eta, lambd, skip_dW ? " dW=NULL" : "");
   run_case(name, [&] {
     Rng r = case_rng();
     const size_t nY = static_cast<size_t>(T * d), nW = static_cast<size_t>(d * d);
@@ -877,8 +892,7 @@ void ista_case(int64_t T, int64_t d, float eta, float lambd, bool skip_dW) {
     std::vector<float> gY32(nY), gW32(nW);
     CPU(crate_ista_backward_f64, Y64.data(), W64.data(), Zi64.data(), G64.data(), gY64.data(), gW64.data(), T, d, eta,
         nullptr);
-    CPU(crate_ista_backward_f32, Y.data(), W.data(), Zi.data(), G.data(), gY32.data(), gW32.data(), T, d, eta,
-        nullptr);
+    CPU(crate_ista_backward_f32, Y.data(), W.data(), Zi.data(), G.data(), gY32.data(), gW32.data(), T, d, eta, nullptr);
     DBuf dZi = din("Z(in)", Zi), dG = din("dZ", G), dgY = dout<float>("dY", nY), dgW = dout<float>("dW", nW);
     CU(crate_cuda_ista_backward_f32, dY.as<float>(), dW.as<float>(), dZi.as<float>(), dG.as<float>(), dgY.as<float>(),
        skip_dW ? nullptr : dgW.as<float>(), T, d, eta, nullptr);
@@ -900,10 +914,10 @@ void ista_cases() {
   struct S {
     int64_t T, d;
   };
-  const std::vector<S> shapes = opt.small ? std::vector<S>{{1, 16}, {7, 33}, {33, 31}, {65, 64}}
-                                          : std::vector<S>{{1, 16},    {7, 33},    {31, 32},    {33, 31},
-                                                           {64, 64},   {65, 63},   {127, 129},  {129, 127},
-                                                           {197, 384}, {256, 256}, {1024, 128}, {2080, 384}};
+  const std::vector<S> shapes =
+      opt.small ? std::vector<S>{{1, 16}, {7, 33}, {33, 31}, {65, 64}}
+                : std::vector<S>{{1, 16},    {7, 33},    {31, 32},   {33, 31},   {64, 64},    {65, 63},
+                                 {127, 129}, {129, 127}, {197, 384}, {256, 256}, {1024, 128}, {2080, 384}};
   int i = 0;
   for (const S& s : shapes) ista_case(s.T, s.d, 0.1f, (i++ % 3 == 2) ? 0.5f : 0.1f, false);
   ista_case(33, 65, 0.1f, 0.1f, true);
@@ -933,9 +947,9 @@ std::string oc_variant(bool tied, int saved, int grads) {
 // tied = false: CRATE-alpha, D and D1 (d, m), saved A1, A2, R.  tied = true: causal CRATE, W (m, d)
 // in the D slot, saved A0, A1, R. Every output and gradient against the CPU f64 function.
 void ista_oc_case(bool tied, int64_t T, int64_t d, int64_t m, float eta, float lambd, int saved, int grads) {
-  const std::string name = fmt("%s T=%lld d=%lld m=%lld eta=%g lambda=%g%s", tied ? "ista_tied" : "ista_overcomplete",
-                               (long long)T, (long long)d, (long long)m, eta, lambd,
-                               oc_variant(tied, saved, grads).c_str());
+  const std::string name =
+      fmt("%s T=%lld d=%lld m=%lld eta=%g lambda=%g%s", tied ? "ista_tied" : "ista_overcomplete", (long long)T,
+          (long long)d, (long long)m, eta, lambd, oc_variant(tied, saved, grads).c_str());
   run_case(name, [&] {
     Rng r = case_rng();
     const size_t nY = static_cast<size_t>(T * d), nA = static_cast<size_t>(T * m), nD = static_cast<size_t>(d * m);
@@ -944,8 +958,8 @@ void ista_oc_case(bool tied, int64_t T, int64_t d, int64_t m, float eta, float l
     const std::vector<float> D1 = tied ? std::vector<float>() : randn(r, nD, sd);
     const std::vector<double> Y64 = to64(Y), D64 = to64(D), D164 = to64(D1);
     const char* nameD = tied ? "W" : "D";
-    const char* nameA = tied ? "A0" : "A1";  // first iterate
-    const char* nameB = tied ? "A1" : "A2";  // second iterate
+    const char* nameA = tied ? "A0" : "A1";                        // first iterate
+    const char* nameB = tied ? "A1" : "A2";                        // second iterate
     const bool sa = saved != kSavedNone, sb = saved == kSavedAll;  // R is saved with the second iterate
     auto p32 = [](bool on, std::vector<float>& v) { return on ? v.data() : nullptr; };
 
@@ -994,8 +1008,8 @@ void ista_oc_case(bool tied, int64_t T, int64_t d, int64_t m, float eta, float l
       CPU(crate_ista_overcomplete_backward_f32, Y.data(), D.data(), D1.data(), Ai.data(), Bi.data(), Ri.data(),
           G.data(), p32(gy, gY32), p32(gd, gD32), p32(gd1, gD132), T, d, m, eta, nullptr);
     }
-    DBuf dAi = din(std::string(nameA) + "(in)", Ai), dBi = din(std::string(nameB) + "(in)", Bi),
-         dRi = din("R(in)", Ri), dG = din("dOut", G);
+    DBuf dAi = din(std::string(nameA) + "(in)", Ai), dBi = din(std::string(nameB) + "(in)", Bi), dRi = din("R(in)", Ri),
+         dG = din("dOut", G);
     DBuf dgY = gy ? dout<float>("dY", nY) : DBuf(), dgD = gd ? dout<float>(tied ? "dW" : "dD", nD) : DBuf(),
          dgD1 = gd1 ? dout<float>("dD1", nD) : DBuf();
     if (tied)
@@ -1003,8 +1017,8 @@ void ista_oc_case(bool tied, int64_t T, int64_t d, int64_t m, float eta, float l
          dRi.as<float>(), dG.as<float>(), dgY.as<float>(), dgD.as<float>(), T, d, m, eta, nullptr);
     else
       CU(crate_cuda_ista_overcomplete_backward_f32, dY.as<float>(), dD.as<float>(), dD1.as<float>(), dAi.as<float>(),
-         dBi.as<float>(), dRi.as<float>(), dG.as<float>(), dgY.as<float>(), dgD.as<float>(), dgD1.as<float>(), T, d,
-         m, eta, nullptr);
+         dBi.as<float>(), dRi.as<float>(), dG.as<float>(), dgY.as<float>(), dgD.as<float>(), dgD1.as<float>(), T, d, m,
+         eta, nullptr);
     if (gy) check_out("dY", down<float>(dgY), gY32, gY64, Tol::grad);
     if (gd) check_out(tied ? "dW" : "dD", down<float>(dgD), gD32, gD64, Tol::grad);
     if (gd1) check_out("dD1", down<float>(dgD1), gD132, gD164, Tol::grad);
@@ -1101,8 +1115,8 @@ void ista_oc_edge_cases() {
     DBuf gD = dout<float>("dD", 32), gD1 = dout<float>("dD1", 32), gW = dout<float>("dW", 32);
     CU(crate_cuda_ista_overcomplete_backward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
        nullptr, gD.as<float>(), gD1.as<float>(), 0, 4, 8, 0.1f, nullptr);
-    CU(crate_cuda_ista_tied_backward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-       gW.as<float>(), 0, 4, 8, 0.1f, nullptr);
+    CU(crate_cuda_ista_tied_backward_f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, gW.as<float>(),
+       0, 4, 8, 0.1f, nullptr);
     for (const DBuf* b : {&gD, &gD1, &gW})
       for (float v : down<float>(*b))
         if (v != 0.f) {
@@ -1153,8 +1167,8 @@ void logdet_case(int64_t batch, int64_t m, int64_t n, bool null_chol) {
     CPU(crate_logdet_gram_forward_f64, Z64.data(), a64.data(), R64.data(), batch, m, n, C64.data());
     CPU(crate_logdet_gram_forward_f32, Z.data(), alpha.data(), R32.data(), batch, m, n, C32.data());
     DBuf dZ = din("Z", Z), da = din("alpha", alpha), dR = dout<float>("R", batch), dC = dout<double>("chol", nC);
-    CU(crate_cuda_logdet_gram_forward_f32, dZ.as<float>(), da.as<float>(), dR.as<float>(), batch, m, n,
-       dC.as<double>(), nullptr);
+    CU(crate_cuda_logdet_gram_forward_f32, dZ.as<float>(), da.as<float>(), dR.as<float>(), batch, m, n, dC.as<double>(),
+       nullptr);
     check_out("R", down<float>(dR), R32, R64, Tol::f64i);
     {  // the saved Cholesky factor (f64 on both sides; the CPU f32 path forms it in f64 too)
       const std::vector<double> Cc = down<double>(dC);
@@ -1174,8 +1188,8 @@ void logdet_case(int64_t batch, int64_t m, int64_t n, bool null_chol) {
     CPU(crate_logdet_gram_backward_f32, Z.data(), alpha.data(), gR.data(), gZ32.data(), batch, m, n,
         null_chol ? nullptr : C64.data());
     DBuf dCi = din("chol(in)", C64), dgR = din("dR", gR), dgZ = dout<float>("dZ", nZ);
-    CU(crate_cuda_logdet_gram_backward_f32, dZ.as<float>(), da.as<float>(), dgR.as<float>(), dgZ.as<float>(), batch,
-       m, n, null_chol ? nullptr : dCi.as<double>(), nullptr);
+    CU(crate_cuda_logdet_gram_backward_f32, dZ.as<float>(), da.as<float>(), dgR.as<float>(), dgZ.as<float>(), batch, m,
+       n, null_chol ? nullptr : dCi.as<double>(), nullptr);
     check_out("dZ", down<float>(dgZ), gZ32, gZ64, Tol::f64ig);
   });
 }
@@ -1184,11 +1198,11 @@ void logdet_cases() {
   struct S {
     int64_t b, m, n;
   };
-  const std::vector<S> shapes = opt.small ? std::vector<S>{{1, 1, 1}, {2, 7, 33}, {2, 33, 7}, {2, 31, 32}}
-                                          : std::vector<S>{{1, 1, 1},     {2, 7, 33},     {2, 33, 7},
-                                                           {3, 31, 32},   {2, 32, 31},    {4, 64, 197},
-                                                           {2, 197, 64},  {2, 65, 129},   {1, 129, 127},
-                                                           {12, 128, 1024}, {1, 256, 300}, {2, 1024, 16}};
+  const std::vector<S> shapes =
+      opt.small
+          ? std::vector<S>{{1, 1, 1}, {2, 7, 33}, {2, 33, 7}, {2, 31, 32}}
+          : std::vector<S>{{1, 1, 1},    {2, 7, 33},   {2, 33, 7},    {3, 31, 32},     {2, 32, 31},   {4, 64, 197},
+                           {2, 197, 64}, {2, 65, 129}, {1, 129, 127}, {12, 128, 1024}, {1, 256, 300}, {2, 1024, 16}};
   for (const S& s : shapes) logdet_case(s.b, s.m, s.n, false);
   logdet_case(2, 33, 65, true);
   if (!opt.small) logdet_case(2, 129, 64, true);
@@ -1221,8 +1235,8 @@ void tssa_case(int64_t B, int64_t N, int64_t H, int64_t p, bool saved) {
     const std::vector<double> G64 = to64(G);
     std::vector<double> gW64(nW), gt64(H);
     std::vector<float> gW32(nW), gt32(H);
-    CPU(crate_tssa_backward_f64, W64.data(), t64.data(), G64.data(), Pi64.data(), cn64.data(), ms64.data(),
-        gW64.data(), gt64.data(), B, N, H, p, nullptr);
+    CPU(crate_tssa_backward_f64, W64.data(), t64.data(), G64.data(), Pi64.data(), cn64.data(), ms64.data(), gW64.data(),
+        gt64.data(), B, N, H, p, nullptr);
     CPU(crate_tssa_backward_f32, W.data(), temp.data(), G.data(), saved ? Pii.data() : nullptr,
         saved ? cni.data() : nullptr, saved ? msi.data() : nullptr, gW32.data(), gt32.data(), B, N, H, p, nullptr);
     DBuf dG = din("dY", G), dPii = din("Pi(in)", Pii), dcni = din("colnorm(in)", cni), dmsi = din("mstat(in)", msi),
@@ -1239,11 +1253,10 @@ void tssa_cases() {
   struct S {
     int64_t B, N, H, p;
   };
-  const std::vector<S> shapes = opt.small ? std::vector<S>{{2, 1, 2, 16}, {2, 7, 3, 32}, {2, 33, 2, 64}}
-                                          : std::vector<S>{{2, 1, 2, 16},    {2, 7, 3, 32},    {2, 33, 2, 64},
-                                                           {2, 65, 2, 128},  {2, 129, 3, 16},  {1, 197, 6, 64},
-                                                           {2, 256, 2, 32},  {1, 1024, 4, 64}, {2, 4096, 2, 32},
-                                                           {1, 31, 1, 1}};
+  const std::vector<S> shapes =
+      opt.small ? std::vector<S>{{2, 1, 2, 16}, {2, 7, 3, 32}, {2, 33, 2, 64}}
+                : std::vector<S>{{2, 1, 2, 16},   {2, 7, 3, 32},   {2, 33, 2, 64},   {2, 65, 2, 128},  {2, 129, 3, 16},
+                                 {1, 197, 6, 64}, {2, 256, 2, 32}, {1, 1024, 4, 64}, {2, 4096, 2, 32}, {1, 31, 1, 1}};
   for (const S& s : shapes) tssa_case(s.B, s.N, s.H, s.p, true);
   tssa_case(2, 33, 3, 16, false);
   if (!opt.small) tssa_case(1, 1024, 2, 64, false);
@@ -1329,7 +1342,8 @@ void tssa_causal_error_cases() {
                    const char* expect_in_message) {
       const std::string cpu_message = cpu == CRATE_OK ? "" : crate_last_error();
       note(fmt("%s: %s", what, status_name(cuda)));
-      if (cuda != cpu) fail(fmt("%s: CUDA %s, CPU %s (%s)", what, status_name(cuda), status_name(cpu), cpu_message.c_str()));
+      if (cuda != cpu)
+        fail(fmt("%s: CUDA %s, CPU %s (%s)", what, status_name(cuda), status_name(cpu), cpu_message.c_str()));
       if (expect_in_message && cuda_message.find(expect_in_message) == std::string::npos)
         fail(fmt("%s: message '%s' lacks '%s' (CPU: '%s')", what, cuda_message.c_str(), expect_in_message,
                  cpu_message.c_str()));
@@ -1337,8 +1351,8 @@ void tssa_causal_error_cases() {
     // T > Tmax, negative sizes
     crate_status cs = CU_ST(crate_cuda_tssa_causal_forward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(),
                             dY.as<float>(), nullptr, 1, 25, H, p, Tmax, nullptr);
-    same("T > Tmax", cs, crate_tssa_causal_forward_f32(W.data(), temp.data(), bias.data(), Y.data(), nullptr, 1, 25, H,
-                                                       p, Tmax),
+    same("T > Tmax", cs,
+         crate_tssa_causal_forward_f32(W.data(), temp.data(), bias.data(), Y.data(), nullptr, 1, 25, H, p, Tmax),
          cuda_msg(), "exceeds Tmax");
     cs = CU_ST(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dW.as<float>(),
                dY.as<float>(), nullptr, nullptr, B, -1, H, p, Tmax, nullptr);
@@ -1359,8 +1373,8 @@ void tssa_causal_error_cases() {
     {
       DBuf pi0 = dout<float>("Pi(p=0)", static_cast<size_t>(B * H * T));
       std::vector<float> pi_cpu(static_cast<size_t>(B * H * T), -1.f);
-      CU(crate_cuda_tssa_causal_forward_f32, nullptr, dt.as<float>(), db.as<float>(), nullptr, pi0.as<float>(), B, T,
-         H, 0, Tmax, nullptr);
+      CU(crate_cuda_tssa_causal_forward_f32, nullptr, dt.as<float>(), db.as<float>(), nullptr, pi0.as<float>(), B, T, H,
+         0, Tmax, nullptr);
       CPU(crate_tssa_causal_forward_f32, nullptr, temp.data(), bias.data(), nullptr, pi_cpu.data(), B, T, H, 0, Tmax);
       const std::vector<float> got = down<float>(pi0);
       for (size_t i = 0; i < got.size(); ++i)
@@ -1383,8 +1397,8 @@ void tssa_causal_error_cases() {
       cs = CU_ST(crate_cuda_tssa_causal_backward_f32, dWn.as<float>(), dt.as<float>(), db.as<float>(), dW.as<float>(),
                  dY.as<float>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
       same("NaN in W (backward)", cs,
-           crate_tssa_causal_backward_f32(Wn.data(), temp.data(), bias.data(), W.data(), Y.data(), gt.data(),
-                                          gb.data(), B, T, H, p, Tmax, nullptr),
+           crate_tssa_causal_backward_f32(Wn.data(), temp.data(), bias.data(), W.data(), Y.data(), gt.data(), gb.data(),
+                                          B, T, H, p, Tmax, nullptr),
            cuda_msg(), "W[b=1, t=5, c=2] is NaN");
     }
     // NaN in temp; NaN in denom_bias (reported first, as the CPU checks it first); NaN past T is ignored
@@ -1550,12 +1564,11 @@ void cross_entropy_backward(const T* logits, const int32_t* target, const T* lse
                             int64_t rows, int64_t classes, double smoothing, int64_t ignore_index) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < classes; ++j)
-      dlogits[r * classes + j] =
-          target[r] == ignore_index
-              ? T(0)
-              : static_cast<T>(static_cast<double>(g_row[r]) *
-                               (std::exp(static_cast<double>(logits[r * classes + j]) - lse[r]) -
-                                smoothing / classes - (j == target[r] ? 1.0 - smoothing : 0.0)));
+      dlogits[r * classes + j] = target[r] == ignore_index
+                                     ? T(0)
+                                     : static_cast<T>(static_cast<double>(g_row[r]) *
+                                                      (std::exp(static_cast<double>(logits[r * classes + j]) - lse[r]) -
+                                                       smoothing / classes - (j == target[r] ? 1.0 - smoothing : 0.0)));
 }
 }  // namespace rowref
 
@@ -1568,8 +1581,8 @@ const char* kRowRef = "plain-loop references (standalone build)";
 #endif
 
 void layernorm_case(int64_t rows, int64_t cols, bool affine) {
-  const std::string name = fmt("layernorm rows=%lld cols=%lld%s", (long long)rows, (long long)cols,
-                               affine ? "" : " w=b=NULL");
+  const std::string name =
+      fmt("layernorm rows=%lld cols=%lld%s", (long long)rows, (long long)cols, affine ? "" : " w=b=NULL");
   run_case(name, [&] {
     Rng r = case_rng();
     const size_t n = static_cast<size_t>(rows * cols);
@@ -1671,8 +1684,8 @@ void cross_entropy_case(int64_t rows, int64_t classes, double smoothing, int64_t
     std::vector<float> gx32(n);
     nn::cross_entropy_backward<double>(x64.data(), t.data(), lsei64.data(), gr64.data(), gx64.data(), rows, classes,
                                        smoothing, ignore_index);
-    nn::cross_entropy_backward<float>(x.data(), t.data(), lsei.data(), gr.data(), gx32.data(), rows, classes,
-                                      smoothing, ignore_index);
+    nn::cross_entropy_backward<float>(x.data(), t.data(), lsei.data(), gr.data(), gx32.data(), rows, classes, smoothing,
+                                      ignore_index);
     DBuf dlsei = din("lse(in)", lsei), dgr = din("g_row", gr), dgx = dout<float>("dlogits", n);
     CU(crate_cuda_cross_entropy_backward_f32, dx.as<float>(), dt.as<int32_t>(), dlsei.as<float>(), dgr.as<float>(),
        dgx.as<float>(), rows, classes, smoothing, ignore_index, nullptr);
@@ -1685,12 +1698,12 @@ void row_cases() {
     int64_t rows, cols;
   };
   const std::vector<S> ln = opt.small ? std::vector<S>{{1, 1}, {7, 31}, {33, 65}, {4, 384}}
-                                      : std::vector<S>{{1, 1},     {7, 31},     {33, 32},   {65, 33},  {129, 127},
+                                      : std::vector<S>{{1, 1},      {7, 31},    {33, 32},   {65, 33},  {129, 127},
                                                        {1024, 384}, {64, 1024}, {16, 4096}, {3, 12289}};
   int i = 0;
   for (const S& s : ln) layernorm_case(s.rows, s.cols, i++ % 4 != 2);
   const std::vector<S> sm = opt.small ? std::vector<S>{{1, 1}, {7, 31}, {33, 65}}
-                                      : std::vector<S>{{1, 1},     {7, 31},     {33, 32},  {65, 33},  {129, 127},
+                                      : std::vector<S>{{1, 1},      {7, 31},    {33, 32},  {65, 33},  {129, 127},
                                                        {1024, 384}, {64, 1024}, {8, 4097}, {2, 50257}};
   i = 0;
   for (const S& s : sm) softmax_case(s.rows, s.cols, i++ % 2);
@@ -1735,11 +1748,12 @@ void leak_cases(const crate_cuda_memory_stats& base) {
     CU(crate_cuda_synchronize, nullptr);
     crate_cuda_memory_stats s{};
     CU(crate_cuda_memory_stats_get, &s);
-    note(fmt("allocated %zu after the first pass, %zu after the second (persistent since start: %lld B); peak %zu, "
-             "cached %zu, allocs %lld, device allocs %lld, oom retries %lld",
-             a1.allocated_bytes, s.allocated_bytes, (long long)a1.allocated_bytes - (long long)base.allocated_bytes,
-             s.peak_allocated_bytes, s.cached_bytes, (long long)s.num_allocs, (long long)s.num_device_allocs,
-             (long long)s.num_oom_retries));
+    note(
+        fmt("allocated %zu after the first pass, %zu after the second (persistent since start: %lld B); peak %zu, "
+            "cached %zu, allocs %lld, device allocs %lld, oom retries %lld",
+            a1.allocated_bytes, s.allocated_bytes, (long long)a1.allocated_bytes - (long long)base.allocated_bytes,
+            s.peak_allocated_bytes, s.cached_bytes, (long long)s.num_allocs, (long long)s.num_device_allocs,
+            (long long)s.num_oom_retries));
     if (s.allocated_bytes != a1.allocated_bytes)
       fail(fmt("allocated_bytes changed by %lld over the second pass",
                (long long)s.allocated_bytes - (long long)a1.allocated_bytes));
@@ -1780,10 +1794,10 @@ int sticky_mode() {
   void* p = nullptr;
   crate_status st_malloc = g.crate_cuda_malloc ? g.crate_cuda_malloc(&p, 1024, nullptr) : CRATE_ERR_INTERNAL;
   const std::string m_malloc = cuda_msg();
-  crate_status st_kernel = g.crate_cuda_ista_forward_f32
-                               ? g.crate_cuda_ista_forward_f32(out.as<float>(), out.as<float>(), out.as<float>(), 4, 4,
-                                                               0.1f, 0.1f, nullptr)
-                               : CRATE_ERR_CUDA;
+  crate_status st_kernel =
+      g.crate_cuda_ista_forward_f32
+          ? g.crate_cuda_ista_forward_f32(out.as<float>(), out.as<float>(), out.as<float>(), 4, 4, 0.1f, 0.1f, nullptr)
+          : CRATE_ERR_CUDA;
   const std::string m_kernel = cuda_msg();
   g_poisoned = true;  // the DBuf destructor must not try to use the context
   std::printf("sticky: provoked with %s\n", how.c_str());
@@ -1794,7 +1808,8 @@ int sticky_mode() {
   std::printf("  ista:        %s %s\n", status_name(st_kernel), m_kernel.c_str());
   std::vector<std::string> bad;
   if (st_call != CRATE_OK && st_call != CRATE_ERR_CUDA)
-    bad.push_back(fmt("the launch returned %s (expected OK, or CRATE_ERR_CUDA with CRATE_SYNC=1)", status_name(st_call)));
+    bad.push_back(
+        fmt("the launch returned %s (expected OK, or CRATE_ERR_CUDA with CRATE_SYNC=1)", status_name(st_call)));
   if (st_call == CRATE_OK && st_sync != CRATE_ERR_CUDA) bad.push_back("synchronize did not report CRATE_ERR_CUDA");
   if (st_status != CRATE_ERR_CUDA) bad.push_back("crate_cuda_status() is not CRATE_ERR_CUDA after the fault");
   if (st_malloc != CRATE_ERR_CUDA) bad.push_back("crate_cuda_malloc after the fault is not CRATE_ERR_CUDA");
@@ -1847,18 +1862,27 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--small") opt.small = true;
-    else if (a == "--sticky") opt.sticky = true;
-    else if (a == "--filter") opt.filter = val();
-    else if (a == "--exclude") opt.exclude.push_back(val());
-    else if (a == "--seed") opt.seed = std::strtoull(val().c_str(), nullptr, 10);
-    else if (a == "--tol-scale") opt.tol_scale = std::atof(val().c_str());
-    else if (a == "--lib") opt.lib = val();
-    else if (a == "--device") opt.device = std::atoi(val().c_str());
+    if (a == "--small")
+      opt.small = true;
+    else if (a == "--sticky")
+      opt.sticky = true;
+    else if (a == "--filter")
+      opt.filter = val();
+    else if (a == "--exclude")
+      opt.exclude.push_back(val());
+    else if (a == "--seed")
+      opt.seed = std::strtoull(val().c_str(), nullptr, 10);
+    else if (a == "--tol-scale")
+      opt.tol_scale = std::atof(val().c_str());
+    else if (a == "--lib")
+      opt.lib = val();
+    else if (a == "--device")
+      opt.device = std::atoi(val().c_str());
     else if (a == "--help" || a == "-h") {
       usage(argv[0]);
       return 0;
-    } else return usage(argv[0]);
+    } else
+      return usage(argv[0]);
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const char* env = std::getenv("CRATE_CUDA_LIB");
@@ -1869,8 +1893,8 @@ int main(int argc, char** argv) {
     std::printf("cuda tests: FAILED: cannot load %s: %s\n", g.path.c_str(), e ? e : "?");
     return 1;
   }
-#define X(n)                                                                   \
-  g.n = reinterpret_cast<decltype(&::n)>(dlsym(g.handle, #n));                 \
+#define X(n)                                                   \
+  g.n = reinterpret_cast<decltype(&::n)>(dlsym(g.handle, #n)); \
   if (!g.n) g.missing.push_back(#n);
   CRATE_CUDA_ENTRIES(X)
 #undef X
@@ -1896,9 +1920,12 @@ int main(int argc, char** argv) {
       char name[256], compiled_archs[128], error[512];
     } info{};
     auto q = reinterpret_cast<int (*)(Info*)>(dlsym(g.handle, "crate_cuda_query"));
-    if (q && q(&info) != 0) reason = std::string("no usable GPU: ") + info.error;
-    else if (q) reason = "crate_cuda_init is missing from the library (a GPU is present)";
-    else reason = "neither crate_cuda_init nor crate_cuda_query is exported";
+    if (q && q(&info) != 0)
+      reason = std::string("no usable GPU: ") + info.error;
+    else if (q)
+      reason = "crate_cuda_init is missing from the library (a GPU is present)";
+    else
+      reason = "neither crate_cuda_init nor crate_cuda_query is exported";
     if (q && reason.rfind("no usable GPU", 0) != 0) {
       std::printf("FAIL %s\ncuda tests: 0 passed, 1 failed\n", reason.c_str());
       return 1;

@@ -29,9 +29,9 @@
 namespace {
 thread_local std::string t_err;
 std::mutex g_mu;
-std::string g_sticky;  // non-empty: the "context" is poisoned
-std::map<uintptr_t, size_t> g_live;                 // ptr -> rounded size
-std::multimap<size_t, void*> g_cache;               // rounded size -> free block
+std::string g_sticky;                  // non-empty: the "context" is poisoned
+std::map<uintptr_t, size_t> g_live;    // ptr -> rounded size
+std::multimap<size_t, void*> g_cache;  // rounded size -> free block
 crate_cuda_memory_stats g_stats{};
 bool g_own = false;
 std::string g_backend = "cublasLt 0 (host fake)";
@@ -42,13 +42,14 @@ crate_status err(crate_status s, const std::string& m) {
 }
 crate_status sticky_check(const char* fn) {
   std::lock_guard<std::mutex> lk(g_mu);
-  if (!g_sticky.empty()) return err(CRATE_ERR_CUDA, std::string(fn) + ": CUDA context unusable after a sticky error: " + g_sticky);
+  if (!g_sticky.empty())
+    return err(CRATE_ERR_CUDA, std::string(fn) + ": CUDA context unusable after a sticky error: " + g_sticky);
   return CRATE_OK;
 }
-#define GUARD(fn)                                    \
-  do {                                               \
-    crate_status s_ = sticky_check(fn);              \
-    if (s_ != CRATE_OK) return s_;                   \
+#define GUARD(fn)                       \
+  do {                                  \
+    crate_status s_ = sticky_check(fn); \
+    if (s_ != CRATE_OK) return s_;      \
   } while (0)
 
 // CRATE_HOST_FAKE_BUG=<name> injects one bug, to show the harness catches it.
@@ -56,7 +57,9 @@ bool bug(const char* name) {
   const char* e = std::getenv("CRATE_HOST_FAKE_BUG");
   return e && std::strcmp(e, name) == 0;
 }
-size_t round_size(size_t b) { return b < (1u << 20) ? (b + 511) / 512 * 512 : (b + (2u << 20) - 1) / (2u << 20) * (2u << 20); }
+size_t round_size(size_t b) {
+  return b < (1u << 20) ? (b + 511) / 512 * 512 : (b + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+}
 bool valid_ptr(const void* p) {  // inside a live allocation?
   std::lock_guard<std::mutex> lk(g_mu);
   auto u = reinterpret_cast<uintptr_t>(p);
@@ -111,7 +114,8 @@ extern "C" {
 const char* crate_cuda_last_error(void) { return t_err.c_str(); }
 crate_status crate_cuda_status(void) { return sticky_check("crate_cuda_status"); }
 crate_status crate_cuda_init(int device) {
-  if (const char* e = std::getenv("CRATE_HOST_FAKE_NO_GPU")) return err(CRATE_ERR_CUDA, std::string("crate_cuda_init: ") + e);
+  if (const char* e = std::getenv("CRATE_HOST_FAKE_NO_GPU"))
+    return err(CRATE_ERR_CUDA, std::string("crate_cuda_init: ") + e);
   return device == 0 ? CRATE_OK : err(CRATE_ERR_CUDA, "crate_cuda_init: no such device");
 }
 void* crate_cuda_default_stream(void) { return reinterpret_cast<void*>(uintptr_t(0x5157)); }
@@ -148,7 +152,8 @@ crate_status crate_cuda_free(void* ptr, void* stream) {
   if (!ptr) return CRATE_OK;
   std::lock_guard<std::mutex> lk(g_mu);
   auto it = g_live.find(reinterpret_cast<uintptr_t>(ptr));
-  if (it == g_live.end()) return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_free: pointer not allocated by crate_cuda_malloc");
+  if (it == g_live.end())
+    return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_free: pointer not allocated by crate_cuda_malloc");
   g_stats.allocated_bytes -= it->second;
   g_stats.cached_bytes += it->second;
   g_cache.emplace(it->second, ptr);
@@ -211,8 +216,8 @@ crate_status crate_cuda_gemm_force_own(int own) {
   return CRATE_OK;
 }
 
-crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N, int64_t H,
-                                         int64_t p, float scale, int causal, const uint8_t* key_mask, void* stream) {
+crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N, int64_t H, int64_t p,
+                                         float scale, int causal, const uint8_t* key_mask, void* stream) {
   GUARD("crate_cuda_mssa_forward_f32");
   crate_status st = wrap(crate_mssa_forward_f32(P, O, L, B, N, H, p, scale, causal, key_mask));
   void* scratch = nullptr;
@@ -245,10 +250,10 @@ crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, const floa
   GUARD("crate_cuda_ista_overcomplete_forward_f32");
   return wrap(crate_ista_overcomplete_forward_f32(Y, D, D1, out, A1, A2, R, T, d, m, eta, lambd, nullptr));
 }
-crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y, const float* D, const float* D1,
-                                                       const float* A1, const float* A2, const float* R,
-                                                       const float* dOut, float* dY, float* dD, float* dD1, int64_t T,
-                                                       int64_t d, int64_t m, float eta, void* stream) {
+crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y, const float* D, const float* D1, const float* A1,
+                                                       const float* A2, const float* R, const float* dOut, float* dY,
+                                                       float* dD, float* dD1, int64_t T, int64_t d, int64_t m,
+                                                       float eta, void* stream) {
   GUARD("crate_cuda_ista_overcomplete_backward_f32");
   return wrap(crate_ista_overcomplete_backward_f32(Y, D, D1, A1, A2, R, dOut, dY, dD, dD1, T, d, m, eta, nullptr));
 }
@@ -301,8 +306,8 @@ crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* te
                                                  int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
                                                  void* stream) {
   GUARD("crate_cuda_tssa_causal_backward_f32");
-  return wrap(crate_tssa_causal_backward_f32(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax,
-                                             nullptr));
+  return wrap(
+      crate_tssa_causal_backward_f32(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax, nullptr));
 }
 
 crate_status crate_cuda_layernorm_forward_f32(const float* x, const float* w, const float* b, float* y, float* mean,

@@ -162,10 +162,14 @@ crate_status crate_cuda_cast(const void* x, int sd, void* y, int dd, int64_t n, 
 crate_status crate_cuda_nonzero_u8(const void* x, int dt, uint8_t* y, int64_t n, void*) {
   return run("crate_cuda_nonzero_u8", [&] {
     for (int64_t i = 0; i < n; ++i) {
-      if (dt == 0) y[i] = static_cast<const float*>(x)[i] != 0.f;
-      else if (dt == 2) y[i] = static_cast<const int32_t*>(x)[i] != 0;
-      else if (dt == 3) y[i] = (static_cast<const uint16_t*>(x)[i] & 0x7fffu) != 0;
-      else throw std::runtime_error("unsupported dtype " + std::to_string(dt));
+      if (dt == 0)
+        y[i] = static_cast<const float*>(x)[i] != 0.f;
+      else if (dt == 2)
+        y[i] = static_cast<const int32_t*>(x)[i] != 0;
+      else if (dt == 3)
+        y[i] = (static_cast<const uint16_t*>(x)[i] & 0x7fffu) != 0;
+      else
+        throw std::runtime_error("unsupported dtype " + std::to_string(dt));
     }
   });
 }
@@ -174,7 +178,8 @@ crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, int64_t* r
 }
 crate_status crate_cuda_reduce_f32(int op, const float* x, const int64_t* shape, const uint8_t* red, int nd, float* out,
                                    void*) {
-  return run("crate_cuda_reduce_f32", [&] { crate::cpu::reduce<float>(static_cast<ReduceOp>(op), x, shape, red, nd, out); });
+  return run("crate_cuda_reduce_f32",
+             [&] { crate::cpu::reduce<float>(static_cast<ReduceOp>(op), x, shape, red, nd, out); });
 }
 crate_status crate_cuda_strided_copy_f32(const float* s, int64_t so, const int64_t* ss, float* d, int64_t dof,
                                          const int64_t* ds, const int64_t* shape, int nd, int acc, void*) {

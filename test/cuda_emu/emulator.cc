@@ -58,9 +58,7 @@ size_t page_size() {
   static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return p;
 }
-size_t round_up(size_t n, size_t m) {
-  return (n + m - 1) / m * m;
-}
+size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
 size_t env_size(const char* name, size_t fallback) {
   const char* v = std::getenv(name);
@@ -72,9 +70,7 @@ size_t env_size(const char* name, size_t fallback) {
 thread_local cudaError_t t_last_error = cudaSuccess;
 std::atomic<int> g_sticky{0};  // a device fault: every later call fails with it
 
-cudaError_t sticky() {
-  return static_cast<cudaError_t>(g_sticky.load(std::memory_order_acquire));
-}
+cudaError_t sticky() { return static_cast<cudaError_t>(g_sticky.load(std::memory_order_acquire)); }
 
 cudaError_t fail(cudaError_t e) {
   if (e != cudaSuccess) t_last_error = e;
@@ -292,9 +288,7 @@ cuda_emu_switch:
 struct Context {
   void* sp = nullptr;
 };
-void switch_context(Context* from, Context* to) {
-  cuda_emu_switch(&from->sp, to->sp);
-}
+void switch_context(Context* from, Context* to) { cuda_emu_switch(&from->sp, to->sp); }
 void init_context(Context* c, char* stack_lo, size_t bytes, void (*entry)()) {
   uintptr_t sp = (reinterpret_cast<uintptr_t>(stack_lo) + bytes) & ~uintptr_t{15};
   auto push = [&](uint64_t v) {
@@ -317,9 +311,7 @@ void init_context(Context* c, char* stack_lo, size_t bytes, void (*entry)()) {
 struct Context {
   ucontext_t uc;
 };
-void switch_context(Context* from, Context* to) {
-  swapcontext(&from->uc, &to->uc);
-}
+void switch_context(Context* from, Context* to) { swapcontext(&from->uc, &to->uc); }
 void init_context(Context* c, char* stack_lo, size_t bytes, void (*entry)()) {
   getcontext(&c->uc);
   c->uc.uc_stack.ss_sp = stack_lo;
@@ -417,9 +409,7 @@ char* new_stack(size_t bytes) {
 
 /** [static arena 64 KiB | dynamic arena | guard page]: dynamic shared memory ends at the guard. */
 constexpr size_t kStaticArena = 64 * 1024;
-size_t dyn_arena_bytes() {
-  return round_up(kMaxDynSmemOptin + 1024, page_size());
-}
+size_t dyn_arena_bytes() { return round_up(kMaxDynSmemOptin + 1024, page_size()); }
 void map_smem() {
   if (g_smem_region != nullptr) return;
   const size_t bytes = kStaticArena + dyn_arena_bytes() + page_size();
@@ -945,7 +935,7 @@ void install_signal_handlers() {
   if (installed) return;
   installed = true;
   for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE}) {
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_sigaction = on_signal;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
@@ -1079,9 +1069,7 @@ void syncthreads() {
   yield();
 }
 
-void warp_sync(unsigned mask, WarpOp op) {
-  arrive_warp(mask, op);
-}
+void warp_sync(unsigned mask, WarpOp op) { arrive_warp(mask, op); }
 
 uint64_t warp_exchange(unsigned mask, uint64_t value, int src) {
   Run& r = g_run;
@@ -1108,37 +1096,25 @@ unsigned warp_ballot(unsigned mask, bool pred) {
   return f.vote & mask;  // copied to every lane when the vote completed
 }
 
-int lane_id() {
-  return g_run.cur->lane;
-}
+int lane_id() { return g_run.cur->lane; }
 
-int warp_id() {
-  return g_run.cur->warp;
-}
+int warp_id() { return g_run.cur->warp; }
 
 CollectiveAccess::CollectiveAccess() {
   Fiber* f = g_run.cur;
   saved_ = f->race_id;
   f->race_id = static_cast<uint16_t>(kWarpId | f->warp);
 }
-CollectiveAccess::~CollectiveAccess() {
-  g_run.cur->race_id = static_cast<uint16_t>(saved_);
-}
-AtomicAccess::AtomicAccess() {
-  g_run.cur->atomic = true;
-}
-AtomicAccess::~AtomicAccess() {
-  g_run.cur->atomic = false;
-}
+CollectiveAccess::~CollectiveAccess() { g_run.cur->race_id = static_cast<uint16_t>(saved_); }
+AtomicAccess::AtomicAccess() { g_run.cur->atomic = true; }
+AtomicAccess::~AtomicAccess() { g_run.cur->atomic = false; }
 
 unsigned active_mask() {
   const Warp& w = g_run.warps[g_run.cur->warp];
   return w.exist & ~w.exited;
 }
 
-void* dynamic_shared() {
-  return g_run.dyn_base;
-}
+void* dynamic_shared() { return g_run.dyn_base; }
 
 void* static_shared(const void* tag, size_t bytes, size_t align, const char* name) {
   Run& r = g_run;
@@ -1417,9 +1393,7 @@ cudaError_t cudaDeviceSynchronize(void) {
   return cuda_emu::sticky() != cudaSuccess ? fail(cuda_emu::sticky()) : cudaSuccess;
 }
 
-cudaError_t cudaDeviceReset(void) {
-  return fail(cudaErrorNotSupported);
-}
+cudaError_t cudaDeviceReset(void) { return fail(cudaErrorNotSupported); }
 
 cudaError_t cudaRuntimeGetVersion(int* v) {
   if (v == nullptr) return fail(cudaErrorInvalidValue);
@@ -1468,9 +1442,7 @@ cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned flags) {
   return fail(e);
 }
 
-cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
-  return cudaHostAlloc(ptr, bytes, 0);
-}
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaHostAlloc(ptr, bytes, 0); }
 
 cudaError_t cudaFreeHost(void* ptr) {
   CUDA_EMU_ENTRY();
@@ -1517,9 +1489,7 @@ cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t str
   return cudaSuccess;
 }
 
-cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
-  return cudaMemsetAsync(ptr, value, bytes, nullptr);
-}
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) { return cudaMemsetAsync(ptr, value, bytes, nullptr); }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   CUDA_EMU_ENTRY();
@@ -1531,9 +1501,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t* stream) {
-  return cudaStreamCreateWithFlags(stream, 0);
-}
+cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   CUDA_EMU_ENTRY();
@@ -1550,9 +1518,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return cuda_emu::sticky() != cudaSuccess ? fail(cuda_emu::sticky()) : cudaSuccess;
 }
 
-cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  return cudaStreamSynchronize(stream);
-}
+cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags) {
   CUDA_EMU_ENTRY();
@@ -1588,9 +1554,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreate(cudaEvent_t* event) {
-  return cudaEventCreateWithFlags(event, 0);
-}
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   CUDA_EMU_ENTRY();
@@ -1619,9 +1583,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return cudaEventQuery(event);
-}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return cudaEventQuery(event); }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   CUDA_EMU_ENTRY();
@@ -1647,41 +1609,25 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
 // The instrumentation calls of the .cu objects (-fsanitize=thread, no runtime): memory accesses go
 // to the shared-memory race detector; atomics of host code are real atomics (seq_cst).
 #define CUDA_EMU_TSAN extern "C" __attribute__((visibility("hidden")))
-#define CUDA_EMU_TSAN_RW(n)                                   \
-  CUDA_EMU_TSAN void __tsan_read##n(void* p) {                \
-    cuda_emu::hook(p, n, false, __builtin_return_address(0)); \
-  }                                                           \
-  CUDA_EMU_TSAN void __tsan_write##n(void* p) {               \
-    cuda_emu::hook(p, n, true, __builtin_return_address(0));  \
-  }                                                           \
-  CUDA_EMU_TSAN void __tsan_unaligned_read##n(void* p) {      \
-    cuda_emu::hook(p, n, false, __builtin_return_address(0)); \
-  }                                                           \
-  CUDA_EMU_TSAN void __tsan_unaligned_write##n(void* p) {     \
-    cuda_emu::hook(p, n, true, __builtin_return_address(0));  \
-  }
+#define CUDA_EMU_TSAN_RW(n)                                                                                          \
+  CUDA_EMU_TSAN void __tsan_read##n(void* p) { cuda_emu::hook(p, n, false, __builtin_return_address(0)); }           \
+  CUDA_EMU_TSAN void __tsan_write##n(void* p) { cuda_emu::hook(p, n, true, __builtin_return_address(0)); }           \
+  CUDA_EMU_TSAN void __tsan_unaligned_read##n(void* p) { cuda_emu::hook(p, n, false, __builtin_return_address(0)); } \
+  CUDA_EMU_TSAN void __tsan_unaligned_write##n(void* p) { cuda_emu::hook(p, n, true, __builtin_return_address(0)); }
 CUDA_EMU_TSAN_RW(1)
 CUDA_EMU_TSAN_RW(2)
 CUDA_EMU_TSAN_RW(4)
 CUDA_EMU_TSAN_RW(8)
 CUDA_EMU_TSAN_RW(16)
-CUDA_EMU_TSAN void __tsan_read_range(void* p, size_t n) {
-  cuda_emu::hook(p, n, false, __builtin_return_address(0));
-}
-CUDA_EMU_TSAN void __tsan_write_range(void* p, size_t n) {
-  cuda_emu::hook(p, n, true, __builtin_return_address(0));
-}
+CUDA_EMU_TSAN void __tsan_read_range(void* p, size_t n) { cuda_emu::hook(p, n, false, __builtin_return_address(0)); }
+CUDA_EMU_TSAN void __tsan_write_range(void* p, size_t n) { cuda_emu::hook(p, n, true, __builtin_return_address(0)); }
 CUDA_EMU_TSAN void __tsan_init() {}
 CUDA_EMU_TSAN void __tsan_func_entry(void*) {}
 CUDA_EMU_TSAN void __tsan_func_exit() {}
 CUDA_EMU_TSAN void __tsan_vptr_update(void**, void*) {}
 CUDA_EMU_TSAN void __tsan_vptr_read(void**) {}
-CUDA_EMU_TSAN void __tsan_atomic_thread_fence(int) {
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
-CUDA_EMU_TSAN void __tsan_atomic_signal_fence(int) {
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-}
+CUDA_EMU_TSAN void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+CUDA_EMU_TSAN void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 #define CUDA_EMU_TSAN_ATOMIC(bits, T)                                                                   \
   CUDA_EMU_TSAN T __tsan_atomic##bits##_load(const volatile T* a, int) {                                \
     return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                        \

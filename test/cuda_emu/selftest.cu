@@ -82,9 +82,7 @@ __global__ void misaligned_float4(const float* x, float* out) {
 }
 
 /** Bug: writes past the end of its buffer (n elements). */
-__global__ void global_out_of_bounds(float* out, int n) {
-  out[n + threadIdx.x] = 1.f;
-}
+__global__ void global_out_of_bounds(float* out, int n) { out[n + threadIdx.x] = 1.f; }
 
 /** Bug: indexes a static shared array one past its end. */
 __global__ void shared_out_of_bounds(float* out) {

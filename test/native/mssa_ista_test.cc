@@ -294,8 +294,8 @@ static void test_ista_overcomplete(int64_t Tn, int64_t d, int64_t m, double tol)
   auto outr = ref_fwd(Y, D, D1);
   auto Yt = cv<T>(Y), Dt = cv<T>(D), D1t = cv<T>(D1), dOt = cv<T>(dO);
   std::vector<T> out(Tn * d), out2(Tn * d), A1(Tn * m), A2(Tn * m), R(Tn * d), dY(Tn * d), dD(d * m), dD1(d * m);
-  ista_overcomplete_forward<T>(Yt.data(), Dt.data(), D1t.data(), out.data(), A1.data(), A2.data(), R.data(), Tn, d,
-                               m, (T)eta, (T)lam, nullptr);
+  ista_overcomplete_forward<T>(Yt.data(), Dt.data(), D1t.data(), out.data(), A1.data(), A2.data(), R.data(), Tn, d, m,
+                               (T)eta, (T)lam, nullptr);
   ista_overcomplete_forward<T>(Yt.data(), Dt.data(), D1t.data(), out2.data(), nullptr, nullptr, nullptr, Tn, d, m,
                                (T)eta, (T)lam, nullptr);
   check(relerr(out, outr) < tol, "ista_overcomplete_forward err=" + std::to_string(relerr(out, outr)));

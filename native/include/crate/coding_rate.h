@@ -30,26 +30,24 @@ CRATE_API size_t crate_logdet_gram_chol_size(int64_t batch, int64_t m, int64_t n
 
 CRATE_API crate_status crate_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R, int64_t batch,
                                                      int64_t m, int64_t n, double* chol);
-CRATE_API crate_status crate_logdet_gram_forward_f64(const double* Z, const double* alpha, double* R,
-                                                     int64_t batch, int64_t m, int64_t n, double* chol);
-CRATE_API crate_status crate_logdet_gram_backward_f32(const float* Z, const float* alpha, const float* dR,
-                                                      float* dZ, int64_t batch, int64_t m, int64_t n,
-                                                      const double* chol);
+CRATE_API crate_status crate_logdet_gram_forward_f64(const double* Z, const double* alpha, double* R, int64_t batch,
+                                                     int64_t m, int64_t n, double* chol);
+CRATE_API crate_status crate_logdet_gram_backward_f32(const float* Z, const float* alpha, const float* dR, float* dZ,
+                                                      int64_t batch, int64_t m, int64_t n, const double* chol);
 CRATE_API crate_status crate_logdet_gram_backward_f64(const double* Z, const double* alpha, const double* dR,
                                                       double* dZ, int64_t batch, int64_t m, int64_t n,
                                                       const double* chol);
 
 CRATE_API crate_status crate_logdet_gram_heads_forward_f32(const float* X, const float* alpha, float* R, int64_t B,
                                                            int64_t N, int64_t H, int64_t p, double* chol);
-CRATE_API crate_status crate_logdet_gram_heads_forward_f64(const double* X, const double* alpha, double* R,
-                                                           int64_t B, int64_t N, int64_t H, int64_t p,
-                                                           double* chol);
+CRATE_API crate_status crate_logdet_gram_heads_forward_f64(const double* X, const double* alpha, double* R, int64_t B,
+                                                           int64_t N, int64_t H, int64_t p, double* chol);
 CRATE_API crate_status crate_logdet_gram_heads_backward_f32(const float* X, const float* alpha, const float* dR,
                                                             float* dX, int64_t B, int64_t N, int64_t H, int64_t p,
                                                             const double* chol);
-CRATE_API crate_status crate_logdet_gram_heads_backward_f64(const double* X, const double* alpha,
-                                                            const double* dR, double* dX, int64_t B, int64_t N,
-                                                            int64_t H, int64_t p, const double* chol);
+CRATE_API crate_status crate_logdet_gram_heads_backward_f64(const double* X, const double* alpha, const double* dR,
+                                                            double* dX, int64_t B, int64_t N, int64_t H, int64_t p,
+                                                            const double* chol);
 
 #ifdef __cplusplus
 }

@@ -38,7 +38,7 @@ typedef struct crate_cuda_memory_stats {
   size_t peak_allocated_bytes;
   size_t device_free_bytes; /* cudaMemGetInfo at the time of the call */
   size_t device_total_bytes;
-  int64_t num_allocs;       /* crate_cuda_malloc calls served */
+  int64_t num_allocs;        /* crate_cuda_malloc calls served */
   int64_t num_device_allocs; /* cudaMalloc calls made (cache misses) */
   int64_t num_oom_retries;   /* times the cache was emptied to satisfy a request */
 } crate_cuda_memory_stats;
@@ -84,9 +84,9 @@ CRATE_API crate_status crate_cuda_gemm_f32(int trans_a, int trans_b, int64_t M, 
                                            int64_t stride_c, int allow_tf32, void* stream);
 /* bf16 inputs (uint16_t bit patterns), f32 accumulation, f32 output. */
 CRATE_API crate_status crate_cuda_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                                            const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
-                                            float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
-                                            int64_t stride_b, int64_t stride_c, void* stream);
+                                            const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta,
+                                            float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
+                                            int64_t stride_c, void* stream);
 /* Which GEMM is in use: "cublasLt <version> (<path>)", "cublas <version> (<path>)" or
  * "own tensor-core GEMM (cuBLAS not found: <why>)". */
 CRATE_API const char* crate_cuda_gemm_backend(void);
@@ -97,12 +97,12 @@ CRATE_API crate_status crate_cuda_gemm_force_own(int own);
  * Same arguments and layouts as the CPU functions of mssa.h, ista.h, coding_rate.h, tssa.h, plus
  * the stream; workspaces come from the caching allocator. */
 
-CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N,
-                                                   int64_t H, int64_t p, float scale, int causal,
-                                                   const uint8_t* key_mask, void* stream);
+CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, float* L, int64_t B, int64_t N, int64_t H,
+                                                   int64_t p, float scale, int causal, const uint8_t* key_mask,
+                                                   void* stream);
 CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const float* L, const float* dO,
-                                                    float* dP, int64_t B, int64_t N, int64_t H, int64_t p,
-                                                    float scale, int causal, const uint8_t* key_mask, void* stream);
+                                                    float* dP, int64_t B, int64_t N, int64_t H, int64_t p, float scale,
+                                                    int causal, const uint8_t* key_mask, void* stream);
 
 CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d,
                                                    float eta, float lambd, void* stream);
@@ -126,18 +126,17 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y,
  * (T, m) and R (T, d) saved (each may be NULL). The backward overwrites dY (T, d) and dW (m, d),
  * either may be NULL. */
 CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const float* W, float* out, float* A0,
-                                                        float* A1, float* R, int64_t T, int64_t d, int64_t m,
-                                                        float eta, float lambd, void* stream);
+                                                        float* A1, float* R, int64_t T, int64_t d, int64_t m, float eta,
+                                                        float lambd, void* stream);
 CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const float* W, const float* A0,
-                                                         const float* A1, const float* R, const float* dOut,
-                                                         float* dY, float* dW, int64_t T, int64_t d, int64_t m,
-                                                         float eta, void* stream);
+                                                         const float* A1, const float* R, const float* dOut, float* dY,
+                                                         float* dW, int64_t T, int64_t d, int64_t m, float eta,
+                                                         void* stream);
 
 /* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) bytes (device memory) that the
  * forward fills and the backward reads, as on the CPU. */
-CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R,
-                                                          int64_t batch, int64_t m, int64_t n, double* chol,
-                                                          void* stream);
+CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R, int64_t batch,
+                                                          int64_t m, int64_t n, double* chol, void* stream);
 CRATE_API crate_status crate_cuda_logdet_gram_backward_f32(const float* Z, const float* alpha, const float* dR,
                                                            float* dZ, int64_t batch, int64_t m, int64_t n,
                                                            const double* chol, void* stream);
@@ -145,10 +144,9 @@ CRATE_API crate_status crate_cuda_logdet_gram_backward_f32(const float* Z, const
 CRATE_API crate_status crate_cuda_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi,
                                                    float* colnorm, float* mstat, int64_t B, int64_t N, int64_t H,
                                                    int64_t p, void* stream);
-CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, const float* dY,
-                                                    const float* Pi, const float* colnorm, const float* mstat,
-                                                    float* dW, float* dtemp, int64_t B, int64_t N, int64_t H,
-                                                    int64_t p, void* stream);
+CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float* temp, const float* dY, const float* Pi,
+                                                    const float* colnorm, const float* mstat, float* dW, float* dtemp,
+                                                    int64_t B, int64_t N, int64_t H, int64_t p, void* stream);
 /* Causal TSSA (tssa.h's crate_tssa_causal_*): W (B, T, H*p), temp (H), denom_bias (H, Tmax) with
  * T <= Tmax -> Y (B, T, H*p); Pi (B, H, T) nullable output of the head weights. The backward
  * recomputes the forward's running sums itself (no saved buffers) and overwrites dW; dtemp (H) and
@@ -158,10 +156,10 @@ CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float*
 CRATE_API crate_status crate_cuda_tssa_causal_forward_f32(const float* W, const float* temp, const float* denom_bias,
                                                           float* Y, float* Pi, int64_t B, int64_t T, int64_t H,
                                                           int64_t p, int64_t Tmax, void* stream);
-CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp,
-                                                           const float* denom_bias, const float* dY, float* dW,
-                                                           float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
-                                                           int64_t H, int64_t p, int64_t Tmax, void* stream);
+CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* temp, const float* denom_bias,
+                                                           const float* dY, float* dW, float* dtemp, float* ddenom_bias,
+                                                           int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                           void* stream);
 
 /* ------------------------------------------------------------------ fused row ops
  * Same math and saved statistics as the CPU kernels of native/cpu/nn.cc. */
@@ -178,10 +176,9 @@ CRATE_API crate_status crate_cuda_softmax_backward_f32(const float* y, const flo
                                                        int64_t cols, int log, void* stream);
 /* loss_row (rows) per-row loss (0 for ignored rows), lse (rows) saved for the backward;
  * counted (device int64, 1 element) receives the number of rows not ignored. */
-CRATE_API crate_status crate_cuda_cross_entropy_forward_f32(const float* logits, const int32_t* target,
-                                                            float* loss_row, float* lse, int64_t* counted,
-                                                            int64_t rows, int64_t classes, double smoothing,
-                                                            int64_t ignore_index, void* stream);
+CRATE_API crate_status crate_cuda_cross_entropy_forward_f32(const float* logits, const int32_t* target, float* loss_row,
+                                                            float* lse, int64_t* counted, int64_t rows, int64_t classes,
+                                                            double smoothing, int64_t ignore_index, void* stream);
 /* dlogits = g_row[r] * (softmax - smoothed one-hot); g_row (rows) the upstream gradient per row. */
 CRATE_API crate_status crate_cuda_cross_entropy_backward_f32(const float* logits, const int32_t* target,
                                                              const float* lse, const float* g_row, float* dlogits,

@@ -30,8 +30,8 @@ extern "C" {
 /* elementwise */
 CRATE_API crate_status crate_cuda_unary_f32(int op, const float* x, float* y, int64_t n, double alpha, double beta,
                                             void* stream);
-CRATE_API crate_status crate_cuda_unary_backward_f32(int op, const float* x, const float* y, const float* g,
-                                                     float* dx, int64_t n, double alpha, double beta, void* stream);
+CRATE_API crate_status crate_cuda_unary_backward_f32(int op, const float* x, const float* y, const float* g, float* dx,
+                                                     int64_t n, double alpha, double beta, void* stream);
 CRATE_API crate_status crate_cuda_binary_f32(int op, const float* a, const int64_t* a_str, const float* b,
                                              const int64_t* b_str, float* out, const int64_t* shape, int ndim,
                                              void* stream);
@@ -45,9 +45,9 @@ CRATE_API crate_status crate_cuda_binary_bf16(int op, const uint16_t* a, const i
 CRATE_API crate_status crate_cuda_binary_i32(int op, const int32_t* a, const int64_t* a_str, const int32_t* b,
                                              const int64_t* b_str, int32_t* out, const int64_t* shape, int ndim,
                                              void* stream);
-CRATE_API crate_status crate_cuda_where_f32(const float* c, const int64_t* c_str, const float* a,
-                                            const int64_t* a_str, const float* b, const int64_t* b_str, float* out,
-                                            const int64_t* shape, int ndim, void* stream);
+CRATE_API crate_status crate_cuda_where_f32(const float* c, const int64_t* c_str, const float* a, const int64_t* a_str,
+                                            const float* b, const int64_t* b_str, float* out, const int64_t* shape,
+                                            int ndim, void* stream);
 /* c has the dtype of a and b (nonzero: selects a); bf16 moves the selected bits unchanged. */
 CRATE_API crate_status crate_cuda_where_bf16(const uint16_t* c, const int64_t* c_str, const uint16_t* a,
                                              const int64_t* a_str, const uint16_t* b, const int64_t* b_str,
@@ -59,8 +59,7 @@ CRATE_API crate_status crate_cuda_fill_i32(int32_t* y, int64_t n, double value, 
 CRATE_API crate_status crate_cuda_arange_f32(float* y, int64_t n, double start, double step, void* stream);
 CRATE_API crate_status crate_cuda_arange_i32(int32_t* y, int64_t n, double start, double step, void* stream);
 /* dtype codes: 0 f32, 2 i32, 3 bf16 (uint16 bit pattern, round-to-nearest-even from f32). */
-CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, int dst_dtype, int64_t n,
-                                       void* stream);
+CRATE_API crate_status crate_cuda_cast(const void* x, int src_dtype, void* y, int dst_dtype, int64_t n, void* stream);
 /* y[i] = (x[i] != 0) as one byte (NaN counts as nonzero), x of dtype 0 f32, 2 i32 or 3 bf16: the
  * uint8 key mask the MSSA kernels take, made on the device. */
 CRATE_API crate_status crate_cuda_nonzero_u8(const void* x, int dtype, uint8_t* y, int64_t n, void* stream);
@@ -90,8 +89,8 @@ CRATE_API crate_status crate_cuda_strided_copy_i32(const int32_t* src, int64_t s
                                                    const int64_t* shape, int ndim, void* stream);
 /* x (outer, dim, inner) -> out (outer, k, inner) = x[:, idx[j], :]; an index outside [0, dim)
  * gives CRATE_ERR_INVALID_ARGUMENT naming it (checked on the device, reported synchronously). */
-CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer,
-                                             int64_t dim, int64_t inner, int64_t k, void* stream);
+CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer, int64_t dim,
+                                             int64_t inner, int64_t k, void* stream);
 CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t outer,
                                              int64_t dim, int64_t inner, int64_t k, void* stream);
 /* dx (outer, dim, inner) += g (outer, k, inner) at idx (atomicAdd: order of additions not fixed). */
@@ -106,13 +105,13 @@ CRATE_API crate_status crate_cuda_matmul_f32(const float* A, const float* B, flo
                                              void* stream);
 
 /* random: element i of a draw is a pure function of (seed, offset + i), as on the CPU. */
-CRATE_API crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t offset,
-                                             double a, double b, void* stream);
+CRATE_API crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t offset, double a,
+                                             double b, void* stream);
 
 /* One fused AdamW update in place, as crate::cpu::adamw_step. */
-CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n,
-                                                 double lr, double b1, double b2, double eps, double wd, double bc1,
-                                                 double bc2, void* stream);
+CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n, double lr,
+                                                 double b1, double b2, double eps, double wd, double bc1, double bc2,
+                                                 void* stream);
 
 #ifdef __cplusplus
 }

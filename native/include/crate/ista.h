@@ -31,14 +31,13 @@ extern "C" {
 
 /* ---- CRATE ISTA: Y (T, d), W (d, d) -> Z (T, d). */
 CRATE_API size_t crate_ista_workspace_size(crate_dtype dtype, int64_t T, int64_t d, int backward);
-CRATE_API crate_status crate_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d,
-                                              float eta, float lambd, void* workspace);
+CRATE_API crate_status crate_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d, float eta,
+                                              float lambd, void* workspace);
 CRATE_API crate_status crate_ista_forward_f64(const double* Y, const double* W, double* Z, int64_t T, int64_t d,
                                               double eta, double lambd, void* workspace);
 /* Y (T, d), W (d, d), Z (T, d) = forward output (ReLU mask Z > 0), dZ (T, d) -> dY (T, d), dW (d, d). */
 CRATE_API crate_status crate_ista_backward_f32(const float* Y, const float* W, const float* Z, const float* dZ,
-                                               float* dY, float* dW, int64_t T, int64_t d, float eta,
-                                               void* workspace);
+                                               float* dY, float* dW, int64_t T, int64_t d, float eta, void* workspace);
 CRATE_API crate_status crate_ista_backward_f64(const double* Y, const double* W, const double* Z, const double* dZ,
                                                double* dY, double* dW, int64_t T, int64_t d, double eta,
                                                void* workspace);
@@ -48,10 +47,9 @@ CRATE_API crate_status crate_ista_backward_f64(const double* Y, const double* W,
  * R (T, d) = A1 D^T - Y. */
 CRATE_API size_t crate_ista_overcomplete_workspace_size(crate_dtype dtype, int64_t T, int64_t d, int64_t m,
                                                         int backward);
-CRATE_API crate_status crate_ista_overcomplete_forward_f32(const float* Y, const float* D, const float* D1,
-                                                           float* out, float* A1, float* A2, float* R, int64_t T,
-                                                           int64_t d, int64_t m, float eta, float lambd,
-                                                           void* workspace);
+CRATE_API crate_status crate_ista_overcomplete_forward_f32(const float* Y, const float* D, const float* D1, float* out,
+                                                           float* A1, float* A2, float* R, int64_t T, int64_t d,
+                                                           int64_t m, float eta, float lambd, void* workspace);
 CRATE_API crate_status crate_ista_overcomplete_forward_f64(const double* Y, const double* D, const double* D1,
                                                            double* out, double* A1, double* A2, double* R, int64_t T,
                                                            int64_t d, int64_t m, double eta, double lambd,
@@ -80,8 +78,8 @@ CRATE_API crate_status crate_ista_tied_forward_f64(const double* Y, const double
                                                    double lambd, void* workspace);
 /* dOut (T, d) -> dY (T, d), dW (m, d). */
 CRATE_API crate_status crate_ista_tied_backward_f32(const float* Y, const float* W, const float* A0, const float* A1,
-                                                    const float* R, const float* dOut, float* dY, float* dW,
-                                                    int64_t T, int64_t d, int64_t m, float eta, void* workspace);
+                                                    const float* R, const float* dOut, float* dY, float* dW, int64_t T,
+                                                    int64_t d, int64_t m, float eta, void* workspace);
 CRATE_API crate_status crate_ista_tied_backward_f64(const double* Y, const double* W, const double* A0,
                                                     const double* A1, const double* R, const double* dOut, double* dY,
                                                     double* dW, int64_t T, int64_t d, int64_t m, double eta,

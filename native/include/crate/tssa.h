@@ -28,9 +28,8 @@
 extern "C" {
 #endif
 
-CRATE_API crate_status crate_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi,
-                                              float* colnorm, float* mstat, int64_t B, int64_t N, int64_t H,
-                                              int64_t p);
+CRATE_API crate_status crate_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi, float* colnorm,
+                                              float* mstat, int64_t B, int64_t N, int64_t H, int64_t p);
 CRATE_API crate_status crate_tssa_forward_f64(const double* W, const double* temp, double* Y, double* Pi,
                                               double* colnorm, double* mstat, int64_t B, int64_t N, int64_t H,
                                               int64_t p);
@@ -39,27 +38,26 @@ CRATE_API size_t crate_tssa_backward_workspace_size(int64_t B, int64_t N, int64_
 CRATE_API crate_status crate_tssa_backward_f32(const float* W, const float* temp, const float* dY, const float* Pi,
                                                const float* colnorm, const float* mstat, float* dW, float* dtemp,
                                                int64_t B, int64_t N, int64_t H, int64_t p, void* workspace);
-CRATE_API crate_status crate_tssa_backward_f64(const double* W, const double* temp, const double* dY,
-                                               const double* Pi, const double* colnorm, const double* mstat,
-                                               double* dW, double* dtemp, int64_t B, int64_t N, int64_t H,
-                                               int64_t p, void* workspace);
+CRATE_API crate_status crate_tssa_backward_f64(const double* W, const double* temp, const double* dY, const double* Pi,
+                                               const double* colnorm, const double* mstat, double* dW, double* dtemp,
+                                               int64_t B, int64_t N, int64_t H, int64_t p, void* workspace);
 
 /* Pi (B, H, T): nullable output of the head weights (the backward does not need it). */
 CRATE_API crate_status crate_tssa_causal_forward_f32(const float* W, const float* temp, const float* denom_bias,
-                                                     float* Y, float* Pi, int64_t B, int64_t T, int64_t H,
-                                                     int64_t p, int64_t Tmax);
-CRATE_API crate_status crate_tssa_causal_forward_f64(const double* W, const double* temp,
-                                                     const double* denom_bias, double* Y, double* Pi, int64_t B,
-                                                     int64_t T, int64_t H, int64_t p, int64_t Tmax);
+                                                     float* Y, float* Pi, int64_t B, int64_t T, int64_t H, int64_t p,
+                                                     int64_t Tmax);
+CRATE_API crate_status crate_tssa_causal_forward_f64(const double* W, const double* temp, const double* denom_bias,
+                                                     double* Y, double* Pi, int64_t B, int64_t T, int64_t H, int64_t p,
+                                                     int64_t Tmax);
 CRATE_API size_t crate_tssa_causal_backward_workspace_size(int64_t B, int64_t T, int64_t H, int64_t p);
 CRATE_API crate_status crate_tssa_causal_backward_f32(const float* W, const float* temp, const float* denom_bias,
-                                                      const float* dY, float* dW, float* dtemp,
-                                                      float* ddenom_bias, int64_t B, int64_t T, int64_t H,
-                                                      int64_t p, int64_t Tmax, void* workspace);
-CRATE_API crate_status crate_tssa_causal_backward_f64(const double* W, const double* temp,
-                                                      const double* denom_bias, const double* dY, double* dW,
-                                                      double* dtemp, double* ddenom_bias, int64_t B, int64_t T,
-                                                      int64_t H, int64_t p, int64_t Tmax, void* workspace);
+                                                      const float* dY, float* dW, float* dtemp, float* ddenom_bias,
+                                                      int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                      void* workspace);
+CRATE_API crate_status crate_tssa_causal_backward_f64(const double* W, const double* temp, const double* denom_bias,
+                                                      const double* dY, double* dW, double* dtemp, double* ddenom_bias,
+                                                      int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                      void* workspace);
 
 #ifdef __cplusplus
 }

@@ -21,15 +21,7 @@ inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short v) {
   b.__x = v;
   return b;
 }
-inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) {
-  return b.__x;
-}
-inline __nv_bfloat16 __float2bfloat16(float f) {
-  return __nv_bfloat16(f);
-}
-inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  return __nv_bfloat16(f);
-}
-inline float __bfloat162float(__nv_bfloat16 b) {
-  return static_cast<float>(b);
-}
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
+inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(f); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16(f); }
+inline float __bfloat162float(__nv_bfloat16 b) { return static_cast<float>(b); }

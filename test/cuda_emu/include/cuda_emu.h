@@ -44,27 +44,21 @@ struct dim3 {
   constexpr operator uint3() const { return uint3{x, y, z}; }
 };
 
-#define CUDA_EMU_VEC2(T, name, al)    \
-  struct alignas(al) name {           \
-    T x, y;                           \
-  };                                  \
-  inline name make_##name(T a, T b) { \
-    return name{a, b};                \
-  }
-#define CUDA_EMU_VEC3(T, name)             \
-  struct name {                            \
-    T x, y, z;                             \
-  };                                       \
-  inline name make_##name(T a, T b, T c) { \
-    return name{a, b, c};                  \
-  }
-#define CUDA_EMU_VEC4(T, name, al)              \
-  struct alignas(al) name {                     \
-    T x, y, z, w;                               \
-  };                                            \
-  inline name make_##name(T a, T b, T c, T d) { \
-    return name{a, b, c, d};                    \
-  }
+#define CUDA_EMU_VEC2(T, name, al) \
+  struct alignas(al) name {        \
+    T x, y;                        \
+  };                               \
+  inline name make_##name(T a, T b) { return name{a, b}; }
+#define CUDA_EMU_VEC3(T, name) \
+  struct name {                \
+    T x, y, z;                 \
+  };                           \
+  inline name make_##name(T a, T b, T c) { return name{a, b, c}; }
+#define CUDA_EMU_VEC4(T, name, al) \
+  struct alignas(al) name {        \
+    T x, y, z, w;                  \
+  };                               \
+  inline name make_##name(T a, T b, T c, T d) { return name{a, b, c, d}; }
 
 CUDA_EMU_VEC2(float, float2, 8)
 CUDA_EMU_VEC3(float, float3)
@@ -83,9 +77,7 @@ CUDA_EMU_VEC2(unsigned short, ushort2, 4)
 CUDA_EMU_VEC4(unsigned short, ushort4, 8)
 CUDA_EMU_VEC4(signed char, char4, 4)
 CUDA_EMU_VEC4(unsigned char, uchar4, 4)
-inline uint3 make_uint3(unsigned a, unsigned b, unsigned c) {
-  return uint3{a, b, c};
-}
+inline uint3 make_uint3(unsigned a, unsigned b, unsigned c) { return uint3{a, b, c}; }
 #undef CUDA_EMU_VEC2
 #undef CUDA_EMU_VEC3
 #undef CUDA_EMU_VEC4
@@ -367,25 +359,15 @@ extern dim3 blockDim __attribute__((visibility("hidden")));
 extern dim3 gridDim __attribute__((visibility("hidden")));
 constexpr int warpSize = 32;
 
-inline void __syncthreads() {
-  cuda_emu::syncthreads();
-}
+inline void __syncthreads() { cuda_emu::syncthreads(); }
 inline int __syncthreads_count(int pred);
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  cuda_emu::warp_sync(mask, cuda_emu::kWarpSync);
-}
+inline void __syncwarp(unsigned mask = 0xffffffffu) { cuda_emu::warp_sync(mask, cuda_emu::kWarpSync); }
 inline void __threadfence() {}
 inline void __threadfence_block() {}
 inline void __threadfence_system() {}
-inline unsigned __activemask() {
-  return cuda_emu::active_mask();
-}
-[[noreturn]] inline void __trap() {
-  cuda_emu::kernel_fault(cudaErrorLaunchFailure, "__trap() called");
-}
-[[noreturn]] inline void __brkpt() {
-  cuda_emu::kernel_fault(cudaErrorLaunchFailure, "__brkpt() called");
-}
+inline unsigned __activemask() { return cuda_emu::active_mask(); }
+[[noreturn]] inline void __trap() { cuda_emu::kernel_fault(cudaErrorLaunchFailure, "__trap() called"); }
+[[noreturn]] inline void __brkpt() { cuda_emu::kernel_fault(cudaErrorLaunchFailure, "__brkpt() called"); }
 
 // Shuffles: width splits the warp into segments of `width` lanes (a power of two <= 32).
 template <class T>
@@ -415,15 +397,9 @@ inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize
   return cuda_emu::from_bits64<T>(
       cuda_emu::warp_exchange(mask, cuda_emu::to_bits64(v), in_seg >= 0 ? lane - static_cast<int>(delta) : -1));
 }
-inline unsigned __ballot_sync(unsigned mask, int pred) {
-  return cuda_emu::warp_ballot(mask, pred != 0);
-}
-inline int __any_sync(unsigned mask, int pred) {
-  return cuda_emu::warp_ballot(mask, pred != 0) != 0;
-}
-inline int __all_sync(unsigned mask, int pred) {
-  return cuda_emu::warp_ballot(mask, pred != 0) == mask;
-}
+inline unsigned __ballot_sync(unsigned mask, int pred) { return cuda_emu::warp_ballot(mask, pred != 0); }
+inline int __any_sync(unsigned mask, int pred) { return cuda_emu::warp_ballot(mask, pred != 0) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return cuda_emu::warp_ballot(mask, pred != 0) == mask; }
 
 // Atomics: the emulator runs one thread at a time, so plain read-modify-writes are atomic.
 #define CUDA_EMU_ATOMIC(name, expr)       \
@@ -488,33 +464,19 @@ inline void __stcs(T* p, T v) {
 inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
 }
-inline int __mulhi(int a, int b) {
-  return static_cast<int>((static_cast<long long>(a) * b) >> 32);
-}
+inline int __mulhi(int a, int b) { return static_cast<int>((static_cast<long long>(a) * b) >> 32); }
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
   return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
 }
 inline long long __mul64hi(long long a, long long b) {
   return static_cast<long long>((static_cast<__int128>(a) * b) >> 64);
 }
-inline int __popc(unsigned x) {
-  return __builtin_popcount(x);
-}
-inline int __popcll(unsigned long long x) {
-  return __builtin_popcountll(x);
-}
-inline int __clz(int x) {
-  return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x));
-}
-inline int __clzll(long long x) {
-  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
-}
-inline int __ffs(int x) {
-  return __builtin_ffs(x);
-}
-inline int __ffsll(long long x) {
-  return __builtin_ffsll(x);
-}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x)); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline unsigned __brev(unsigned x) {
   unsigned r = 0;
   for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
@@ -531,12 +493,8 @@ inline float __uint_as_float(unsigned u) {
   memcpy(&x, &u, 4);
   return x;
 }
-inline int __float_as_int(float x) {
-  return static_cast<int>(__float_as_uint(x));
-}
-inline float __int_as_float(int i) {
-  return __uint_as_float(static_cast<unsigned>(i));
-}
+inline int __float_as_int(float x) { return static_cast<int>(__float_as_uint(x)); }
+inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
 inline long long __double_as_longlong(double x) {
   long long u;
   memcpy(&u, &x, 8);
@@ -549,112 +507,42 @@ inline double __longlong_as_double(long long u) {
 }
 
 // Explicitly rounded arithmetic: the emulator is built with -ffp-contract=off, so these are exact.
-inline float __fadd_rn(float a, float b) {
-  return a + b;
-}
-inline float __fsub_rn(float a, float b) {
-  return a - b;
-}
-inline float __fmul_rn(float a, float b) {
-  return a * b;
-}
-inline float __fdiv_rn(float a, float b) {
-  return a / b;
-}
-inline float __fmaf_rn(float a, float b, float c) {
-  return fmaf(a, b, c);
-}
-inline float __frcp_rn(float a) {
-  return 1.0f / a;
-}
-inline float __fsqrt_rn(float a) {
-  return sqrtf(a);
-}
-inline double __dadd_rn(double a, double b) {
-  return a + b;
-}
-inline double __dsub_rn(double a, double b) {
-  return a - b;
-}
-inline double __dmul_rn(double a, double b) {
-  return a * b;
-}
-inline double __ddiv_rn(double a, double b) {
-  return a / b;
-}
-inline double __fma_rn(double a, double b, double c) {
-  return fma(a, b, c);
-}
-inline float __saturatef(float x) {
-  return x != x ? 0.f : x < 0.f ? 0.f : x > 1.f ? 1.f : x;
-}
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline float __frcp_rn(float a) { return 1.0f / a; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
+inline float __saturatef(float x) { return x != x ? 0.f : x < 0.f ? 0.f : x > 1.f ? 1.f : x; }
 // Fast-math intrinsics: the emulator computes them with the full-precision functions (the device
 // versions are less accurate; results that depend on that difference are not modelled).
-inline float __expf(float x) {
-  return expf(x);
-}
-inline float __logf(float x) {
-  return logf(x);
-}
-inline float __sinf(float x) {
-  return sinf(x);
-}
-inline float __cosf(float x) {
-  return cosf(x);
-}
-inline float __powf(float a, float b) {
-  return powf(a, b);
-}
-inline float __fdividef(float a, float b) {
-  return a / b;
-}
-inline float rsqrtf(float x) {
-  return 1.0f / sqrtf(x);
-}
-inline double rsqrt(double x) {
-  return 1.0 / sqrt(x);
-}
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __sinf(float x) { return sinf(x); }
+inline float __cosf(float x) { return cosf(x); }
+inline float __powf(float a, float b) { return powf(a, b); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 
 // Device-side min/max overloads that CUDA provides in the global namespace.
-inline int min(int a, int b) {
-  return a < b ? a : b;
-}
-inline int max(int a, int b) {
-  return a > b ? a : b;
-}
-inline unsigned min(unsigned a, unsigned b) {
-  return a < b ? a : b;
-}
-inline unsigned max(unsigned a, unsigned b) {
-  return a > b ? a : b;
-}
-inline long long min(long long a, long long b) {
-  return a < b ? a : b;
-}
-inline long long max(long long a, long long b) {
-  return a > b ? a : b;
-}
-inline long min(long a, long b) {
-  return a < b ? a : b;
-}
-inline long max(long a, long b) {
-  return a > b ? a : b;
-}
-inline unsigned long long min(unsigned long long a, unsigned long long b) {
-  return a < b ? a : b;
-}
-inline unsigned long long max(unsigned long long a, unsigned long long b) {
-  return a > b ? a : b;
-}
-inline float min(float a, float b) {
-  return fminf(a, b);
-}
-inline float max(float a, float b) {
-  return fmaxf(a, b);
-}
-inline double min(double a, double b) {
-  return fmin(a, b);
-}
-inline double max(double a, double b) {
-  return fmax(a, b);
-}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a > b ? a : b; }
+inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }

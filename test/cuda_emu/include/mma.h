@@ -47,12 +47,8 @@ template <int M, int N, int K>
 struct Shape<accumulator, M, N, K> {
   static constexpr int rows = M, cols = N;
 };
-inline float tf32_truncate(float x) {
-  return __uint_as_float(__float_as_uint(x) & 0xffffe000u);
-}
-inline void collective(cuda_emu::WarpOp op) {
-  cuda_emu::warp_sync(0xffffffffu, op);
-}
+inline float tf32_truncate(float x) { return __uint_as_float(__float_as_uint(x) & 0xffffe000u); }
+inline void collective(cuda_emu::WarpOp op) { cuda_emu::warp_sync(0xffffffffu, op); }
 }  // namespace detail
 
 template <class Use, int M, int N, int K, class T, class Layout = void>

@@ -4,11 +4,7 @@
 #pragma once
 #include <dlfcn.h>
 
-static inline void* cuda_emu_no_dlopen(const char*, int) {
-  return nullptr;
-}
-static inline const char* cuda_emu_no_dlerror() {
-  return "not loaded by the CUDA host emulator";
-}
+static inline void* cuda_emu_no_dlopen(const char*, int) { return nullptr; }
+static inline const char* cuda_emu_no_dlerror() { return "not loaded by the CUDA host emulator"; }
 #define dlopen(file, mode) cuda_emu_no_dlopen(file, mode)
 #define dlerror() cuda_emu_no_dlerror()
