@@ -380,6 +380,17 @@ describe.skipIf(cudaMissing)('bf16 on cuda: clear errors where there is no bf16 
     });
   });
 
+  test('assertFinite finds a NaN / Inf in a bf16 tensor and reports its value', () => {
+    C.tidy(() => {
+      const a = randBf16([5, 7], 93).t;
+      expect(() => C.assertFinite(a, 'finite')).not.toThrow();
+      const bad = C.div(a, C.mul(a, C.zeros([5, 7], { device: 'cuda', dtype: 'bf16' }))); // x / 0 -> ±inf
+      expect(() => C.assertFinite(bad, 'bad')).toThrow(
+        /bad: non-finite value -?Infinity at flat index 0 of a \[5, 7\]/,
+      );
+    });
+  });
+
   test('mixed bf16 / f32 operands are refused (no implicit promotion)', () => {
     C.tidy(() => {
       const a = randBf16([3], 92).t;

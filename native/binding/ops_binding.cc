@@ -361,8 +361,18 @@ Napi::Value FindNonFinite(const Napi::CallbackInfo& info) {
   a.expect(x, "x", x->dtype, x->numel);
   int64_t r = -1;
   if (a.on_cuda()) {
-    if (x->dtype == DType::f32)
-      cuda_check(a, cuda_api(a).crate_cuda_find_nonfinite_f32(x->as<float>(), x->numel, &r, nullptr));
+    const CudaApi& api = cuda_api(a);
+    if (x->dtype == DType::f32) {
+      cuda_check(a, api.crate_cuda_find_nonfinite_f32(x->as<float>(), x->numel, &r, nullptr));
+    } else if (x->dtype == DType::bf16 && x->numel > 0) {
+      // widen to f32 in scratch (exact: every bf16 is an f32), then the f32 scan
+      void* tmp = nullptr;
+      cuda_check(a, api.crate_cuda_malloc(&tmp, static_cast<size_t>(x->numel) * 4, nullptr));
+      crate_status st = api.crate_cuda_cast(x->data, 3, tmp, 0, x->numel, nullptr);
+      if (st == CRATE_OK) st = api.crate_cuda_find_nonfinite_f32(static_cast<float*>(tmp), x->numel, &r, nullptr);
+      api.crate_cuda_free(tmp, nullptr);
+      cuda_check(a, st);
+    }
     return Napi::Number::New(info.Env(), static_cast<double>(r));
   }
   if (x->dtype == DType::f32) r = cpu::find_nonfinite<float>(x->as<float>(), x->numel);

@@ -369,7 +369,8 @@ export function toDevice(x: Tensor, device: Device): Tensor {
 export function assertFinite(x: Tensor, what: string): void {
   const i = native.findNonFinite(x._h(what));
   if (i >= 0) {
-    const v = x.dataSync()[i];
+    let v = x.dataSync()[i] as number;
+    if (x.dtype === 'bf16') v = new Float32Array(new Uint32Array([v << 16]).buffer)[0] as number; // bf16 bits
     throw new Error(`${what}: non-finite value ${v} at flat index ${i} of a ${formatShape(x.shape)} tensor`);
   }
 }
