@@ -4,7 +4,9 @@
 // the f32 kernels do and round once to bf16 on store, so a result may differ from the f64 value
 // by half a bf16 ulp (<= 2^-8 relative) plus f32 noise; copies and selections move the bits
 // unchanged (compared exactly). Gradients of a few ops through backward(), and the clear errors of
-// ops without bf16 kernels (and of mixed bf16/f32 operands).
+// ops without bf16 kernels (and of mixed bf16/f32 operands). Row ops (softmax, logSoftmax,
+// layerNorm, crossEntropy) and the index ops (gather, indexAdd: embedding) on bf16: statistics
+// (mean, rstd, lse) and the cross-entropy loss are f32, outputs and gradients bf16.
 // Needs CUDA: run on a GPU, or by cuda_emu.test.ts (the emulated kernels) and cuda_fake.test.ts
 // (the host fake) with CRATE_CUDA_LIB; skipped with a message otherwise.
 import { describe, expect, test } from 'vitest';
@@ -366,14 +368,193 @@ describe.skipIf(cudaMissing)('bf16 gradients on cuda through backward()', () => 
   });
 });
 
+// ------------------------------------------------------------------ row ops and index ops
+/** f64 reference helpers on row-major (rows, cols) arrays. */
+function rowsOf(v: number[], cols: number): number[][] {
+  return Array.from({ length: v.length / cols }, (_, r) => v.slice(r * cols, (r + 1) * cols));
+}
+const sumOf = (a: number[]) => a.reduce((s, x) => s + x, 0);
+const maxAbs = (a: number[]) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+
+/** Per-row tolerance: one bf16 rounding of each output (2^-8 relative, in expectClose) plus f32
+ * noise of the row computation, which scales with the row's largest magnitude (the f32 sums and
+ * the cancellation in x - mean or g - mean(g) lose ~2^-20 of it, not of the single element). */
+function expectRowsClose(what: string, out: number[], ref: number[], cols: number, rel = 2 ** -18): void {
+  rowsOf(ref, cols).forEach((r, i) => {
+    expectClose(`${what} row ${i}`, out.slice(i * cols, (i + 1) * cols), r, rel * maxAbs(r) + 1e-7);
+  });
+}
+
+function softmaxRef(x: number[], cols: number, log: boolean): number[] {
+  return rowsOf(x, cols).flatMap((r) => {
+    const m = Math.max(...r);
+    const s = sumOf(r.map((v) => Math.exp(v - m)));
+    return r.map((v) => (log ? v - m - Math.log(s) : Math.exp(v - m) / s));
+  });
+}
+
+describe.skipIf(cudaMissing)('bf16 row ops and index ops on cuda', () => {
+  test('softmax and logSoftmax: bf16 out, vs f64; backward dx bf16', () => {
+    C.tidy(() => {
+      const cols = 37;
+      for (const log of [false, true]) {
+        const x = randBf16([6, cols], log ? 102 : 101, -4, 4);
+        const g = randBf16([6, cols], 103);
+        x.t.requiresGrad_();
+        const y = log ? C.logSoftmax(x.t) : C.softmax(x.t);
+        expect(y.dtype).toBe('bf16');
+        const ref = softmaxRef(x.v, cols, log);
+        expectRowsClose(log ? 'logSoftmax' : 'softmax', values(y), ref, cols);
+        y.backward(g.t);
+        const gx = x.t.grad as C.Tensor;
+        expect(gx.dtype).toBe('bf16');
+        // the backward reads the saved bf16 y: reference from those rounded values
+        const yv = values(y);
+        const dref = rowsOf(yv, cols).flatMap((yr, r) => {
+          const gr = g.v.slice(r * cols, (r + 1) * cols);
+          if (log) {
+            const s = sumOf(gr);
+            return yr.map((v, j) => (gr[j] as number) - Math.exp(v) * s);
+          }
+          const s = sumOf(yr.map((v, j) => v * (gr[j] as number)));
+          return yr.map((v, j) => v * ((gr[j] as number) - s));
+        });
+        expectRowsClose(`${log ? 'logSoftmax' : 'softmax'} backward`, values(gx), dref, cols);
+      }
+    });
+  });
+
+  test('layerNorm with weight and bias: y bf16 (f32 statistics), dx / dweight / dbias bf16 vs f64', () => {
+    C.tidy(() => {
+      const rows = 5;
+      const cols = 24; // a multiple of 4: the f32 kernel would take the vector path, bf16 does not
+      const x = randBf16([rows, cols], 111, -3, 3);
+      const w = randBf16([cols], 112, 0.5, 1.5);
+      const b = randBf16([cols], 113, -0.5, 0.5);
+      const g = randBf16([rows, cols], 114);
+      for (const t of [x.t, w.t, b.t]) t.requiresGrad_();
+      const eps = 1e-5;
+      const y = C.layerNorm(x.t, w.t, b.t, eps);
+      expect(y.dtype).toBe('bf16');
+      const stats = rowsOf(x.v, cols).map((r) => {
+        const m = sumOf(r) / cols;
+        const v = sumOf(r.map((e) => (e - m) ** 2)) / cols;
+        return { m, rs: 1 / Math.sqrt(v + eps) };
+      });
+      const xhat = x.v.map((v, i) => {
+        const st = stats[Math.floor(i / cols)] as { m: number; rs: number };
+        return (v - st.m) * st.rs;
+      });
+      const yref = xhat.map((h, i) => h * (w.v[i % cols] as number) + (b.v[i % cols] as number));
+      expectRowsClose('layerNorm y', values(y), yref, cols);
+      y.backward(g.t);
+      const [gx, gw, gb] = [x.t.grad, w.t.grad, b.t.grad] as C.Tensor[];
+      for (const t of [gx, gw, gb]) expect((t as C.Tensor).dtype).toBe('bf16');
+      const dxref = rowsOf(xhat, cols).flatMap((hr, r) => {
+        const gw_ = hr.map((_, j) => (g.v[r * cols + j] as number) * (w.v[j] as number));
+        const s1 = sumOf(gw_) / cols;
+        const s2 = sumOf(gw_.map((v, j) => v * (hr[j] as number))) / cols;
+        const rs = (stats[r] as { rs: number }).rs;
+        return hr.map((h, j) => rs * ((gw_[j] as number) - s1 - h * s2));
+      });
+      expectRowsClose('layerNorm dx', values(gx as C.Tensor), dxref, cols);
+      const dwref = Array.from({ length: cols }, (_, j) =>
+        sumOf(Array.from({ length: rows }, (_, r) => (g.v[r * cols + j] as number) * (xhat[r * cols + j] as number))),
+      );
+      const dbref = Array.from({ length: cols }, (_, j) =>
+        sumOf(Array.from({ length: rows }, (_, r) => g.v[r * cols + j] as number)),
+      );
+      expectClose('layerNorm dweight', values(gw as C.Tensor), dwref, 1e-5);
+      expectClose('layerNorm dbias', values(gb as C.Tensor), dbref, 1e-5);
+    });
+  });
+
+  test('crossEntropy: bf16 logits, f32 loss (mean, smoothing, ignoreIndex), bf16 gradient vs f64', () => {
+    C.tidy(() => {
+      const rows = 7;
+      const classes = 13;
+      const x = randBf16([rows, classes], 121, -3, 3);
+      const targets = [0, 5, -100, 12, 3, 3, 7];
+      const tgt = C.tensor(targets, { dtype: 'i32' }).to('cuda');
+      x.t.requiresGrad_();
+      const eps = 0.1;
+      const loss = C.crossEntropy(x.t, tgt, { labelSmoothing: eps });
+      expect(loss.dtype).toBe('f32');
+      const counted = targets.filter((t) => t !== -100).length;
+      const lse = rowsOf(x.v, classes).map((r) => {
+        const m = Math.max(...r);
+        return m + Math.log(sumOf(r.map((v) => Math.exp(v - m))));
+      });
+      const lref =
+        sumOf(
+          targets.map((t, r) => {
+            if (t === -100) return 0;
+            const row = x.v.slice(r * classes, (r + 1) * classes);
+            const l = lse[r] as number;
+            return (1 - eps) * (l - (row[t] as number)) + eps * (l - sumOf(row) / classes);
+          }),
+        ) / counted;
+      const lv = loss.dataSync()[0] as number;
+      expect(Math.abs(lv - lref), `loss ${lv} vs f64 ${lref}`).toBeLessThanOrEqual(1e-5 * Math.abs(lref) + 1e-6);
+      const none = C.crossEntropy(x.t, tgt, { reduction: 'none' });
+      expect(none.dtype).toBe('f32');
+      loss.backward();
+      const gx = x.t.grad as C.Tensor;
+      expect(gx.dtype).toBe('bf16');
+      const dref = x.v.map((v, i) => {
+        const r = Math.floor(i / classes);
+        const t = targets[r] as number;
+        if (t === -100) return 0;
+        const p = Math.exp(v - (lse[r] as number));
+        return (p - eps / classes - (i % classes === t ? 1 - eps : 0)) / counted;
+      });
+      expectClose('crossEntropy dlogits', values(gx), dref, 1e-7);
+    });
+  });
+
+  test('embedding (gather) copies the bf16 bits; its backward (indexAdd) sums repeats once-rounded', () => {
+    C.tidy(() => {
+      const vocab = 10;
+      const dim = 8; // rows of 4-multiple length: the vector path of gather
+      const w = randBf16([vocab, dim], 131);
+      const ids = [3, 7, 3, 0, 9, 3, 7, 1];
+      const idsT = C.tensor(ids, { dtype: 'i32' }).to('cuda').reshape([2, 4]);
+      w.t.requiresGrad_();
+      const e = C.embedding(w.t, idsT);
+      expect(e.dtype).toBe('bf16');
+      expect(e.shape).toEqual([2, 4, dim]);
+      expectExact(
+        'embedding rows',
+        values(e),
+        ids.flatMap((id) => w.v.slice(id * dim, (id + 1) * dim)),
+      );
+      const g = randBf16([2, 4, dim], 132);
+      e.backward(g.t);
+      const gw = w.t.grad as C.Tensor;
+      expect(gw.dtype).toBe('bf16');
+      const ref = new Array<number>(vocab * dim).fill(0);
+      ids.forEach((id, k) => {
+        for (let j = 0; j < dim; j++) ref[id * dim + j] = (ref[id * dim + j] as number) + (g.v[k * dim + j] as number);
+      });
+      expectClose('embedding backward', values(gw), ref, 1e-7);
+      // odd row length (scalar gather path) through indexSelect on axis 1
+      const x = randBf16([3, 5, 3], 133);
+      const sel = C.indexSelect(x.t, 1, C.tensor([4, 0, 4], { dtype: 'i32' }).to('cuda'));
+      const selRef: number[] = [];
+      for (let o = 0; o < 3; o++)
+        for (const k of [4, 0, 4]) selRef.push(...x.v.slice((o * 5 + k) * 3, (o * 5 + k + 1) * 3));
+      expectExact('indexSelect axis 1', values(sel), selRef);
+      expect(() => C.indexSelect(x.t, 1, C.tensor([5], { dtype: 'i32' }).to('cuda'))).toThrow(/index 5 .*out of range/);
+    });
+  });
+});
+
 describe.skipIf(cudaMissing)('bf16 on cuda: clear errors where there is no bf16 kernel', () => {
-  test('layerNorm, softmax, mssa, matmul on bf16 name the op, the argument, the dtype and the device', () => {
+  test('mssa and matmul (outside autocast) on bf16 name the op, the argument, the dtype and the device', () => {
     C.tidy(() => {
       const x = randBf16([2, 4, 8], 91).t;
       const msg = (op: string, arg: string) =>
         new RegExp(`${op}.*argument '${arg}' has dtype bf16, which is not supported on cuda by this op \\(f32\\)`);
-      expect(() => C.layerNorm(x)).toThrow(msg('layerNorm', 'x'));
-      expect(() => C.softmax(x)).toThrow(msg('softmax', 'x'));
       expect(() => C.mssa(x, { heads: 2 })).toThrow(msg('mssa', 'P'));
       expect(() => C.matmul(x, C.transpose(x))).toThrow(msg('matmul', 'a'));
       expect(() => C.randn([3], { dtype: 'bf16', device: 'cuda' })).toThrow(/bf16.*cuda/);

@@ -3,8 +3,10 @@
 // sizes/strides it was given (so no call can read or write out of bounds), then calls the kernel.
 //
 // dtypes on cuda: f32 everywhere; bf16 (CUDA only) for unary (+ backward), binary (arithmetic and
-// comparisons), where, fill, reduce and stridedCopy, computed in f32 and stored as bf16; i32 where
-// the kernel has it (binary, fill, arange, stridedCopy, gather). Any other op or dtype fails with
+// comparisons), where, fill, reduce, stridedCopy, gather, indexAdd, softmax, layerNorm and
+// crossEntropy (+ backwards; their statistics, lossRow and gradRow f32), computed in f32 and
+// stored as bf16; i32 where the kernel has it (binary, fill, arange, stridedCopy, gather). Any other op or dtype fails
+// with
 // "<op>: argument '<name>' has dtype <dt>, which is not supported on cuda by this op (...)".
 #include <cstring>
 #include <string>
@@ -467,8 +469,11 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
     if (x->dtype == DType::i32) {
       cuda_check(a, api.crate_cuda_gather_i32(x->as<int32_t>(), idx->as<int32_t>(), o->as<int32_t>(), outer, dim, inner,
                                               k, nullptr));
+    } else if (x->dtype == DType::bf16) {
+      cuda_check(a, api.crate_cuda_gather_bf16(x->as<uint16_t>(), idx->as<int32_t>(), o->as<uint16_t>(), outer, dim,
+                                               inner, k, nullptr));
     } else {
-      if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, i32");
+      if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, bf16, i32");
       cuda_check(a, api.crate_cuda_gather_f32(x->as<float>(), idx->as<int32_t>(), o->as<float>(), outer, dim, inner, k,
                                               nullptr));
     }
@@ -489,7 +494,12 @@ Napi::Value IndexAdd(const Napi::CallbackInfo& info) {
   a.expect(idx, "index", DType::i32, k);
   a.expect(dx, "out", g->dtype, outer * dim * inner);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, g->dtype, "grad");
+    if (g->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_index_add_bf16(g->as<uint16_t>(), idx->as<int32_t>(), dx->as<uint16_t>(),
+                                                          outer, dim, inner, k, nullptr));
+      return info.Env().Undefined();
+    }
+    if (g->dtype != DType::f32) cuda_unsupported_dtype(a, "grad", g->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_index_add_f32(g->as<float>(), idx->as<int32_t>(), dx->as<float>(), outer, dim,
                                                        inner, k, nullptr));
     return info.Env().Undefined();
@@ -596,7 +606,12 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   a.expect(x, "x", x->dtype, rows * cols);
   a.expect(y, "out", x->dtype, rows * cols);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype, "x");
+    if (x->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_softmax_forward_bf16(x->as<uint16_t>(), y->as<uint16_t>(), rows, cols,
+                                                                log ? 1 : 0, nullptr));
+      return info.Env().Undefined();
+    }
+    if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_softmax_forward_f32(x->as<float>(), y->as<float>(), rows, cols, log ? 1 : 0,
                                                              nullptr));
     return info.Env().Undefined();
@@ -617,7 +632,12 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
   a.expect(g, "grad", y->dtype, rows * cols);
   a.expect(dx, "out", y->dtype, rows * cols);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, y->dtype, "y");
+    if (y->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_softmax_backward_bf16(y->as<uint16_t>(), g->as<uint16_t>(),
+                                                                 dx->as<uint16_t>(), rows, cols, log ? 1 : 0, nullptr));
+      return info.Env().Undefined();
+    }
+    if (y->dtype != DType::f32) cuda_unsupported_dtype(a, "y", y->dtype, "f32, bf16");
     cuda_check(a, cuda_api(a).crate_cuda_softmax_backward_f32(y->as<float>(), g->as<float>(), dx->as<float>(), rows,
                                                               cols, log ? 1 : 0, nullptr));
     return info.Env().Undefined();
@@ -642,9 +662,16 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   if (w) a.expect(w, "weight", dt, cols);
   if (b) a.expect(b, "bias", dt, cols);
   a.expect(y, "out", dt, rows * cols);
-  a.expect(mean, "mean", dt, rows);
-  a.expect(rstd, "rstd", dt, rows);
+  const DType sdt = dt == DType::bf16 ? DType::f32 : dt;  // statistics of bf16 x are f32
+  a.expect(mean, "mean", sdt, rows);
+  a.expect(rstd, "rstd", sdt, rows);
   if (a.on_cuda()) {
+    if (dt == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_bf16(
+                        x->as<uint16_t>(), w ? w->as<uint16_t>() : nullptr, b ? b->as<uint16_t>() : nullptr,
+                        y->as<uint16_t>(), mean->as<float>(), rstd->as<float>(), rows, cols, eps, nullptr));
+      return info.Env().Undefined();
+    }
     CUDA_F32_ONLY(a, dt, "x");
     cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_f32(
                       x->as<float>(), w ? w->as<float>() : nullptr, b ? b->as<float>() : nullptr, y->as<float>(),
@@ -672,13 +699,21 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   const DType dt = x->dtype;
   a.expect(x, "x", dt, rows * cols);
   if (w) a.expect(w, "weight", dt, cols);
-  a.expect(mean, "mean", dt, rows);
-  a.expect(rstd, "rstd", dt, rows);
+  const DType sdt = dt == DType::bf16 ? DType::f32 : dt;  // statistics of bf16 x are f32
+  a.expect(mean, "mean", sdt, rows);
+  a.expect(rstd, "rstd", sdt, rows);
   a.expect(g, "grad", dt, rows * cols);
   a.expect(dx, "dx", dt, rows * cols);
   if (dw) a.expect(dw, "dweight", dt, cols);
   if (db) a.expect(db, "dbias", dt, cols);
   if (a.on_cuda()) {
+    if (dt == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_bf16(
+                        x->as<uint16_t>(), w ? w->as<uint16_t>() : nullptr, mean->as<float>(), rstd->as<float>(),
+                        g->as<uint16_t>(), dx->as<uint16_t>(), dw ? dw->as<uint16_t>() : nullptr,
+                        db ? db->as<uint16_t>() : nullptr, rows, cols, nullptr));
+      return info.Env().Undefined();
+    }
     CUDA_F32_ONLY(a, dt, "x");
     cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_f32(x->as<float>(), w ? w->as<float>() : nullptr,
                                                                 mean->as<float>(), rstd->as<float>(), g->as<float>(),
@@ -705,17 +740,22 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   if (rows < 0 || classes < 1) a.fail("bad sizes");
   a.expect(x, "logits", x->dtype, rows * classes);
   a.expect(t, "target", DType::i32, rows);
-  a.expect(loss, "lossRow", x->dtype, rows);
-  a.expect(lse, "lse", x->dtype, rows);
+  const DType sdt = x->dtype == DType::bf16 ? DType::f32 : x->dtype;  // bf16 logits: f32 loss and lse
+  a.expect(loss, "lossRow", sdt, rows);
+  a.expect(lse, "lse", sdt, rows);
   int64_t counted = 0;
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype, "logits");
+    const bool bf = x->dtype == DType::bf16;
+    if (!bf) CUDA_F32_ONLY(a, x->dtype, "logits");
     const CudaApi& api = cuda_api(a);
     void* dcount = nullptr;
     cuda_check(a, api.crate_cuda_malloc(&dcount, sizeof(int64_t), nullptr));
-    crate_status st = api.crate_cuda_cross_entropy_forward_f32(x->as<float>(), t->as<int32_t>(), loss->as<float>(),
-                                                               lse->as<float>(), static_cast<int64_t*>(dcount), rows,
-                                                               classes, smoothing, ignore, nullptr);
+    crate_status st = bf ? api.crate_cuda_cross_entropy_forward_bf16(
+                               x->as<uint16_t>(), t->as<int32_t>(), loss->as<float>(), lse->as<float>(),
+                               static_cast<int64_t*>(dcount), rows, classes, smoothing, ignore, nullptr)
+                         : api.crate_cuda_cross_entropy_forward_f32(x->as<float>(), t->as<int32_t>(), loss->as<float>(),
+                                                                    lse->as<float>(), static_cast<int64_t*>(dcount),
+                                                                    rows, classes, smoothing, ignore, nullptr);
     if (st == CRATE_OK) st = api.crate_cuda_memcpy(&counted, dcount, sizeof(int64_t), 1, nullptr);
     if (st != CRATE_OK) {
       api.crate_cuda_free(dcount, nullptr);
@@ -743,10 +783,17 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   if (rows < 0 || classes < 1) a.fail("bad sizes");
   a.expect(x, "logits", x->dtype, rows * classes);
   a.expect(t, "target", DType::i32, rows);
-  a.expect(lse, "lse", x->dtype, rows);
-  a.expect(g, "gradRow", x->dtype, rows);
+  const DType sdt = x->dtype == DType::bf16 ? DType::f32 : x->dtype;  // bf16 logits: f32 lse and gradRow
+  a.expect(lse, "lse", sdt, rows);
+  a.expect(g, "gradRow", sdt, rows);
   a.expect(dx, "out", x->dtype, rows * classes);
   if (a.on_cuda()) {
+    if (x->dtype == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_cross_entropy_backward_bf16(
+                        x->as<uint16_t>(), t->as<int32_t>(), lse->as<float>(), g->as<float>(), dx->as<uint16_t>(), rows,
+                        classes, smoothing, ignore, nullptr));
+      return info.Env().Undefined();
+    }
     CUDA_F32_ONLY(a, x->dtype, "logits");
     cuda_check(a, cuda_api(a).crate_cuda_cross_entropy_backward_f32(x->as<float>(), t->as<int32_t>(), lse->as<float>(),
                                                                     g->as<float>(), dx->as<float>(), rows, classes,

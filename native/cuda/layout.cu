@@ -7,12 +7,14 @@
 // derives both offsets from the linear index (32-bit magic division below 2^31 elements).
 // gather validates every index on the device (an out-of-range index is skipped, its lowest
 // position recorded with atomicMin) and reads that flag back synchronously to report the error
-// exactly as the CPU does. index_add scatters with atomicAdd.
+// exactly as the CPU does. index_add scatters with atomicAdd (bf16: into an f32 copy of dx,
+// rounded back once per element, since there is no bf16 float atomic that rounds once).
 //
 // dtypes: strided_copy f32 (copy and accumulate), bf16 (copy: the bits unchanged; accumulate:
 // added in f32, rounded once per element; not into overlapping destinations) and i32 (copy);
-// gather f32 and i32; index_add and matmul f32.
+// gather f32, bf16 (the bits unchanged) and i32; index_add f32 and bf16; matmul f32.
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -216,8 +218,8 @@ void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t oute
   }
 }
 
-template <class Idx>
-__global__ void index_add_kernel(const float* __restrict__ g, const int32_t* __restrict__ idx, float* __restrict__ dx,
+template <class G, class Idx>
+__global__ void index_add_kernel(const G* __restrict__ g, const int32_t* __restrict__ idx, float* __restrict__ dx,
                                  Idx n, int64_t dim, GatherIndex<Idx> gi) {
   const Idx stride = static_cast<Idx>(gridDim.x) * blockDim.x;
   for (Idx e = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
@@ -226,7 +228,56 @@ __global__ void index_add_kernel(const float* __restrict__ g, const int32_t* __r
     const int64_t id = idx[j];
     if (id < 0 || id >= dim) continue;  // never write out of bounds (gather reported it)
     atomicAdd(dx + (static_cast<int64_t>(o) * dim + id) * static_cast<int64_t>(gi.inner_v.d) + static_cast<int64_t>(i),
-              g[e]);
+              as_f32(g[e]));
+  }
+}
+
+/** bf16 index_add: dx widened to f32 scratch, f32 atomicAdd there, rounded back once. */
+__global__ void bf16_widen_kernel(const Bf16* __restrict__ x, float* __restrict__ y, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = bf16_to_f32(x[i]);
+}
+__global__ void bf16_narrow_kernel(const float* __restrict__ x, Bf16* __restrict__ y, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = f32_to_bf16(x[i]);
+}
+
+/** G = float (dx f32, added in place) or Bf16 (dx bf16 via an f32 scratch copy). */
+template <class G>
+void index_add(const G* g, const int32_t* idx, G* dx, int64_t outer, int64_t dim, int64_t inner, int64_t k,
+               void* stream_) {
+  const char* op = "index_add";
+  check_sizes(op, outer, dim, inner, k);
+  const int64_t n = outer * k * inner;
+  if (n == 0) return;
+  require_ptr(op, g, "g");
+  require_ptr(op, idx, "idx");
+  require_ptr(op, dx, "dx");
+  cudaStream_t stream = resolve_stream(stream_);
+  float* acc = nullptr;
+  std::unique_ptr<Scratch> wide;
+  const int64_t nd = outer * dim * inner;
+  if constexpr (std::is_same_v<G, Bf16>) {
+    wide = std::make_unique<Scratch>(static_cast<size_t>(nd) * sizeof(float), stream);
+    acc = wide->as<float>();
+    bf16_widen_kernel<<<grid_for(nd, kBlock), kBlock, 0, stream>>>(dx, acc, nd);
+    check_launch(op, stream);
+  } else {
+    acc = dx;
+  }
+  if (fits_u32(n)) {
+    index_add_kernel<G, uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        g, idx, acc, static_cast<uint32_t>(n), dim, make_gather_index<uint32_t>(inner, k));
+  } else {
+    index_add_kernel<G, uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(
+        g, idx, acc, static_cast<uint64_t>(n), dim, make_gather_index<uint64_t>(inner, k));
+  }
+  check_launch(op, stream);
+  if constexpr (std::is_same_v<G, Bf16>) {
+    bf16_narrow_kernel<<<grid_for(nd, kBlock), kBlock, 0, stream>>>(acc, dx, nd);
+    check_launch(op, stream);
   }
 }
 
@@ -287,25 +338,22 @@ CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* id
                [&] { gather<int32_t, int4>("gather", x, idx, out, outer, dim, inner, k, stream); });
 }
 
+CRATE_API crate_status crate_cuda_gather_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out, int64_t outer,
+                                              int64_t dim, int64_t inner, int64_t k, void* stream) {
+  // bits moved unchanged; rows of 4-multiple length as 8-byte vectors
+  return guard("crate_cuda_gather_bf16",
+               [&] { gather<uint16_t, uint2>("gather", x, idx, out, outer, dim, inner, k, stream); });
+}
+
 CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t outer,
-                                                int64_t dim, int64_t inner, int64_t k, void* stream_) {
-  return guard("crate_cuda_index_add_f32", [&] {
-    const char* op = "index_add";
-    check_sizes(op, outer, dim, inner, k);
-    const int64_t n = outer * k * inner;
-    if (n == 0) return;
-    require_ptr(op, g, "g");
-    require_ptr(op, idx, "idx");
-    require_ptr(op, dx, "dx");
-    cudaStream_t stream = resolve_stream(stream_);
-    if (fits_u32(n)) {
-      index_add_kernel<uint32_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(g, idx, dx, static_cast<uint32_t>(n), dim,
-                                                                             make_gather_index<uint32_t>(inner, k));
-    } else {
-      index_add_kernel<uint64_t><<<grid_for(n, kBlock), kBlock, 0, stream>>>(g, idx, dx, static_cast<uint64_t>(n), dim,
-                                                                             make_gather_index<uint64_t>(inner, k));
-    }
-    check_launch(op, stream);
+                                                int64_t dim, int64_t inner, int64_t k, void* stream) {
+  return guard("crate_cuda_index_add_f32", [&] { index_add<float>(g, idx, dx, outer, dim, inner, k, stream); });
+}
+
+CRATE_API crate_status crate_cuda_index_add_bf16(const uint16_t* g, const int32_t* idx, uint16_t* dx, int64_t outer,
+                                                 int64_t dim, int64_t inner, int64_t k, void* stream) {
+  return guard("crate_cuda_index_add_bf16", [&] {
+    index_add<Bf16>(reinterpret_cast<const Bf16*>(g), idx, reinterpret_cast<Bf16*>(dx), outer, dim, inner, k, stream);
   });
 }
 

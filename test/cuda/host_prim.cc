@@ -7,8 +7,8 @@
 // end (test/cuda_fake.test.ts). It proves the plumbing, not the CUDA kernels.
 //
 // dtypes: as crate_cuda_prim.h; the bf16 entries (unary + backward, binary, where, fill, reduce,
-// strided_copy) widen their bf16 operands to f32, run the CPU f32 kernel and round the result back
-// to bf16 (nearest even), as the CUDA kernels compute.
+// strided_copy, gather, index_add, layernorm / softmax / cross-entropy forward and backward) widen their bf16 operands
+// to f32, run the CPU f32 kernel and round the result back to bf16 (nearest even), as the CUDA kernels compute.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -285,6 +285,91 @@ crate_status crate_cuda_strided_copy_bf16(const uint16_t* s, int64_t so, const i
     std::vector<float> df = widen(d, extent_of(dof, ds, shape, nd));
     crate::cpu::strided_copy<float>(sf.data(), so, ss, df.data(), dof, ds, shape, nd, acc != 0);
     narrow(df, d);
+  });
+}
+crate_status crate_cuda_gather_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out, int64_t o, int64_t dim,
+                                    int64_t in, int64_t k, void*) {
+  return run("crate_cuda_gather_bf16", [&] {  // bf16 -> f32 -> bf16 is exact (NaN aside)
+    const std::vector<float> xf = widen(x, o * dim * in);
+    std::vector<float> of(static_cast<size_t>(o * k * in));
+    crate::cpu::gather<float>(xf.data(), idx, of.data(), o, dim, in, k);
+    narrow(of, out);
+  });
+}
+crate_status crate_cuda_index_add_bf16(const uint16_t* g, const int32_t* idx, uint16_t* dx, int64_t o, int64_t dim,
+                                       int64_t in, int64_t k, void*) {
+  return run("crate_cuda_index_add_bf16", [&] {
+    const std::vector<float> gf = widen(g, o * k * in);
+    std::vector<float> df = widen(dx, o * dim * in);
+    crate::cpu::index_add<float>(gf.data(), idx, df.data(), o, dim, in, k);
+    narrow(df, dx);
+  });
+}
+// Row ops: bf16 tensors widened, the CPU f32 kernel, results rounded back; statistics f32.
+crate_status crate_cuda_layernorm_forward_bf16(const uint16_t* x, const uint16_t* w, const uint16_t* b, uint16_t* y,
+                                               float* mean, float* rstd, int64_t rows, int64_t cols, double eps,
+                                               void*) {
+  return run("crate_cuda_layernorm_forward_bf16", [&] {
+    const std::vector<float> xf = widen(x, rows * cols), wf = w ? widen(w, cols) : std::vector<float>(),
+                             bfv = b ? widen(b, cols) : std::vector<float>();
+    std::vector<float> yf(static_cast<size_t>(rows * cols));
+    crate::cpu::layernorm<float>(xf.data(), w ? wf.data() : nullptr, b ? bfv.data() : nullptr, yf.data(), mean, rstd,
+                                 rows, cols, eps);
+    narrow(yf, y);
+  });
+}
+crate_status crate_cuda_layernorm_backward_bf16(const uint16_t* x, const uint16_t* w, const float* mean,
+                                                const float* rstd, const uint16_t* g, uint16_t* dx, uint16_t* dw,
+                                                uint16_t* db, int64_t rows, int64_t cols, void*) {
+  return run("crate_cuda_layernorm_backward_bf16", [&] {
+    const std::vector<float> xf = widen(x, rows * cols), wf = w ? widen(w, cols) : std::vector<float>(),
+                             gf = widen(g, rows * cols);
+    std::vector<float> df(static_cast<size_t>(rows * cols));
+    std::vector<float> dwf = dw ? widen(dw, cols) : std::vector<float>(),
+                       dbf = db ? widen(db, cols) : std::vector<float>();
+    crate::cpu::layernorm_backward<float>(xf.data(), w ? wf.data() : nullptr, mean, rstd, gf.data(), df.data(),
+                                          dw ? dwf.data() : nullptr, db ? dbf.data() : nullptr, rows, cols);
+    narrow(df, dx);
+    if (dw) narrow(dwf, dw);
+    if (db) narrow(dbf, db);
+  });
+}
+crate_status crate_cuda_softmax_forward_bf16(const uint16_t* x, uint16_t* y, int64_t rows, int64_t cols, int log,
+                                             void*) {
+  return run("crate_cuda_softmax_forward_bf16", [&] {
+    const std::vector<float> xf = widen(x, rows * cols);
+    std::vector<float> yf(static_cast<size_t>(rows * cols));
+    crate::cpu::softmax<float>(xf.data(), yf.data(), rows, cols, log != 0);
+    narrow(yf, y);
+  });
+}
+crate_status crate_cuda_softmax_backward_bf16(const uint16_t* y, const uint16_t* g, uint16_t* dx, int64_t rows,
+                                              int64_t cols, int log, void*) {
+  return run("crate_cuda_softmax_backward_bf16", [&] {
+    const std::vector<float> yf = widen(y, rows * cols), gf = widen(g, rows * cols);
+    std::vector<float> df(static_cast<size_t>(rows * cols));
+    crate::cpu::softmax_backward<float>(yf.data(), gf.data(), df.data(), rows, cols, log != 0);
+    narrow(df, dx);
+  });
+}
+crate_status crate_cuda_cross_entropy_forward_bf16(const uint16_t* logits, const int32_t* target, float* loss_row,
+                                                   float* lse, int64_t* counted, int64_t rows, int64_t classes,
+                                                   double smoothing, int64_t ignore_index, void*) {
+  return run("crate_cuda_cross_entropy_forward_bf16", [&] {
+    const std::vector<float> xf = widen(logits, rows * classes);
+    *counted =
+        crate::cpu::cross_entropy<float>(xf.data(), target, loss_row, lse, rows, classes, smoothing, ignore_index);
+  });
+}
+crate_status crate_cuda_cross_entropy_backward_bf16(const uint16_t* logits, const int32_t* target, const float* lse,
+                                                    const float* g_row, uint16_t* dlogits, int64_t rows,
+                                                    int64_t classes, double smoothing, int64_t ignore_index, void*) {
+  return run("crate_cuda_cross_entropy_backward_bf16", [&] {
+    const std::vector<float> xf = widen(logits, rows * classes);
+    std::vector<float> df(static_cast<size_t>(rows * classes));
+    crate::cpu::cross_entropy_backward<float>(xf.data(), target, lse, g_row, df.data(), rows, classes, smoothing,
+                                              ignore_index);
+    narrow(df, dlogits);
   });
 }
 }  // extern "C"

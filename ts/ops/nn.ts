@@ -74,8 +74,10 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
   }
   const rows = cols === 0 ? 0 : x.numel / cols;
   const y = empty(x.shape, x.dtype, x.device);
-  const mean = empty([rows], x.dtype, x.device);
-  const rstd = empty([rows], x.dtype, x.device);
+  // bf16 x: the saved statistics stay f32 (a bf16 rstd would cost the backward 8 bits)
+  const statDtype = statsDtype(x);
+  const mean = empty([rows], statDtype, x.device);
+  const rstd = empty([rows], statDtype, x.device);
   native.layerNorm(
     x._h(op),
     weight?._h(op) ?? null,
@@ -120,6 +122,12 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
   );
 }
 
+/** dtype of the saved row statistics (LayerNorm mean / rstd, cross-entropy lse) and of the
+ * cross-entropy loss: f32 for bf16 inputs, else the input's dtype. */
+function statsDtype(x: Tensor): Tensor['dtype'] {
+  return x.dtype === 'bf16' ? 'f32' : x.dtype;
+}
+
 export interface CrossEntropyOptions {
   labelSmoothing?: number;
   ignoreIndex?: number;
@@ -130,6 +138,8 @@ export interface CrossEntropyOptions {
  * Cross-entropy of logits (N, C) (or (..., C)) against i32 class indices (N) (or (...)).
  * Label smoothing ε mixes the one-hot target with the uniform (PyTorch semantics); targets equal
  * to ignoreIndex (default -100) contribute nothing and are excluded from the mean.
+ * bf16 logits (cuda) give an f32 loss (every reduction; PyTorch would return bf16) and a bf16
+ * gradient.
  */
 export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const op = 'crossEntropy';
@@ -152,8 +162,10 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   const reduction = opts.reduction ?? 'mean';
   if (!['mean', 'sum', 'none'].includes(reduction)) throw new Error(`${op}: reduction must be mean, sum or none`);
   const rows = numelOf(lead);
-  const lossRow = empty(lead, logits.dtype, logits.device);
-  const lse = empty([rows], logits.dtype, logits.device);
+  // bf16 logits: the loss (every reduction) and the saved lse are f32; the gradient is bf16
+  const lossDtype = statsDtype(logits);
+  const lossRow = empty(lead, lossDtype, logits.device);
+  const lse = empty([rows], lossDtype, logits.device);
   const counted = native.crossEntropy(
     logits._h(op),
     target._h(op),
@@ -173,7 +185,7 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     let s = 0;
     for (let i = 0; i < d.length; i++) s += d[i] as number;
     scale = reduction === 'mean' ? 1 / Math.max(counted, 1) : 1;
-    out = empty([], logits.dtype, logits.device);
+    out = empty([], lossDtype, logits.device);
     native.fill(out._h(op), counted === 0 && reduction === 'mean' ? Number.NaN : s * scale);
     lossRow.dispose();
   }
@@ -186,7 +198,7 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
       let gRow: Tensor;
       if (reduction === 'none') gRow = g;
       else {
-        gRow = empty([rows], logits.dtype, logits.device);
+        gRow = empty([rows], lossDtype, logits.device);
         native.fill(gRow._h(op), (g.dataSync()[0] as number) * scale);
       }
       const dx = empty(logits.shape, logits.dtype, logits.device);

@@ -162,7 +162,11 @@ CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const
                                                            void* stream);
 
 /* ------------------------------------------------------------------ fused row ops
- * Same math and saved statistics as the CPU kernels of native/cpu/nn.cc. */
+ * Same math and saved statistics as the CPU kernels of native/cpu/nn.cc.
+ * The *_bf16 twins take bf16 (uint16_t bit patterns) x / weight / bias / y / grad / dx / dweight /
+ * dbias / logits / dlogits, load them as f32, compute exactly as the f32 entry and round each
+ * stored result once (nearest even); saved statistics (mean, rstd, lse), loss_row and g_row stay
+ * f32 so that the backward does not see rounded statistics. */
 CRATE_API crate_status crate_cuda_layernorm_forward_f32(const float* x, const float* w, const float* b, float* y,
                                                         float* mean, float* rstd, int64_t rows, int64_t cols,
                                                         double eps, void* stream);
@@ -184,6 +188,29 @@ CRATE_API crate_status crate_cuda_cross_entropy_backward_f32(const float* logits
                                                              const float* lse, const float* g_row, float* dlogits,
                                                              int64_t rows, int64_t classes, double smoothing,
                                                              int64_t ignore_index, void* stream);
+
+CRATE_API crate_status crate_cuda_layernorm_forward_bf16(const uint16_t* x, const uint16_t* w, const uint16_t* b,
+                                                         uint16_t* y, float* mean, float* rstd, int64_t rows,
+                                                         int64_t cols, double eps, void* stream);
+/* dw, db (bf16, may be NULL): dw = round(dw + f32 sum), one rounding per element. */
+CRATE_API crate_status crate_cuda_layernorm_backward_bf16(const uint16_t* x, const uint16_t* w, const float* mean,
+                                                          const float* rstd, const uint16_t* g, uint16_t* dx,
+                                                          uint16_t* dw, uint16_t* db, int64_t rows, int64_t cols,
+                                                          void* stream);
+CRATE_API crate_status crate_cuda_softmax_forward_bf16(const uint16_t* x, uint16_t* y, int64_t rows, int64_t cols,
+                                                       int log, void* stream);
+CRATE_API crate_status crate_cuda_softmax_backward_bf16(const uint16_t* y, const uint16_t* g, uint16_t* dx,
+                                                        int64_t rows, int64_t cols, int log, void* stream);
+/* bf16 logits; loss_row and lse f32. */
+CRATE_API crate_status crate_cuda_cross_entropy_forward_bf16(const uint16_t* logits, const int32_t* target,
+                                                             float* loss_row, float* lse, int64_t* counted,
+                                                             int64_t rows, int64_t classes, double smoothing,
+                                                             int64_t ignore_index, void* stream);
+/* bf16 logits and dlogits; lse and g_row f32. */
+CRATE_API crate_status crate_cuda_cross_entropy_backward_bf16(const uint16_t* logits, const int32_t* target,
+                                                              const float* lse, const float* g_row, uint16_t* dlogits,
+                                                              int64_t rows, int64_t classes, double smoothing,
+                                                              int64_t ignore_index, void* stream);
 
 #ifdef __cplusplus
 }

@@ -93,9 +93,17 @@ CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx,
                                              int64_t inner, int64_t k, void* stream);
 CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t outer,
                                              int64_t dim, int64_t inner, int64_t k, void* stream);
+/* bf16: bits moved unchanged. */
+CRATE_API crate_status crate_cuda_gather_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out, int64_t outer,
+                                              int64_t dim, int64_t inner, int64_t k, void* stream);
 /* dx (outer, dim, inner) += g (outer, k, inner) at idx (atomicAdd: order of additions not fixed). */
 CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t outer,
                                                 int64_t dim, int64_t inner, int64_t k, void* stream);
+/* bf16 g and dx: dx is widened to an f32 scratch copy (4 bytes per element of dx), g added there
+ * with f32 atomicAdd, and every element rounded back once (one rounding of the f32 sum, however
+ * many indices repeat; the f32 order of additions is not fixed, as for the f32 entry). */
+CRATE_API crate_status crate_cuda_index_add_bf16(const uint16_t* g, const int32_t* idx, uint16_t* dx, int64_t outer,
+                                                 int64_t dim, int64_t inner, int64_t k, void* stream);
 
 /* batched matmul with broadcast batch dims: out (batch..., M, N) = op(A) op(B); a_bstr/b_bstr
  * are element strides of A and B over the nbatch batch dims (0 = broadcast). */
