@@ -55,6 +55,23 @@ class Args {
   mutable const char* device_arg_ = nullptr;
 };
 
+// Runs __VA_ARGS__ with T = float or double for dt = f32 / f64; any other dtype fails naming it.
+#define DISPATCH_FLOAT(args, dt, T, ...)                                                  \
+  switch (dt) {                                                                           \
+    case DType::f32: {                                                                    \
+      using T = float;                                                                    \
+      __VA_ARGS__;                                                                        \
+      break;                                                                              \
+    }                                                                                     \
+    case DType::f64: {                                                                    \
+      using T = double;                                                                   \
+      __VA_ARGS__;                                                                        \
+      break;                                                                              \
+    }                                                                                     \
+    default:                                                                              \
+      args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
+  }
+
 // Allocates an output storage (CPU unless device says otherwise).
 Napi::Object new_storage(Napi::Env env, Device dev, DType dt, int64_t numel, bool zero, Storage** out);
 

@@ -46,28 +46,9 @@ size_t chol_numel(const Args& a, int64_t items, int64_t m, int64_t n) {
   return need;
 }
 
-#define FLOAT_DISPATCH(a, dt, T, ...)                                                \
-  if ((dt) == DType::f32) {                                                          \
-    using T = float;                                                                 \
-    __VA_ARGS__;                                                                     \
-  } else if ((dt) == DType::f64) {                                                   \
-    using T = double;                                                                \
-    __VA_ARGS__;                                                                     \
-  } else {                                                                           \
-    a.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
-  }
-
 template <class T>
 T* ptr(Storage* s) {
   return s ? s->as<T>() : nullptr;
-}
-
-// The CRATE ops' CUDA kernels take f32 only (bf16 exists on cuda for the core elementwise,
-// reduction and copy ops): a clear error naming the op, the argument, the dtype and the device.
-void cuda_f32_only(const Args& a, const char* name, DType dt) {
-  if (dt != DType::f32)
-    a.fail(std::string("argument '") + name + "' has dtype " + dtype_name(dt) +
-           ", which is not supported on cuda by this op (f32)");
 }
 
 void expect_opt(const Args& a, Storage* s, const char* name, DType dt, int64_t n) {
@@ -169,7 +150,7 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   auto mask = key_mask(a, km, B * N);
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::mssa_forward<T>(P->as<T>(), O->as<T>(), ptr<T>(L), B, N, H, p, static_cast<T>(scale), causal,
                                         km ? mask.data() : nullptr);
                  }));
@@ -206,7 +187,7 @@ Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   auto mask = key_mask(a, km, B * N);
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::mssa_backward<T>(P->as<T>(), O->as<T>(), L->as<T>(), dO->as<T>(), dP->as<T>(), B, N, H, p,
                                          static_cast<T>(scale), causal, km ? mask.data() : nullptr);
                  }));
@@ -233,7 +214,7 @@ Napi::Value IstaForward(const Napi::CallbackInfo& info) {
                                                        static_cast<float>(eta), static_cast<float>(lambda), nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::ista_forward<T>(Y->as<T>(), W->as<T>(), Z->as<T>(), T_, d, static_cast<T>(eta),
                                         static_cast<T>(lambda), nullptr);
                  }));
@@ -265,7 +246,7 @@ Napi::Value IstaBackward(const Napi::CallbackInfo& info) {
                                                            static_cast<float>(eta), nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::ista_backward<T>(Y->as<T>(), W->as<T>(), Z->as<T>(), dZ->as<T>(), dY->as<T>(), dW->as<T>(), T_,
                                          d, static_cast<T>(eta), nullptr);
                  }));
@@ -317,7 +298,7 @@ Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
                                                       ptr<float>(S2), ptr<float>(R), T_, d, m, e, l, nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    if (mode == 0)
                      cpu::ista_overcomplete_forward<T>(Y->as<T>(), D->as<T>(), D1->as<T>(), out->as<T>(), ptr<T>(S1),
                                                        ptr<T>(S2), ptr<T>(R), T_, d, m, static_cast<T>(eta),
@@ -374,7 +355,7 @@ Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
                                                    T_, d, m, static_cast<float>(eta), nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    if (mode == 0)
                      cpu::ista_overcomplete_backward<T>(Y->as<T>(), D->as<T>(), D1->as<T>(), S1->as<T>(), S2->as<T>(),
                                                         R->as<T>(), dOut->as<T>(), dY->as<T>(), dD->as<T>(),
@@ -422,7 +403,7 @@ Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
                                                          n, chol ? chol->as<double>() : tmp.as<double>(), nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    if (heads > 0)
                      cpu::logdet_gram_heads_forward<T>(Z->as<T>(), alpha->as<T>(), R->as<T>(), batch, m, heads, n,
                                                        ptr<double>(chol));
@@ -469,7 +450,7 @@ Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
     }
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    if (heads > 0)
                      cpu::logdet_gram_heads_backward<T>(Z->as<T>(), alpha->as<T>(), dR->as<T>(), dZ->as<T>(), batch, m,
                                                         heads, n, ptr<double>(chol));
@@ -510,7 +491,7 @@ Napi::Value TssaForward(const Napi::CallbackInfo& info) {
                                                   ms ? ms->as<float>() : tms.as<float>(), B, N, H, p, nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_forward<T>(W->as<T>(), temp->as<T>(), Y->as<T>(), ptr<T>(Pi), ptr<T>(cn), ptr<T>(ms), B, N,
                                         H, p);
                  }));
@@ -559,7 +540,7 @@ Napi::Value TssaBackward(const Napi::CallbackInfo& info) {
                       dW->as<float>(), dtemp ? dtemp->as<float>() : tdt.as<float>(), B, N, H, p, nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_backward<T>(W->as<T>(), temp->as<T>(), dY->as<T>(), ptr<T>(Pi), ptr<T>(cn), ptr<T>(ms),
                                          dW->as<T>(), ptr<T>(dtemp), B, N, H, p, nullptr);
                  }));
@@ -586,7 +567,7 @@ Napi::Value TssaCausalForward(const Napi::CallbackInfo& info) {
                                                                  Y->as<float>(), nullptr, B, Tn, H, p, Tmax, nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_causal_forward<T>(W->as<T>(), temp->as<T>(), den->as<T>(), Y->as<T>(), nullptr, B, Tn, H,
                                                p, Tmax);
                  }));
@@ -621,7 +602,7 @@ Napi::Value TssaCausalBackward(const Napi::CallbackInfo& info) {
                                                                   ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));
     return info.Env().Undefined();
   }
-  FLOAT_DISPATCH(a, dt, T, run_kernel(a, [&] {
+  DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
                    cpu::tssa_causal_backward<T>(W->as<T>(), temp->as<T>(), den->as<T>(), dY->as<T>(), dW->as<T>(),
                                                 ptr<T>(dtemp), ptr<T>(dden), B, Tn, H, p, Tmax, nullptr);
                  }));

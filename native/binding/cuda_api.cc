@@ -112,6 +112,11 @@ const CudaApi& cuda_api(const Args& a) {
   return s.api;
 }
 
+void cuda_unsupported_dtype(const Args& a, const char* name, DType dt, const char* supported) {
+  a.fail(std::string("argument '") + name + "' has dtype " + dtype_name(dt) +
+         ", which is not supported on cuda by this op (" + supported + ")");
+}
+
 void cuda_check(const Args& a, crate_status st) {
   if (st == CRATE_OK) return;
   const char* msg = g_state.api.crate_cuda_last_error ? g_state.api.crate_cuda_last_error() : "unknown CUDA error";

@@ -5,6 +5,7 @@
 #pragma once
 #include <string>
 
+#include "../core/common.h"
 #include "../cuda/cuda_backend_api.h"
 #include "crate/crate_cuda.h"
 #include "crate/crate_cuda_prim.h"
@@ -61,6 +62,13 @@ const CudaState& cuda_state();
 const CudaApi& cuda_api(const Args& a);
 // Throws a JS error "<op>: <message>" (code CRATE_CUDA, CRATE_NUMERICAL or CRATE_OOM) unless ok.
 void cuda_check(const Args& a, crate_status st);
+// The CUDA path of an op refusing a dtype: "<op>: argument '<name>' has dtype <dt>, which is not
+// supported on cuda by this op (<supported>)". `name` is the argument whose dtype decides.
+[[noreturn]] void cuda_unsupported_dtype(const Args& a, const char* name, DType dt, const char* supported);
+// The same unless dt is f32 (ops whose CUDA kernels take f32 only).
+inline void cuda_f32_only(const Args& a, const char* name, DType dt) {
+  if (dt != DType::f32) cuda_unsupported_dtype(a, name, dt, "f32");
+}
 // Whether f32 matmuls on CUDA may use TF32 tensor cores (CRATE_ALLOW_TF32=1; default off).
 bool cuda_allow_tf32();
 void set_cuda_allow_tf32(bool on);

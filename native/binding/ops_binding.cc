@@ -22,21 +22,6 @@ using cpu::BinaryOp;
 using cpu::ReduceOp;
 using cpu::UnaryOp;
 
-#define DISPATCH_FLOAT(args, dt, T, ...)                                                  \
-  switch (dt) {                                                                           \
-    case DType::f32: {                                                                    \
-      using T = float;                                                                    \
-      __VA_ARGS__;                                                                        \
-      break;                                                                              \
-    }                                                                                     \
-    case DType::f64: {                                                                    \
-      using T = double;                                                                   \
-      __VA_ARGS__;                                                                        \
-      break;                                                                              \
-    }                                                                                     \
-    default:                                                                              \
-      args.fail(std::string("dtype ") + dtype_name(dt) + " is not supported (f32, f64)"); \
-  }
 #define DISPATCH_ALL(args, dt, T, ...)                                         \
   switch (dt) {                                                                \
     case DType::f32: {                                                         \
@@ -87,15 +72,6 @@ int64_t strided_extent(const Args& a, int64_t off, const std::vector<int64_t>& s
   }
   return hi + 1;
 }
-
-// The CUDA path of an op: f32 (and i32 / bf16 where the kernel has it) only. `name` is the argument
-// whose dtype decides, `supported` the list of dtypes the op's CUDA kernels take.
-void cuda_unsupported_dtype(const Args& a, const char* name, DType dt, const char* supported) {
-  a.fail(std::string("argument '") + name + "' has dtype " + dtype_name(dt) +
-         ", which is not supported on cuda by this op (" + supported + ")");
-}
-#define CUDA_F32_ONLY(a, dt, name) \
-  if ((dt) != DType::f32) cuda_unsupported_dtype(a, name, dt, "f32")
 
 Device device_arg(const Args& a, size_t i) {
   const int64_t v = a.i64(i, "device");
@@ -203,7 +179,7 @@ Napi::Value Random(const Napi::CallbackInfo& info) {
   if (kind < 0 || kind > 2) a.fail("unknown random kind");
   a.expect(y, "out", y->dtype, y->numel);
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, y->dtype, "out");
+    cuda_f32_only(a, "out", y->dtype);
     cuda_check(a, cuda_api(a).crate_cuda_random_f32(static_cast<int>(kind), y->as<float>(), y->numel,
                                                     static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), p0, p1,
                                                     nullptr));
@@ -546,7 +522,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const int64_t M = m.M, N = m.N, K = m.K;
   const bool tA = m.tA, tB = m.tB;
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, x->dtype, "a");
+    cuda_f32_only(a, "a", x->dtype);
     cuda_check(a, cuda_api(a).crate_cuda_matmul_f32(x->as<float>(), y->as<float>(), o->as<float>(), bshape.data(),
                                                     astr.data(), bstr.data(), static_cast<int>(bshape.size()), M, N, K,
                                                     tA ? 1 : 0, tB ? 1 : 0, cuda_allow_tf32() ? 1 : 0, nullptr));
@@ -672,7 +648,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
                         y->as<uint16_t>(), mean->as<float>(), rstd->as<float>(), rows, cols, eps, nullptr));
       return info.Env().Undefined();
     }
-    CUDA_F32_ONLY(a, dt, "x");
+    cuda_f32_only(a, "x", dt);
     cuda_check(a, cuda_api(a).crate_cuda_layernorm_forward_f32(
                       x->as<float>(), w ? w->as<float>() : nullptr, b ? b->as<float>() : nullptr, y->as<float>(),
                       mean->as<float>(), rstd->as<float>(), rows, cols, eps, nullptr));
@@ -714,7 +690,7 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
                         db ? db->as<uint16_t>() : nullptr, rows, cols, nullptr));
       return info.Env().Undefined();
     }
-    CUDA_F32_ONLY(a, dt, "x");
+    cuda_f32_only(a, "x", dt);
     cuda_check(a, cuda_api(a).crate_cuda_layernorm_backward_f32(x->as<float>(), w ? w->as<float>() : nullptr,
                                                                 mean->as<float>(), rstd->as<float>(), g->as<float>(),
                                                                 dx->as<float>(), dw ? dw->as<float>() : nullptr,
@@ -746,7 +722,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   int64_t counted = 0;
   if (a.on_cuda()) {
     const bool bf = x->dtype == DType::bf16;
-    if (!bf) CUDA_F32_ONLY(a, x->dtype, "logits");
+    if (!bf) cuda_f32_only(a, "logits", x->dtype);
     const CudaApi& api = cuda_api(a);
     void* dcount = nullptr;
     cuda_check(a, api.crate_cuda_malloc(&dcount, sizeof(int64_t), nullptr));
@@ -794,7 +770,7 @@ Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
                         classes, smoothing, ignore, nullptr));
       return info.Env().Undefined();
     }
-    CUDA_F32_ONLY(a, x->dtype, "logits");
+    cuda_f32_only(a, "logits", x->dtype);
     cuda_check(a, cuda_api(a).crate_cuda_cross_entropy_backward_f32(x->as<float>(), t->as<int32_t>(), lse->as<float>(),
                                                                     g->as<float>(), dx->as<float>(), rows, classes,
                                                                     smoothing, ignore, nullptr));
@@ -822,7 +798,7 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
   a.expect(v, "exp_avg_sq", dt, n);
   if (!(bc1 > 0) || !(bc2 > 0)) a.fail("bias corrections must be > 0");
   if (a.on_cuda()) {
-    CUDA_F32_ONLY(a, dt, "param");
+    cuda_f32_only(a, "param", dt);
     cuda_check(a, cuda_api(a).crate_cuda_adamw_step_f32(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
                                                         n, lr, b1, b2, eps, wd, bc1, bc2, nullptr));
     return info.Env().Undefined();
