@@ -7,7 +7,7 @@
 // small shapes with the race detector and the uninitialised-shared-memory check, then larger
 // multi-tile shapes, the TF32 tensor-core MSSA path, the sticky-error path), the registry suite
 // (test/ops.test.ts in CRATE_TEST_DEVICE=cuda mode: every prim and CRATE op through the addon),
-// the bf16-storage ops (test/bf16_cuda.test.ts) and a short training run on 'cuda' against the same run on the CPU.
+// the bf16-storage ops (test/bf16_*.test.ts) and a short training run on 'cuda' against the same run on the CPU.
 // The build goes to build-emu/cuda-emu-vitest (incremental; CRATE_EMU_BUILD_DIR overrides).
 // Skipped, with a message, when g++ is missing.
 import { spawnSync } from 'node:child_process';
@@ -132,18 +132,22 @@ describe('CUDA kernels on the CUDA host emulator', () => {
     }
   }, 300_000);
 
-  test('bf16 storage: the core ops on bf16 cuda tensors vs an f64 reference (test/bf16_cuda.test.ts)', () => {
+  test('bf16 storage: the core ops on bf16 cuda tensors vs an f64 reference (test/bf16_*.test.ts)', () => {
     if (skipped()) return;
-    const r = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', 'test/bf16_cuda.test.ts'], {
-      cwd: root,
-      env: { ...process.env, CRATE_CUDA_LIB: lib },
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-    });
+    const r = spawnSync(
+      process.execPath,
+      ['node_modules/vitest/vitest.mjs', 'run', 'test/bf16_' /* every test/bf16_*.test.ts */],
+      {
+        cwd: root,
+        env: { ...process.env, CRATE_CUDA_LIB: lib },
+        encoding: 'utf8',
+        maxBuffer: 64 << 20,
+      },
+    );
     const text = (r.stdout + r.stderr).replace(ANSI_COLOR, '');
     if (r.status !== 0 || /failed|skipped/.test(text) || !/Tests\s+\d+ passed/.test(text)) {
       const lines = text.split('\n').filter((l) => /FAIL|Error|kernel fault|seed|values|skipped/.test(l));
-      throw new Error(`bf16_cuda.test.ts on the emulated CUDA backend failed:\n${lines.slice(0, 60).join('\n')}`);
+      throw new Error(`test/bf16_*.test.ts on the emulated CUDA backend failed:\n${lines.slice(0, 60).join('\n')}`);
     }
   }, 300_000);
 

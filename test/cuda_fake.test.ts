@@ -4,7 +4,7 @@
 // processes, so everything between the TS API and the CUDA C ABI is exercised for real: device
 // dispatch and argument order of every op (the registry suite in CRATE_TEST_DEVICE=cuda mode),
 // Tensor.to, await data() from a callback thread, Module.to, checkpoints and resume, autocast's
-// bf16 GEMM path, the bf16-storage ops (test/bf16_cuda.test.ts), and training each task on
+// bf16 GEMM path, the bf16-storage ops (test/bf16_*.test.ts), and training each task on
 // 'cuda'. It proves the plumbing, not the CUDA kernels (those are proved by the host emulator,
 // test/cuda_emu.test.ts, and by scripts/gpu_check.sh on a GPU).
 import { spawnSync } from 'node:child_process';
@@ -69,13 +69,17 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     expect(r.status).toBe(0);
   }, 300_000);
 
-  test('bf16 storage: the bf16 entries of the fake (CPU f32 kernels, rounded) via test/bf16_cuda.test.ts', () => {
+  test('bf16 storage: the bf16 entries of the fake (CPU f32 kernels, rounded) via test/bf16_*.test.ts', () => {
     if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
-    const r = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', 'test/bf16_cuda.test.ts'], {
-      cwd: root,
-      env,
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      process.execPath,
+      ['node_modules/vitest/vitest.mjs', 'run', 'test/bf16_' /* every test/bf16_*.test.ts */],
+      {
+        cwd: root,
+        env,
+        encoding: 'utf8',
+      },
+    );
     const out = (r.stdout + r.stderr).replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '');
     expect(out).toMatch(/Tests\s+\d+ passed/);
     expect(out).not.toMatch(/failed|skipped/);
