@@ -131,6 +131,7 @@ export interface NativeAddon {
     classes: number,
     smoothing: number,
     ignoreIndex: number,
+    countToHost: boolean,
   ): number;
   crossEntropyBackward(
     logits: S,
