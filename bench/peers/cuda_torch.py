@@ -60,6 +60,7 @@ class MemStats(ctypes.Structure):
         ("num_allocs", ctypes.c_int64),
         ("num_device_allocs", ctypes.c_int64),
         ("num_oom_retries", ctypes.c_int64),
+        ("num_host_syncs", ctypes.c_int64),
     ]
 
 

@@ -33,6 +33,12 @@ std::string g_sticky;                  // non-empty: the "context" is poisoned
 std::map<uintptr_t, size_t> g_live;    // ptr -> rounded size
 std::multimap<size_t, void*> g_cache;  // rounded size -> free block
 crate_cuda_memory_stats g_stats{};
+// The blocking waits the real library would make at the copies and synchronize calls (its entry
+// points' own device-side checks are not modelled: the fake's kernels run on the host).
+void count_host_sync() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  ++g_stats.num_host_syncs;
+}
 bool g_own = false;
 std::string g_backend = "cublasLt 0 (host fake)";
 
@@ -182,6 +188,7 @@ crate_status crate_cuda_memcpy(void* dst, const void* src, size_t bytes, int kin
   GUARD("crate_cuda_memcpy");
   if (kind < 0 || kind > 2) return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_memcpy: kind must be 0, 1 or 2");
   std::memcpy(dst, src, bytes);
+  if (kind == 1 && bytes > 0) count_host_sync();  // a device->host copy waits for the stream
   return CRATE_OK;
 }
 crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, size_t bytes, void* stream,
@@ -193,7 +200,10 @@ crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, size_t byte
   }).detach();
   return CRATE_OK;
 }
-crate_status crate_cuda_synchronize(void* stream) { return sticky_check("crate_cuda_synchronize"); }
+crate_status crate_cuda_synchronize(void* stream) {
+  count_host_sync();
+  return sticky_check("crate_cuda_synchronize");
+}
 
 crate_status crate_cuda_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,

@@ -27,8 +27,7 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { 
       // call, not one per parameter.
       let acc: Tensor | null = null;
       let accDevice: Tensor | null = null;
-      const combine = (a: Tensor | null, r: Tensor) =>
-        a === null ? r : normType === 2 ? add(a, r) : maximum(a, r);
+      const combine = (a: Tensor | null, r: Tensor) => (a === null ? r : normType === 2 ? add(a, r) : maximum(a, r));
       for (const g of grads) {
         if (g.numel === 0) continue;
         const gw = g.dtype === 'bf16' ? cast(g, 'f32') : g;

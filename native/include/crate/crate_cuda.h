@@ -41,6 +41,9 @@ typedef struct crate_cuda_memory_stats {
   int64_t num_allocs;        /* crate_cuda_malloc calls served */
   int64_t num_device_allocs; /* cudaMalloc calls made (cache misses) */
   int64_t num_oom_retries;   /* times the cache was emptied to satisfy a request */
+  int64_t num_host_syncs;    /* blocking waits of the host on the device so far (process-wide):
+                                device->host copies, large host->device copies, synchronize, and
+                                the entry points that read a device-side check back */
 } crate_cuda_memory_stats;
 
 CRATE_API const char* crate_cuda_last_error(void);
