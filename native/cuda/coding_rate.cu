@@ -34,12 +34,13 @@
 //     even the packed upper triangle (k(k+1)/2 doubles) exceeds 227 KiB beyond k = 240, and the
 //     full square beyond k = 170. "p = 256 in shared memory" does not fit in f64 at all (f32
 //     factors would lose the f64 accuracy that the CPU contract and these tests rely on).
-//   - work: CRATE uses k = min(N, p) = p = 64 (N = 197 tokens): the Cholesky is k^3/3 = 87 kflop
-//     per item, the Gram 2 k^2 r = 1.6 Mflop and the solve 2 k^2 r = 1.6 Mflop, so the factor is
-//     ~3% of the flops; its global-memory traffic (panels re-read per 32-block, ~k^3/96 doubles
-//     = 22 KB per item at k = 64) hits L1 (the 32 KiB matrix is L1-resident on the one SM that
-//     owns the item). Holding the matrix in shared memory instead would save L1 hits on ~3% of
-//     the work and cap occupancy (32+ KiB per CTA) and k.
+//   - work: CRATE uses k = min(N, p) = p = 64 (N = 197 tokens). Per item the Cholesky is k^3/3
+//     = 87 k f64 FMAs, the Gram (upper tiles: 3 of 4 at k = 64) ~0.6 M and the two triangular
+//     solves k^2 r = 0.8 M: the factor is ~13% of the forward and ~6% of forward + backward. Its
+//     global-memory traffic (the 32-row panel re-read per trailing tile, ~k^3/96 doubles = 22 KB
+//     per item at k = 64) hits L1 (the 32 KiB matrix stays in the L1 of the one SM that owns the
+//     item). Holding the matrix in shared memory would save L1 hits on that small share of the
+//     work and cost occupancy (32+ KiB per CTA) and the bound on k.
 //   - the serial part (32 pivot steps per block, 2 barriers each) is latency-bound either way;
 //     B*H items (e.g. 64 x 12 = 768) spread it over all SMs, ~8 CTAs (25 KiB smem each) per SM.
 //   So no shared-memory variant without a GPU measurement that shows one: this layout handles any
