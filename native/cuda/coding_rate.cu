@@ -546,12 +546,10 @@ std::string scalar_name(const Items& it, const char* what, int64_t i) {
 // Reads the first failing item back (synchronizes the stream) and throws like the CPU's raise_first.
 void raise_first(const Books& bk, const Items& it, cudaStream_t stream) {
   unsigned long long first = kNone;
-  check(cudaMemcpyAsync(&first, bk.first, sizeof(first), cudaMemcpyDeviceToHost, stream), "coding_rate: read status");
-  check(cudaStreamSynchronize(stream), "coding_rate: synchronize");
+  read_back(&first, bk.first, sizeof(first), stream, "coding_rate: read status");
   if (first == kNone) return;
   ItemStatus s;
-  check(cudaMemcpyAsync(&s, bk.st + first, sizeof(s), cudaMemcpyDeviceToHost, stream), "coding_rate: read status");
-  check(cudaStreamSynchronize(stream), "coding_rate: synchronize");
+  read_back(&s, bk.st + first, sizeof(s), stream, "coding_rate: read status");
   const int64_t i = static_cast<int64_t>(first);
   switch (s.code) {
     case kZNaN:
