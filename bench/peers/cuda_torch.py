@@ -109,6 +109,12 @@ SIGS = {
     "crate_cuda_softmax_backward_f32": (INT, [P, P, P, I64, I64, INT, P]),
     "crate_cuda_cross_entropy_forward_f32": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
     "crate_cuda_cross_entropy_backward_f32": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
+    "crate_cuda_layernorm_forward_bf16": (INT, [P, P, P, P, P, P, I64, I64, F64, P]),
+    "crate_cuda_layernorm_backward_bf16": (INT, [P, P, P, P, P, P, P, P, I64, I64, P]),
+    "crate_cuda_softmax_forward_bf16": (INT, [P, P, I64, I64, INT, P]),
+    "crate_cuda_softmax_backward_bf16": (INT, [P, P, P, I64, I64, INT, P]),
+    "crate_cuda_cross_entropy_forward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
+    "crate_cuda_cross_entropy_backward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
 }
 STATUS = {0: "CRATE_OK", 1: "CRATE_ERR_INVALID_ARGUMENT", 2: "CRATE_ERR_NUMERICAL", 3: "CRATE_ERR_OUT_OF_MEMORY",
           4: "CRATE_ERR_CUDA", 5: "CRATE_ERR_INTERNAL"}
