@@ -2,6 +2,8 @@
 // backward, FlashAttention-2 style: tiled, online softmax, never an N x N matrix in memory.
 // Computes what crate_mssa_{forward,backward}_f32 (native/cpu/mssa.cc) compute, same layouts:
 //   P, O, dO, dP (B, N, H*p) row-major, head h = columns [h*p, (h+1)*p);  L, D (B, H, N).
+// Storage f32 (crate_cuda_mssa_*_f32) or bf16 (crate_cuda_mssa_*_bf16: P, O, dO, dP bf16; L and
+// the D scratch f32): one set of kernels templated on the storage type E (see "bf16" below).
 //   Per (b, h):  S = scale * P_h P_h^T + mask,  A = softmax_rows(S),  O_h = A P_h,  L = logsumexp_rows(S).
 //   Key j is valid for query i iff j < N, key_mask[b, j] != 0 (when given) and, if causal, j <= i.
 //   A row with no valid key: O = 0, L = -inf, zero gradient. NaN scores propagate.
@@ -55,6 +57,36 @@
 //   PP = 96, 128 (65 / 82 KB); every instance fits the 99 KiB opt-in limit of sm_86/89 too.
 // Grid: x = row tiles of the head, y/z = (b, h) with a grid-stride loop (B*H up to 2^31 and beyond).
 //
+// bf16 (E = __nv_bfloat16; always the tensor-core path): the operand tiles (Q, K = V; P_J, dO_J,
+// P_I, dO_I) hold the bf16 bits as loaded (row stride PP + 8 elements: 16-byte rows, 8 consecutive
+// rows in distinct bank groups) and every product is wmma m16n16k16 bf16 x bf16 -> f32 (Wmma<E>,
+// FragAcc<E>). The products' f32 results (S; X, dA1, dA2), the online softmax, m, l, alpha, the O
+// and dP accumulators stay f32. The probability operands are rounded to bf16 into tiles of their
+// own (forward: A (T, T + 8) beside the f32 S; backward: E and A[I,J]^T (TJ, TI + 8) beside the
+// f32 X, dA2), as FlashAttention-2 feeds bf16 P and dS to its second products; l (hence L) sums
+// the unrounded f32 probabilities. The final f32 tiles are staged over the (dead) operand tiles
+// and rounded once to bf16 on store. D = rowsum(dO o O) reads the bf16 O and dO, f32 sum.
+// Shared memory per CTA (KiB; f32 SIMT / TF32 / bf16) and CTAs per SM that it allows (H100: 228
+// KiB per SM; A100: 164), for PP = 16 32 48 64 96 128:
+//   forward  f32 28 36 44 52 68 84, TF32 +4, bf16 37 41 45 49 57 65 (H100 6 5 4 4 3 3, A100 4 3 3 3 2 2)
+//   backward f32 43 55 67 79 64 80, bf16 47 53 59 65 45 53 (H100 4 4 3 3 4 4, A100 3 3 2 2 3 3)
+// (bf16 halves the operand tiles but adds the bf16 probability tiles, so for PP <= 32 it is a
+// little larger.) Registers (ptxas, sm_90a, no spills): bf16 forward 92-108 (PP <= 64), 160-162
+// (96, 128) and backward 123-164 under __launch_bounds__(128, 3) (kMinCtas: <= 168 registers), so
+// 3-4 CTAs (12-16 warps) per SM on H100 for every PP, against 2 for the f32 PP = 96/128 forward.
+// The halved footprint thus buys occupancy rather than bigger tiles: with 4 warps the exp / mask
+// pass (T^2 expf per tile, SIMT) and the shared-memory traffic of the wmma API (S, A, the
+// accumulator's alpha staging through shared memory) are the bottleneck, not the tensor cores.
+// Napkin, forward PP = 64, one 64 x 64 key tile: 2 products = 1 MFLOP (~0.14 us of one H100 SM's
+// bf16 tensor cores), 4096 expf (~256 clocks of the SFUs), ~150-200 KB of shared-memory traffic
+// (fragment loads ~128 KB, S store + read 32 KB, A 8 KB, alpha staging 32 KB when the row max
+// moved; skipped when alpha = 1 for the fragment's 16 rows) ~ 1200-1600 clocks at 128 B/clock:
+// shared-memory bound, several times under the tensor-core peak yet well above the f32 SIMT path
+// (1 MFLOP at 128 FMA/clock/SM ~ 4000 clocks plus the same softmax work). A register-resident
+// FlashAttention-2 design (mma.sync with known fragment layouts: S and A never leave registers,
+// no alpha staging) or, on H100, FlashAttention-3's wgmma + TMA would be the next step; nothing
+// here has been timed (no GPU was available when it was written).
+//
 // ------------------------------------------------------------------------------------- numerics
 // f32 everywhere, f32 accumulation; expf/logf (full precision, no fast math). A masked key (key
 // mask, causal, padding) has score exactly -inf and A = 0 exactly, in forward and backward, so a
@@ -67,9 +99,19 @@
 // padding rows get A = 0 exactly in the backward.
 // Differences to the CPU: summation order of the softmax row sums / D, exp implementation (the
 // CPU's polynomial flushes below e^-87). Expected agreement ~1e-6 relative (SIMT), ~1e-3 (TF32).
+// bf16: products of bf16 values are exact in f32, so S, X, dA1, dA2 carry only f32 accumulation
+// error (~p 2^-24 of sum |q||k|) and L stays f32-accurate. The errors are the bf16 roundings
+// (u = 2^-8): of the probabilities before A V (O error <= u sum_j A_ij |P_j|), of E and A[I,J]^T
+// before their products and of the saved O that D reads (each <= u times the matching magnitude
+// sum), and of every output (u relative). test/cuda/cuda_vs_cpu.cc ("mssa bf16") checks exactly
+// this element-wise bound (plus 2^-10 slack for the f32-level errors) against the f64 CPU kernel
+// run on the same bf16 inputs; observed errors are 0.3-0.55 of it. Same masking / -inf / NaN
+// rules as f32.
 //
 // ------------------------------------------------------------------------------------- testing
-// test/cuda/cuda_vs_cpu.cc compares every entry point with the CPU kernels; test/cuda_emu runs
+// test/cuda/cuda_vs_cpu.cc compares every entry point with the CPU kernels (bf16: "mssa bf16",
+// against the f64 kernel on the bf16 inputs, bound above); test/bf16_mssa_cuda.test.ts checks
+// C.mssa on bf16 tensors (forward, gradient) against an f64 loop; test/cuda_emu runs
 // this file's kernels on the CPU (fibers per thread in random order, NaN-poisoned shared memory,
 // a matrix-level wmma stand-in) so that the comparison runs without a GPU too. The emulator's
 // build sets CRATE_MSSA_GRID_CAP small, so that the kernels' (b, h) grid-stride loops run.
@@ -107,6 +149,10 @@ using bf16 = __nv_bfloat16;
 template <class E>
 constexpr bool kIsBf16 = std::is_same_v<E, bf16>;
 static_assert(sizeof(bf16) == sizeof(uint16_t), "bf16 is the uint16_t of the C ABI");
+/** __launch_bounds__ min CTAs per SM of the tile kernels: 2 for f32 (<= 255 registers); 3 for bf16
+ * (<= 168 registers: the halved operand tiles let 3 CTAs fit in shared memory, see the header). */
+template <class E>
+constexpr int kMinCtas = kIsBf16<E> ? 3 : 2;
 
 // ------------------------------------------------------------------------------ device helpers
 
@@ -384,6 +430,13 @@ struct AccTc {
     for (int i = 0; i < NF; ++i) {
       if (!has(i)) continue;
       const int r0 = row0(i);
+      // alpha = 1 for all 16 rows (the running max did not move: the common case after the first
+      // key tiles) leaves the fragment unchanged: skip its round trip (warp-uniform: every lane
+      // reads the same 16 values; NaN != 1 still goes through).
+      bool ones = true;
+#pragma unroll
+      for (int r = 0; r < 16; ++r) ones = ones && alpha[r0 + r] == 1.f;
+      if (ones) continue;
       wmma::store_matrix_sync(stage, f[i], 16, wmma::mem_row_major);
       __syncwarp();
       for (int e = lane; e < 256; e += 32) stage[e] *= alpha[r0 + e / 16];
@@ -476,7 +529,7 @@ struct FwdLayout {
 };
 
 template <int PP, int T, bool TC, class E>
-__global__ void __launch_bounds__(kThreads, 2) mssa_fwd_kernel(const FwdParams<E> prm) {
+__global__ void __launch_bounds__(kThreads, kMinCtas<E>) mssa_fwd_kernel(const FwdParams<E> prm) {
   using Lay = FwdLayout<PP, T, TC, E>;
   constexpr int LD = Lay::LD, LDS = Lay::LDS, LDA = Lay::LDA, CPL = T / 32;  // CPL: score columns per lane
   static_assert(T % 32 == 0, "T");
@@ -696,7 +749,7 @@ __device__ __forceinline__ void load_row_stats(float* Ls, float* Ds, float* Ms, 
 }
 
 template <int PP, int TJ, int TI, bool TC, class E>
-__global__ void __launch_bounds__(kThreads, 2) mssa_bwd_kernel(const BwdParams<E> prm) {
+__global__ void __launch_bounds__(kThreads, kMinCtas<E>) mssa_bwd_kernel(const BwdParams<E> prm) {
   using Lay = BwdLayout<PP, TJ, TI, E>;
   constexpr int LD = Lay::LD, LDS = Lay::LDS, LDE = Lay::LDE;
   static_assert(TC || !kIsBf16<E>, "bf16 runs on tensor cores only");
