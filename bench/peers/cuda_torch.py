@@ -60,6 +60,7 @@ class MemStats(ctypes.Structure):
         ("num_allocs", ctypes.c_int64),
         ("num_device_allocs", ctypes.c_int64),
         ("num_oom_retries", ctypes.c_int64),
+        ("num_host_syncs", ctypes.c_int64),
     ]
 
 
@@ -94,6 +95,12 @@ SIGS = {
     "crate_cuda_ista_tied_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, F32, P]),
     "crate_cuda_logdet_gram_forward_f32": (INT, [P, P, P, I64, I64, I64, P, P]),
     "crate_cuda_logdet_gram_backward_f32": (INT, [P, P, P, P, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_forward_f32": (INT, [P, P, P, I64, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_backward_f32": (INT, [P, P, P, P, I64, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_forward_bf16": (INT, [P, P, P, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_backward_bf16": (INT, [P, P, P, P, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_forward_bf16": (INT, [P, P, P, I64, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_backward_bf16": (INT, [P, P, P, P, I64, I64, I64, I64, P, P]),
     "crate_cuda_tssa_forward_f32": (INT, [P, P, P, P, P, P, I64, I64, I64, I64, P]),
     "crate_cuda_tssa_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, I64, P]),
     "crate_cuda_tssa_causal_forward_f32": (INT, [P, P, P, P, P, I64, I64, I64, I64, I64, P]),
@@ -104,6 +111,12 @@ SIGS = {
     "crate_cuda_softmax_backward_f32": (INT, [P, P, P, I64, I64, INT, P]),
     "crate_cuda_cross_entropy_forward_f32": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
     "crate_cuda_cross_entropy_backward_f32": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
+    "crate_cuda_layernorm_forward_bf16": (INT, [P, P, P, P, P, P, I64, I64, F64, P]),
+    "crate_cuda_layernorm_backward_bf16": (INT, [P, P, P, P, P, P, P, P, I64, I64, P]),
+    "crate_cuda_softmax_forward_bf16": (INT, [P, P, I64, I64, INT, P]),
+    "crate_cuda_softmax_backward_bf16": (INT, [P, P, P, I64, I64, INT, P]),
+    "crate_cuda_cross_entropy_forward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
+    "crate_cuda_cross_entropy_backward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
 }
 STATUS = {0: "CRATE_OK", 1: "CRATE_ERR_INVALID_ARGUMENT", 2: "CRATE_ERR_NUMERICAL", 3: "CRATE_ERR_OUT_OF_MEMORY",
           4: "CRATE_ERR_CUDA", 5: "CRATE_ERR_INTERNAL"}
