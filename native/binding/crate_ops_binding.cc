@@ -136,14 +136,21 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
   Storage* km = a.storage_or_null(9, "keyMask");
   sizes_nonneg(a, {B, N, H, p});
   const DType dt = P->dtype;
+  const DType sdt = dt == DType::bf16 ? DType::f32 : dt;  // the saved L of bf16 P is f32
   a.expect(P, "P", dt, B * N * H * p);
   a.expect(O, "O", dt, B * N * H * p);
-  expect_opt(a, L, "L", dt, B * H * N);
+  expect_opt(a, L, "L", sdt, B * H * N);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "P", dt);
+    if (dt != DType::f32 && dt != DType::bf16) cuda_unsupported_dtype(a, "P", dt, "f32, bf16");
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
+    if (dt == DType::bf16) {
+      cuda_check(
+          a, api.crate_cuda_mssa_forward_bf16(P->as<uint16_t>(), O->as<uint16_t>(), ptr<float>(L), B, N, H, p,
+                                              static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(
         a, api.crate_cuda_mssa_forward_f32(P->as<float>(), O->as<float>(), ptr<float>(L), B, N, H, p,
                                            static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
@@ -170,17 +177,24 @@ Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
   Storage* km = a.storage_or_null(11, "keyMask");
   sizes_nonneg(a, {B, N, H, p});
   const DType dt = P->dtype;
+  const DType sdt = dt == DType::bf16 ? DType::f32 : dt;  // the saved L of bf16 P is f32
   const int64_t n = B * N * H * p;
   a.expect(P, "P", dt, n);
   a.expect(O, "O", dt, n);
-  a.expect(L, "L", dt, B * H * N);
+  a.expect(L, "L", sdt, B * H * N);
   a.expect(dO, "dO", dt, n);
   a.expect(dP, "dP", dt, n);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "P", dt);
+    if (dt != DType::f32 && dt != DType::bf16) cuda_unsupported_dtype(a, "P", dt, "f32, bf16");
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
+    if (dt == DType::bf16) {
+      cuda_check(a, api.crate_cuda_mssa_backward_bf16(
+                        P->as<uint16_t>(), O->as<uint16_t>(), L->as<float>(), dO->as<uint16_t>(), dP->as<uint16_t>(), B,
+                        N, H, p, static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(a, api.crate_cuda_mssa_backward_f32(P->as<float>(), O->as<float>(), L->as<float>(), dO->as<float>(),
                                                    dP->as<float>(), B, N, H, p, static_cast<float>(scale),
                                                    causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));

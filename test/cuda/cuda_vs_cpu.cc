@@ -81,7 +81,8 @@
   X(crate_cuda_layernorm_forward_f32) X(crate_cuda_layernorm_backward_f32)                         \
   X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)                             \
   X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)                   \
-  X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16)
+  X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
+  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16)
 // clang-format on
 
 namespace {
@@ -868,6 +869,220 @@ void mssa_cases() {
   mssa_case(1, 1024, 2, 64, 1, "some");
   mssa_case(1, 1024, 1, 128, 0, "some");
   mssa_case(1, 1024, 1, 16, 1, "none");
+}
+
+// ==================================================================================== MSSA bf16
+//
+// The bf16 kernels against the CPU f64 kernels run on the bf16-rounded inputs (P, dO exactly
+// representable in both), element-wise. The kernels compute scores, softmax statistics and
+// accumulations in f32 from exact bf16 products, and round three things to bf16 (unit roundoff
+// u = 2^-8: 8 significant bits; half an ulp is 2^-8 relative at worst, 2^-9 only just below a
+// power of two): the probabilities A (forward) and E = scale (dS + dS^T), A^T (backward) before
+// their products, as FlashAttention-2 does; the O the backward reads (D = rowsum(dO o O) then
+// uses the rounded O); and every output once. Hence, with W_ik = sum_j A_ij |P_jk| (>= |O_ik|):
+//   O:  |O - O64| <= u |O64| + (u + s) W                     (output rounding; A rounded in A V)
+//   dP: |dP - dP64| <= u |dP64| + (u + s) (M_E + M_V + M_D) with
+//       M_E = sum_i (|e1_ji| + |e2_ji|) |P_ik|, e1_ji = scale A_ji (dA_ji - D_j),
+//             e2_ji = scale A_ij (dA_ij - D_i), dA_qk = dO_q . P_k   (E = e1 + e2, rounded),
+//       M_V = sum_i A_ij |dO_ik|                                 (A^T dO with A rounded),
+//       M_D = scale sum_i (A_ji Du_j + A_ij Du_i) |P_ik|, Du_i = sum_k |dO_ik O_ik|  (D from the
+//             rounded O: |D' - D_i| <= u Du_i, entering E times scale A);
+//   s = 2^-10 (a quarter of u) is the slack for everything at the f32 level: scores from p exact
+//   products summed in f32 (relative ~p 2^-24 <= 2^-17 of sum |q||k|), expf, the f32 and
+//   tensor-core accumulations, D, the f32-rounded L the backward gets.
+//   L (f32, never rounded to bf16): |L - L64| <= 2^-24 (4 p scale max_j sum_k |P_ik P_jk| +
+//       2 (N + 8) + 2 |L64|): a score error of at most 2 gamma_p (tensor-core accumulation) moves
+//       both the max and log l; the N-term f32 row sum and exp/log add (N + 8) ulps.
+// -inf (rows with no valid key) must match exactly, and O = dP = 0 exactly where W = M = 0.
+// The reference's A, W, M come from a plain f64 loop here, whose O and L must also agree with
+// crate_mssa_forward_f64 to 1e-9 (a check of the loop, not of the kernel).
+
+/** f64 -> bf16 via f32 (the double rounding adds at most 2^-24 relative: inside the slack). */
+uint16_t f64_to_bf16_bits(double v) { return f32_to_bf16(static_cast<float>(v)); }
+
+/** Element-wise |cu - ref| <= tol[i] (tol from the derivation above). */
+void check_bound(const char* what, const std::vector<float>& cu, const std::vector<double>& ref,
+                 const std::vector<double>& tol) {
+  size_t bad = 0, nonfinite = 0, first = 0;
+  double worst = 0, max_err = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double r = ref[i], c = cu[i];
+    if (std::isinf(r)) {
+      if (c != r) {
+        if (!bad && !nonfinite) first = i;
+        ++bad;
+      }
+      continue;
+    }
+    if (!std::isfinite(c)) {
+      if (!bad && !nonfinite) first = i;
+      ++nonfinite;
+      continue;
+    }
+    const double e = std::fabs(c - r);
+    max_err = std::max(max_err, e);
+    const double t = tol[i] * opt.tol_scale;
+    if (!(e <= t)) {
+      if (!bad && !nonfinite) first = i;
+      ++bad;
+    }
+    if (t > 0) worst = std::max(worst, e / t);
+  }
+  note(fmt("%s max err %.2e, worst err/tol %.3f", what, max_err, worst));
+  if (bad || nonfinite)
+    fail(fmt("%s: %zu values out of tolerance, %zu non-finite (first at %zu: cuda %.9g, f64 %.9g, tol %.3g)", what, bad,
+             nonfinite, first, static_cast<double>(cu[first]), ref[first], tol[first] * opt.tol_scale));
+}
+
+std::vector<float> bf16_values(const std::vector<uint16_t>& v) {
+  std::vector<float> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = bf16_to_f32(v[i]);
+  return o;
+}
+
+void mssa_bf16_case(int64_t B, int64_t N, int64_t H, int64_t p, int causal, const std::string& mask_kind) {
+  const std::string name = fmt("mssa bf16 B=%lld N=%lld H=%lld p=%lld causal=%d mask=%s", (long long)B, (long long)N,
+                               (long long)H, (long long)p, causal, mask_kind.c_str());
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nP = static_cast<size_t>(B * N * H * p), nL = static_cast<size_t>(B * H * N);
+    const int64_t HP = H * p;
+    std::vector<uint16_t> P16(nP), G16(nP);
+    for (auto& x : P16) x = f32_to_bf16(static_cast<float>(r.normal()));
+    const std::vector<float> Pf = bf16_values(P16);
+    const std::vector<double> P64 = to64(Pf);
+    const std::vector<uint8_t> mask = key_mask(r, B, N, mask_kind);
+    const uint8_t* hm = mask_kind == "none" ? nullptr : mask.data();
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p)));
+    const double sc = scale, u = std::ldexp(1.0, -8), slack = std::ldexp(1.0, -10), e24 = std::ldexp(1.0, -24);
+    std::vector<double> O64(nP), L64(nL);
+    CPU(crate_mssa_forward_f64, P64.data(), O64.data(), L64.data(), B, N, H, p, sc, causal, hm);
+
+    // the plain f64 loop: A (per head), W, the L tolerance; then (below) the backward's M
+    std::vector<double> A(static_cast<size_t>(B * H * N * N), 0.0), tolO(nP), tolL(nL);
+    const auto at = [&](int64_t b, int64_t i, int64_t h, int64_t k) {
+      return static_cast<size_t>((b * N + i) * HP + h * p + k);
+    };
+    double loop_err = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        double* Ah = A.data() + static_cast<size_t>((b * H + h) * N * N);
+        for (int64_t i = 0; i < N; ++i) {
+          double m = -INFINITY, Mi = 0;
+          std::vector<double> srow(static_cast<size_t>(N), -INFINITY);
+          for (int64_t j = 0; j < N; ++j) {
+            if ((hm && !hm[b * N + j]) || (causal && j > i)) continue;
+            double s = 0, sa = 0;
+            for (int64_t k = 0; k < p; ++k) {
+              s += P64[at(b, i, h, k)] * P64[at(b, j, h, k)];
+              sa += std::fabs(P64[at(b, i, h, k)] * P64[at(b, j, h, k)]);
+            }
+            srow[j] = sc * s;
+            m = std::max(m, srow[j]);
+            Mi = std::max(Mi, sa);
+          }
+          double l = 0;
+          for (int64_t j = 0; j < N; ++j) l += (srow[j] == -INFINITY) ? 0.0 : std::exp(srow[j] - m);
+          for (int64_t j = 0; j < N; ++j)
+            Ah[i * N + j] = (m == -INFINITY || srow[j] == -INFINITY) ? 0.0 : std::exp(srow[j] - m) / l;
+          const double L = m == -INFINITY ? -INFINITY : m + std::log(l);
+          const size_t li = static_cast<size_t>((b * H + h) * N + i);
+          if (!(L == L64[li])) loop_err = std::max(loop_err, std::fabs(L - L64[li]));
+          tolL[li] = e24 * (4.0 * p * sc * Mi + 2.0 * (N + 8) + 2.0 * std::fabs(L));
+          for (int64_t k = 0; k < p; ++k) {
+            double o = 0, w = 0;
+            for (int64_t j = 0; j < N; ++j) {
+              o += Ah[i * N + j] * P64[at(b, j, h, k)];
+              w += Ah[i * N + j] * std::fabs(P64[at(b, j, h, k)]);
+            }
+            loop_err = std::max(loop_err, std::fabs(o - O64[at(b, i, h, k)]));
+            tolO[at(b, i, h, k)] = u * std::fabs(O64[at(b, i, h, k)]) + (u + slack) * w;
+          }
+        }
+      }
+    if (!(loop_err <= 1e-9))
+      throw Failure{fmt("harness: the plain f64 loop disagrees with crate_mssa_forward_f64 by %.3g", loop_err)};
+
+    DBuf dP = din("P", P16), dO = dout<uint16_t>("O", nP), dL = dout<float>("L", nL);
+    DBuf dM = din("key_mask", mask);
+    const uint8_t* dm = hm ? dM.as<uint8_t>() : nullptr;
+    CU(crate_cuda_mssa_forward_bf16, dP.as<uint16_t>(), dO.as<uint16_t>(), dL.as<float>(), B, N, H, p, scale, causal,
+       dm, nullptr);
+    check_bound("O", bf16_values(down<uint16_t>(dO)), O64, tolO);
+    check_bound("L", down<float>(dL), L64, tolL);
+
+    // backward: the kernel gets bf16(O64) and f32(L64); the reference the exact O64, L64
+    for (auto& x : G16) x = f32_to_bf16(static_cast<float>(r.normal()));
+    const std::vector<double> G64 = to64(bf16_values(G16));
+    std::vector<uint16_t> Oi16(nP);
+    for (size_t i = 0; i < nP; ++i) Oi16[i] = f64_to_bf16_bits(O64[i]);
+    const std::vector<float> Li = to32(L64);
+    std::vector<double> dP64(nP), tolP(nP, 0.0);
+    CPU(crate_mssa_backward_f64, P64.data(), O64.data(), L64.data(), G64.data(), dP64.data(), B, N, H, p, sc, causal,
+        hm);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const double* Ah = A.data() + static_cast<size_t>((b * H + h) * N * N);
+        std::vector<double> D(static_cast<size_t>(N)), Du(static_cast<size_t>(N));
+        for (int64_t i = 0; i < N; ++i) {
+          double d = 0, da = 0;
+          for (int64_t k = 0; k < p; ++k) {
+            d += G64[at(b, i, h, k)] * O64[at(b, i, h, k)];
+            da += std::fabs(G64[at(b, i, h, k)] * O64[at(b, i, h, k)]);
+          }
+          D[i] = d;
+          Du[i] = da;
+        }
+        // dA[q][k] = dO_q . P_k
+        std::vector<double> dA(static_cast<size_t>(N * N));
+        for (int64_t q = 0; q < N; ++q)
+          for (int64_t kk = 0; kk < N; ++kk) {
+            double s = 0;
+            for (int64_t k = 0; k < p; ++k) s += G64[at(b, q, h, k)] * P64[at(b, kk, h, k)];
+            dA[q * N + kk] = s;
+          }
+        for (int64_t j = 0; j < N; ++j) {
+          std::vector<double> cP(static_cast<size_t>(N)), cG(static_cast<size_t>(N));  // weights of |P_i|, |dO_i|
+          for (int64_t i = 0; i < N; ++i) {
+            const double a_ji = Ah[j * N + i], a_ij = Ah[i * N + j];
+            const double e1 = sc * a_ji * (dA[j * N + i] - D[j]), e2 = sc * a_ij * (dA[i * N + j] - D[i]);
+            cP[i] = std::fabs(e1) + std::fabs(e2) + sc * (a_ji * Du[j] + a_ij * Du[i]);  // M_E and M_D
+            cG[i] = a_ij;                                                                // M_V
+          }
+          for (int64_t k = 0; k < p; ++k) {
+            double M = 0;
+            for (int64_t i = 0; i < N; ++i)
+              M += cP[i] * std::fabs(P64[at(b, i, h, k)]) + cG[i] * std::fabs(G64[at(b, i, h, k)]);
+            tolP[at(b, j, h, k)] = u * std::fabs(dP64[at(b, j, h, k)]) + (u + slack) * M;
+          }
+        }
+      }
+    DBuf dOi = din("O(in)", Oi16), dLi = din("L(in)", Li), dG = din("dO", G16), ddP = dout<uint16_t>("dP", nP);
+    CU(crate_cuda_mssa_backward_bf16, dP.as<uint16_t>(), dOi.as<uint16_t>(), dLi.as<float>(), dG.as<uint16_t>(),
+       ddP.as<uint16_t>(), B, N, H, p, scale, causal, dm, nullptr);
+    check_bound("dP", bf16_values(down<uint16_t>(ddP)), dP64, tolP);
+  });
+}
+
+void mssa_bf16_cases() {
+  // p = 16, 40 (padded to 48), 64, 128; N straddling the tiles (forward 64, backward 64 / 32)
+  if (opt.small) {
+    mssa_bf16_case(2, 33, 2, 16, 0, "none");
+    mssa_bf16_case(2, 65, 1, 40, 1, "some");
+    mssa_bf16_case(1, 7, 2, 64, 1, "none");
+    mssa_bf16_case(2, 33, 1, 128, 0, "some");
+    return;
+  }
+  const int64_t ps[4] = {16, 40, 64, 128};
+  int i = 0;
+  for (int64_t N : {1, 31, 33, 64, 65, 97, 129}) {
+    for (int causal : {0, 1}) mssa_bf16_case(2, N, 2, ps[(i + causal) % 4], causal, (i + causal) % 2 ? "some" : "none");
+    ++i;
+  }
+  mssa_bf16_case(1, 200, 2, 64, 1, "some");
+  mssa_bf16_case(1, 200, 1, 128, 0, "none");
+  mssa_bf16_case(3, 129, 1, 40, 0, "some");
+  mssa_bf16_case(1, 256, 1, 16, 1, "none");
 }
 
 // ========================================================================================= ISTA
@@ -1971,6 +2186,7 @@ void leak_cases(const crate_cuda_memory_stats& base) {
   for (int own : {1, 0}) gemm_case(own, kF32, 0, 1, 33, 65, 63, 1.f, 0.f, 2, false, 0);
   gemm_case(true, kBF16, 1, 0, 33, 65, 63, 1.f, 0.f, 1, false, 0);
   mssa_case(2, 65, 2, 64, 1, "some");
+  mssa_bf16_case(2, 65, 2, 40, 1, "some");
   ista_case(65, 63, 0.1f, 0.1f, false);
   ista_oc_case(false, 65, 33, 133, 0.1f, 0.1f, kSavedNone, kGradY | kGradD | kGradD1);
   ista_oc_case(true, 65, 33, 133, 0.1f, 0.1f, kSavedFirst, kGradY | kGradD);
@@ -2193,6 +2409,7 @@ int main(int argc, char** argv) {
   if (g.crate_cuda_memory_stats_get) g.crate_cuda_memory_stats_get(&base);
   gemm_cases();
   mssa_cases();
+  mssa_bf16_cases();
   ista_cases();
   ista_oc_cases();
   logdet_cases();

@@ -285,6 +285,53 @@ crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const 
   GUARD("crate_cuda_mssa_backward_f32");
   return wrap(crate_mssa_backward_f32(P, O, L, dO, dP, B, N, H, p, scale, causal, key_mask));
 }
+// bf16 MSSA: the bf16 operands widened to f32, the CPU f32 kernel, the outputs rounded to bf16
+// (nearest even); L stays f32. (The real kernels also round the probabilities before their
+// products: the fake is the more accurate, which the tests' bf16 tolerances allow.)
+namespace {
+std::vector<float> mssa_widen(const uint16_t* x, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = bf(x[i]);
+  return v;
+}
+void mssa_round(const std::vector<float>& v, uint16_t* y) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    y[i] = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<uint16_t>((u >> 16) | 0x40u)
+                                           : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+bool mssa_sizes_ok(int64_t B, int64_t N, int64_t H, int64_t p) {
+  return B >= 0 && N >= 0 && H >= 1 && p >= 1 && B <= (1 << 20) && N <= (1 << 24) && H <= (1 << 16) && p <= (1 << 16);
+}
+}  // namespace
+crate_status crate_cuda_mssa_forward_bf16(const uint16_t* P, uint16_t* O, float* L, int64_t B, int64_t N, int64_t H,
+                                          int64_t p, float scale, int causal, const uint8_t* key_mask, void* stream) {
+  GUARD("crate_cuda_mssa_forward_bf16");
+  if (!mssa_sizes_ok(B, N, H, p) || !P || !O)  // the CPU kernel's argument errors
+    return wrap(crate_mssa_forward_f32(nullptr, nullptr, L, B, N, H, p, scale, causal, key_mask));
+  const int64_t n = B * N * H * p;
+  const std::vector<float> Pf = mssa_widen(P, n);
+  std::vector<float> Of(static_cast<size_t>(n));
+  crate_status st = wrap(crate_mssa_forward_f32(Pf.data(), Of.data(), L, B, N, H, p, scale, causal, key_mask));
+  if (st == CRATE_OK) mssa_round(Of, O);
+  return st;
+}
+crate_status crate_cuda_mssa_backward_bf16(const uint16_t* P, const uint16_t* O, const float* L, const uint16_t* dO,
+                                           uint16_t* dP, int64_t B, int64_t N, int64_t H, int64_t p, float scale,
+                                           int causal, const uint8_t* key_mask, void* stream) {
+  GUARD("crate_cuda_mssa_backward_bf16");
+  if (!mssa_sizes_ok(B, N, H, p) || !P || !O || !dO || !dP)
+    return wrap(crate_mssa_backward_f32(nullptr, nullptr, L, nullptr, nullptr, B, N, H, p, scale, causal, key_mask));
+  const int64_t n = B * N * H * p;
+  const std::vector<float> Pf = mssa_widen(P, n), Of = mssa_widen(O, n), Gf = mssa_widen(dO, n);
+  std::vector<float> dPf(static_cast<size_t>(n));
+  crate_status st = wrap(
+      crate_mssa_backward_f32(Pf.data(), Of.data(), L, Gf.data(), dPf.data(), B, N, H, p, scale, causal, key_mask));
+  if (st == CRATE_OK) mssa_round(dPf, dP);
+  return st;
+}
 crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d, float eta,
                                          float lambd, void* stream) {
   GUARD("crate_cuda_ista_forward_f32");

@@ -27,7 +27,8 @@ function check3(op: string, t: Tensor, name: string, heads: number | null): [num
 /**
  * Fused multi-head subspace self-attention on the shared projection P = X·Uᵀ (B, N, H·p):
  * out = concat_h softmax(scale·P_h P_hᵀ + mask) P_h, flash-style (no N×N matrix in memory).
- * Rows whose keys are all masked give 0 (and zero gradient).
+ * Rows whose keys are all masked give 0 (and zero gradient). bf16 P runs on cuda (bf16 tensor-core
+ * tile products, f32 softmax statistics and accumulation; O and the gradient bf16).
  */
 export function mssa(P: Tensor, o: MssaOptions): Tensor {
   const op = 'mssa';
@@ -45,7 +46,8 @@ export function mssa(P: Tensor, o: MssaOptions): Tensor {
     }
   }
   const O = empty(P.shape, P.dtype, P.device);
-  const L = empty([B, H, N], P.dtype, P.device);
+  // bf16 P (cuda): O and the gradient are bf16, the saved logsumexp L stays f32
+  const L = empty([B, H, N], P.dtype === 'bf16' ? 'f32' : P.dtype, P.device);
   native.mssaForward(P._h(op), O._h(op), L._h(op), B, N, H, p, scale, causal, km?._h(op) ?? null);
   return record<Tensor[]>(
     O,

@@ -106,6 +106,19 @@ CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, flo
 CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const float* L, const float* dO,
                                                     float* dP, int64_t B, int64_t N, int64_t H, int64_t p, float scale,
                                                     int causal, const uint8_t* key_mask, void* stream);
+/* bf16 MSSA: P, O, dO, dP bf16 (uint16_t bit patterns), L (B, H, N) f32 (the saved logsumexp),
+ * otherwise as the f32 entries. Tile products on bf16 tensor cores (sm_80+) with f32
+ * accumulation; scores, softmax statistics, the O / dP accumulators and the D = rowsum(dO o O)
+ * scratch are f32; the probabilities (and the backward's dS) are rounded to bf16 before their
+ * products, as in FlashAttention-2; each output is rounded once. Expected error: about 2^-8
+ * relative to sum_j A_ij |P_j| (see native/cuda/mssa.cu). */
+CRATE_API crate_status crate_cuda_mssa_forward_bf16(const uint16_t* P, uint16_t* O, float* L, int64_t B, int64_t N,
+                                                    int64_t H, int64_t p, float scale, int causal,
+                                                    const uint8_t* key_mask, void* stream);
+CRATE_API crate_status crate_cuda_mssa_backward_bf16(const uint16_t* P, const uint16_t* O, const float* L,
+                                                     const uint16_t* dO, uint16_t* dP, int64_t B, int64_t N, int64_t H,
+                                                     int64_t p, float scale, int causal, const uint8_t* key_mask,
+                                                     void* stream);
 
 CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d,
                                                    float eta, float lambd, void* stream);
