@@ -91,9 +91,12 @@
 // the stream once. NaN in dY propagates (as on the CPU).
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <type_traits>
+#include <vector>
 
-#include "common.cuh"
+#include "prim_common.cuh"
 
 namespace crate::cuda {
 namespace {
@@ -105,6 +108,25 @@ constexpr int kRowsPerCol = 8;  // token slices per column CTA (block 32 x 8)
 constexpr unsigned long long kNone = ~0ull;
 constexpr int kChunk = 16;      // causal: time steps per chunk (scans run over chunks, then inside one)
 constexpr int kScanBatch = 16;  // causal: loads in flight per thread in the scans over chunks
+
+using prim::Bf16;
+
+// Storage T of W, Y, dY, dW: float or Bf16. Loaded exactly into f64; an f64 result is stored
+// with one rounding: to f32 nearest even, or to bf16 nearest even via f32 rounded to odd (the
+// sticky bit survives, so the second rounding cannot double-round; prim::f64_to_bf16 on the host).
+__device__ __forceinline__ double ld(float v) { return static_cast<double>(v); }
+__device__ __forceinline__ double ld(Bf16 v) { return static_cast<double>(prim::bf16_to_f32(v)); }
+template <class T>
+__device__ __forceinline__ T store_as(double v) {
+  if constexpr (std::is_same_v<T, Bf16>) {
+    float f = static_cast<float>(v);
+    if (v == v && isfinite(f) && static_cast<double>(f) != v && (prim::f32_bits(f) & 1u) == 0)
+      f = nextafterf(f, v > static_cast<double>(f) ? INFINITY : -INFINITY);
+    return prim::f32_to_bf16(f);
+  } else {
+    return static_cast<float>(v);
+  }
+}
 
 __device__ __forceinline__ double clamp_eps(double x) { return x > kNormEps ? x : kNormEps; }
 
@@ -134,8 +156,7 @@ __device__ __forceinline__ double col_reduce(double v, double (*red)[32]) {
 // ---- flags ---------------------------------------------------------------------------------------
 
 // temp[h] finite? -> first bad h in *bad_h.
-template <class T>
-__global__ void temp_check_kernel(const T* __restrict__ temp, int64_t H, unsigned long long* __restrict__ bad_h) {
+__global__ void temp_check_kernel(const float* __restrict__ temp, int64_t H, unsigned long long* __restrict__ bad_h) {
   for (int64_t h = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; h < H;
        h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     if (!isfinite(static_cast<double>(temp[h]))) atomicMin(bad_h, static_cast<unsigned long long>(h));
@@ -147,7 +168,7 @@ template <class T>
 __global__ void locate_kernel(const T* __restrict__ Wb, int64_t count, unsigned long long* __restrict__ idx) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    if (!isfinite(static_cast<double>(Wb[i]))) atomicMin(idx, static_cast<unsigned long long>(i));
+    if (!isfinite(ld(Wb[i]))) atomicMin(idx, static_cast<unsigned long long>(i));
   }
 }
 
@@ -158,7 +179,7 @@ __global__ void locate_kernel(const T* __restrict__ Wb, int64_t count, unsigned 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     colnorm_kernel(const T* __restrict__ W, int64_t B, int64_t N, int64_t D, double* __restrict__ q,
-                   double* __restrict__ inv2, T* __restrict__ colnorm, unsigned long long* __restrict__ bad_b) {
+                   double* __restrict__ inv2, float* __restrict__ colnorm, unsigned long long* __restrict__ bad_b) {
   __shared__ double red[kRowsPerCol][32];
   for (int64_t cb = blockIdx.x; cb * 32 < D; cb += gridDim.x) {
     for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
@@ -167,7 +188,7 @@ __global__ void __launch_bounds__(kThreads)
       if (c < D) {
         const T* Wb = W + b * N * D + c;
         for (int64_t n = threadIdx.y; n < N; n += kRowsPerCol) {
-          const double v = static_cast<double>(Wb[n * D]);
+          const double v = ld(Wb[n * D]);
           acc += v * v;
         }
       }
@@ -177,7 +198,7 @@ __global__ void __launch_bounds__(kThreads)
         const double qq = sqrt(tot), nu = clamp_eps(qq);
         q[b * D + c] = qq;
         inv2[b * D + c] = 1.0 / (nu * nu);
-        if (colnorm) colnorm[b * D + c] = static_cast<T>(qq);
+        if (colnorm) colnorm[b * D + c] = static_cast<float>(qq);
       }
     }
   }
@@ -187,8 +208,8 @@ __global__ void __launch_bounds__(kThreads)
 // One warp per token (b, n); pi is written as logits first, then normalised in place.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    head_softmax_kernel(const T* __restrict__ W, const T* __restrict__ temp, const double* __restrict__ inv2,
-                        double* __restrict__ pi, T* __restrict__ PiT, int64_t B, int64_t N, int64_t H, int64_t p) {
+    head_softmax_kernel(const T* __restrict__ W, const float* __restrict__ temp, const double* __restrict__ inv2,
+                        double* __restrict__ pi, float* __restrict__ PiT, int64_t B, int64_t N, int64_t H, int64_t p) {
   const int lane = threadIdx.x & 31;
   const int64_t D = H * p;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
@@ -201,7 +222,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t h = 0; h < H; ++h) {
       double acc = 0.0;
       for (int64_t c = h * p + lane; c < (h + 1) * p; c += 32) {
-        const double v = static_cast<double>(w[c]);
+        const double v = ld(w[c]);
         acc += v * v * iv[c];
       }
       acc = warp_allsum(acc);
@@ -225,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t h = lane; h < H; h += 32) {
       const double v = pr[h * N] * inv;
       pr[h * N] = v;
-      if (PiT) PiT[(b * H + h) * N + n] = static_cast<T>(v);
+      if (PiT) PiT[(b * H + h) * N + n] = static_cast<float>(v);
     }
     __syncwarp();
   }
@@ -237,7 +258,7 @@ __global__ void __launch_bounds__(kThreads)
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     mstat_kernel(const T* __restrict__ W, const double* __restrict__ pi, int64_t B, int64_t N, int64_t H, int64_t p,
-                 double* __restrict__ m, double* __restrict__ g, double* __restrict__ sig, T* __restrict__ mstat) {
+                 double* __restrict__ m, double* __restrict__ g, double* __restrict__ sig, float* __restrict__ mstat) {
   __shared__ double red[kRowsPerCol][32];
   const int64_t D = H * p;
   for (int64_t cb = blockIdx.x; cb * 32 < D; cb += gridDim.x) {
@@ -249,7 +270,7 @@ __global__ void __launch_bounds__(kThreads)
         const T* Wb = W + b * N * D + c;
         const double* pr = pi + (b * H + h) * N;
         for (int64_t n = threadIdx.y; n < N; n += kRowsPerCol) {
-          const double P = pr[n], v = static_cast<double>(Wb[n * D]);
+          const double P = pr[n], v = ld(Wb[n * D]);
           sp += P;
           acc += P * v * v;
         }
@@ -261,7 +282,7 @@ __global__ void __launch_bounds__(kThreads)
         const double mm = A * (1.0 / sg);
         m[b * D + c] = mm;
         if (g) g[b * D + c] = 1.0 / (1.0 + mm);
-        if (mstat) mstat[b * D + c] = static_cast<T>(mm);
+        if (mstat) mstat[b * D + c] = static_cast<float>(mm);
         if (c % p == 0) sig[b * H + h] = sg;
       }
     }
@@ -278,16 +299,15 @@ __global__ void __launch_bounds__(kThreads)
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t c = x % D, tok = x / D, n = tok % N, b = tok / N, h = c / p;
     const double P = pi[(b * H + h) * N + n], g = 1.0 / (1.0 + m[b * D + c]);
-    Y[x] = static_cast<T>(-static_cast<double>(W[x]) * P * g);
+    Y[x] = store_as<T>(-ld(W[x]) * P * g);
   }
 }
 
 // ---- backward ------------------------------------------------------------------------------------
 
 // Saved path, per (b, c): q = colnorm, m = mstat, inv2, g.
-template <class T>
 __global__ void __launch_bounds__(kThreads)
-    load_saved_cols_kernel(const T* __restrict__ colnorm, const T* __restrict__ mstat, int64_t BD,
+    load_saved_cols_kernel(const float* __restrict__ colnorm, const float* __restrict__ mstat, int64_t BD,
                            double* __restrict__ q, double* __restrict__ inv2, double* __restrict__ m,
                            double* __restrict__ g) {
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < BD;
@@ -302,8 +322,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Saved path, one warp per (b, h): pi = Pi (f64), sig = sum_n pi + 1e-8.
-template <class T>
-__global__ void __launch_bounds__(kThreads) load_saved_pi_kernel(const T* __restrict__ Pi, int64_t BH, int64_t N,
+__global__ void __launch_bounds__(kThreads) load_saved_pi_kernel(const float* __restrict__ Pi, int64_t BH, int64_t N,
                                                                  double* __restrict__ pi, double* __restrict__ sig) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
@@ -338,7 +357,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t h = 0; h < H; ++h) {
       double sh = 0.0, dp = 0.0;
       for (int64_t c = h * p + lane; c < (h + 1) * p; c += 32) {
-        const double wv = static_cast<double>(w[c]), dv = static_cast<double>(dy[c]);
+        const double wv = ld(w[c]), dv = ld(dy[c]);
         sh += wv * wv * iv[c];
         dp -= dv * wv * gb[c];
       }
@@ -369,8 +388,7 @@ __global__ void __launch_bounds__(kThreads)
         const T* Wb = W + b * N * D + c;
         const T* dYb = dY + b * N * D + c;
         const double* pr = pi + (b * H + h) * N;
-        for (int64_t n = threadIdx.y; n < N; n += kRowsPerCol)
-          acc -= static_cast<double>(dYb[n * D]) * static_cast<double>(Wb[n * D]) * pr[n];
+        for (int64_t n = threadIdx.y; n < N; n += kRowsPerCol) acc -= ld(dYb[n * D]) * ld(Wb[n * D]) * pr[n];
       }
       const double tot = col_reduce(acc, red);
       if (threadIdx.y == 0 && c < D) {
@@ -400,7 +418,7 @@ __global__ void __launch_bounds__(kThreads)
 // dl = pi (acc - dot); dpi <- dl s (the dtau terms); s <- ds = temp[h] dl.
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    b2_token_kernel(const T* __restrict__ W, const T* __restrict__ temp, const double* __restrict__ pi,
+    b2_token_kernel(const T* __restrict__ W, const float* __restrict__ temp, const double* __restrict__ pi,
                     const double* __restrict__ dA, const double* __restrict__ dsig, double* __restrict__ s,
                     double* __restrict__ dpi, int64_t B, int64_t N, int64_t H, int64_t p) {
   const int lane = threadIdx.x & 31;
@@ -414,7 +432,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t h = 0; h < H; ++h) {
       double a = 0.0;
       for (int64_t c = h * p + lane; c < (h + 1) * p; c += 32) {
-        const double wv = static_cast<double>(w[c]);
+        const double wv = ld(w[c]);
         a += dAb[c] * wv * wv;
       }
       a = warp_allsum(a);
@@ -456,7 +474,7 @@ __global__ void __launch_bounds__(kThreads)
         const T* Wb = W + b * N * D + c;
         const double* dr = ds + (b * H + h) * N;
         for (int64_t n = threadIdx.y; n < N; n += kRowsPerCol) {
-          const double v = static_cast<double>(Wb[n * D]);
+          const double v = ld(Wb[n * D]);
           acc += dr[n] * v * v;
         }
       }
@@ -475,9 +493,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dtemp[h] = sum_b sum_n dtl[b,h,n]; one CTA per h (grid-stride), fixed-order block reduction.
-template <class T>
 __global__ void __launch_bounds__(kThreads)
-    dtau_kernel(const double* __restrict__ dtl, T* __restrict__ dtemp, int64_t B, int64_t N, int64_t H) {
+    dtau_kernel(const double* __restrict__ dtl, float* __restrict__ dtemp, int64_t B, int64_t N, int64_t H) {
   __shared__ double red[kThreads / 32];
   for (int64_t h = blockIdx.x; h < H; h += gridDim.x) {
     double acc = 0.0;
@@ -491,7 +508,7 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) {
       double s = 0.0;
       for (int w = 0; w < kThreads / 32; ++w) s += red[w];
-      dtemp[h] = static_cast<T>(s);
+      dtemp[h] = static_cast<float>(s);
     }
     __syncthreads();
   }
@@ -510,8 +527,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t c = x % D, tok = x / D, n = tok % N, b = tok / N, h = c / p;
     const int64_t o = (b * H + h) * N + n, bc = b * D + c;
     const double P = pi[o], ds2 = 2.0 * ds[o];
-    const double wv = static_cast<double>(W[x]), dv = static_cast<double>(dY[x]);
-    dW[x] = static_cast<T>(wv * (2.0 * dA[bc] * P + ds2 * inv2[bc] + cc[bc]) - dv * P * g[bc]);
+    const double wv = ld(W[x]), dv = ld(dY[x]);
+    dW[x] = store_as<T>(wv * (2.0 * dA[bc] * P + ds2 * inv2[bc] + cc[bc]) - dv * P * g[bc]);
   }
 }
 
@@ -542,8 +559,7 @@ __device__ __forceinline__ int chunk_len(int64_t k, int64_t Tn) {
 }
 
 // denom_bias[h, t] finite for t < T? -> first bad h*T + t (the CPU's scan order) in *bad.
-template <class T>
-__global__ void bias_check_kernel(const T* __restrict__ bias, int64_t H, int64_t Tn, int64_t Tmax,
+__global__ void bias_check_kernel(const float* __restrict__ bias, int64_t H, int64_t Tn, int64_t Tmax,
                                   unsigned long long* __restrict__ bad) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < H * Tn;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -566,7 +582,7 @@ __global__ void __launch_bounds__(kThreads) chunk_sum_sq_kernel(const T* __restr
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       if (tt >= len) continue;
-      const double v = static_cast<double>(w[tt * D]);
+      const double v = ld(w[tt * D]);
       acc += v * v;
     }
     X[x] = acc;
@@ -590,7 +606,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       if (tt >= len) continue;
-      const double v = static_cast<double>(w[tt * D]);
+      const double v = ld(w[tt * D]);
       acc += pr[tt] * v * v;
     }
     X[x] = acc;
@@ -671,7 +687,7 @@ __global__ void __launch_bounds__(kThreads)
 // kept by lane tt (lane tt ends with step t0 + tt's sum over all slabs, in slab order).
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    causal_logit_kernel(const T* __restrict__ W, const T* __restrict__ bias, const double* __restrict__ C0,
+    causal_logit_kernel(const T* __restrict__ W, const float* __restrict__ bias, const double* __restrict__ C0,
                         double* __restrict__ U, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax,
                         int64_t nck) {
   const int lane = threadIdx.x & 31;
@@ -690,7 +706,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int tt = 0; tt < kChunk; ++tt) {
         if (tt < len) {  // warp-uniform
-          const double v = on ? static_cast<double>(w[tt * D]) : 0.0;
+          const double v = on ? ld(w[tt * D]) : 0.0;
           C += v * v;
           const double r = warp_allsum(on ? v * v / clamp_eps(C) : 0.0);
           if (lane == tt) mine += r;
@@ -704,10 +720,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // Token kernel F3: pi[b,:,t] = softmax over heads of temp[h] u[b,h,t]; PiT (nullable) = pi.
 // One warp per (b, t), lanes striding the heads (logits written into pi, then normalised).
-template <class T>
 __global__ void __launch_bounds__(kThreads)
-    causal_softmax_kernel(const T* __restrict__ temp, const double* __restrict__ U, double* __restrict__ pi,
-                          T* __restrict__ PiT, int64_t B, int64_t Tn, int64_t H) {
+    causal_softmax_kernel(const float* __restrict__ temp, const double* __restrict__ U, double* __restrict__ pi,
+                          float* __restrict__ PiT, int64_t B, int64_t Tn, int64_t H) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t tok = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); tok < B * Tn;
@@ -732,7 +747,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t h = lane; h < H; h += 32) {
       const double v = pi[row + h * Tn] * inv;
       pi[row + h * Tn] = v;
-      if (PiT) PiT[row + h * Tn] = static_cast<T>(v);
+      if (PiT) PiT[row + h * Tn] = static_cast<float>(v);
     }
   }
 }
@@ -754,10 +769,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       if (tt >= len) continue;
-      const double v = static_cast<double>(W[off + tt * D]), Pv = pi[tok + tt];
+      const double v = ld(W[off + tt * D]), Pv = pi[tok + tt];
       Nacc += Pv * v * v;
       const double iden = 1.0 / (Pc[tok + tt] + kPiEps);
-      Y[off + tt * D] = static_cast<T>(-v * Pv / (1.0 + Nacc * iden));
+      Y[off + tt * D] = store_as<T>(-v * Pv / (1.0 + Nacc * iden));
     }
   }
 }
@@ -780,7 +795,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       if (tt >= len) continue;
-      const double v = static_cast<double>(W[off + tt * D]), dv = static_cast<double>(dY[off + tt * D]);
+      const double v = ld(W[off + tt * D]), dv = ld(dY[off + tt * D]);
       const double Pv = pi[tok + tt], iden = 1.0 / (Pc[tok + tt] + kPiEps);
       Nacc += Pv * v * v;
       const double m = Nacc * iden, g = 1.0 / (1.0 + m);
@@ -818,7 +833,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int tt = 0; tt < kChunk; ++tt) {
         if (tt < len) {
-          const double v = on ? static_cast<double>(W[off + tt * D]) : 0.0;
+          const double v = on ? ld(W[off + tt * D]) : 0.0;
           Nacc += pi[tok + tt] * v * v;
           Nt[tt] = Nacc;
         }
@@ -829,7 +844,7 @@ __global__ void __launch_bounds__(kThreads)
         if (tt < len) {  // warp-uniform
           double dd = 0.0, qq = 0.0;
           if (on) {
-            const double v = static_cast<double>(W[off + tt * D]), dv = static_cast<double>(dY[off + tt * D]);
+            const double v = ld(W[off + tt * D]), dv = ld(dY[off + tt * D]);
             const double Pv = pi[tok + tt], iden = 1.0 / (Pc[tok + tt] + kPiEps);
             const double m = Nt[tt] * iden, g = 1.0 / (1.0 + m);
             const double dm = g * g * dv * v * Pv;
@@ -856,9 +871,8 @@ __global__ void __launch_bounds__(kThreads)
 // Token kernel B3: softmax backward over heads at each (b, t):
 //   dPi = q + RP;  dl = Pi (dPi - sum_h Pi dPi);  U <- dl u (dtemp terms);  du = temp[h] dl.
 // q is overwritten with dPi (each lane re-reads only its own heads).
-template <class T>
 __global__ void __launch_bounds__(kThreads)
-    causal_softmax_backward_kernel(const T* __restrict__ temp, const double* __restrict__ pi,
+    causal_softmax_backward_kernel(const float* __restrict__ temp, const double* __restrict__ pi,
                                    const double* __restrict__ RP, double* __restrict__ q, double* __restrict__ U,
                                    double* __restrict__ du, int64_t B, int64_t Tn, int64_t H) {
   const int lane = threadIdx.x & 31;
@@ -900,7 +914,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       if (tt >= len) continue;
-      const double v = static_cast<double>(W[off + tt * D]);
+      const double v = ld(W[off + tt * D]);
       C += v * v;
       const double cl = clamp_eps(C), icl = 1.0 / cl;
       const double dc = du[tok + tt] * v * v * icl * icl;
@@ -930,7 +944,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
       if (tt < len) {
-        const double v = static_cast<double>(W[off + tt * D]);
+        const double v = ld(W[off + tt * D]);
         C += v * v;
         Nacc += pi[tok + tt] * v * v;
         Ct[tt] = C;
@@ -941,29 +955,28 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int tt = kChunk - 1; tt >= 0; --tt) {
       if (tt < len) {
-        const double v = static_cast<double>(W[off + tt * D]), dv = static_cast<double>(dY[off + tt * D]);
+        const double v = ld(W[off + tt * D]), dv = ld(dY[off + tt * D]);
         const double Pv = pi[tok + tt], iden = 1.0 / (Pc[tok + tt] + kPiEps), dut = du[tok + tt];
         const double m = Nt[tt] * iden, g = 1.0 / (1.0 + m);
         RN += g * g * dv * v * Pv * iden;
         const double cl = clamp_eps(Ct[tt]), icl = 1.0 / cl;
         const double dc = dut * v * v * icl * icl;
         RC -= cl == Ct[tt] ? dc : 0.0;
-        dW[off + tt * D] = static_cast<T>(-dv * Pv * g + 2.0 * v * (RN * Pv + dut * icl + RC));
+        dW[off + tt * D] = store_as<T>(-dv * Pv * g + 2.0 * v * (RN * Pv + dut * icl + RC));
       }
     }
   }
 }
 
 // ddenom_bias[h, t] = sum_b p du[b,h,t] for t < T (columns >= T were zeroed by the host).
-template <class T>
-__global__ void __launch_bounds__(kThreads) ddenom_kernel(const double* __restrict__ du, T* __restrict__ ddenom,
+__global__ void __launch_bounds__(kThreads) ddenom_kernel(const double* __restrict__ du, float* __restrict__ ddenom,
                                                           int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < H * Tn;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t h = i / Tn, t = i % Tn;
     double acc = 0.0;
     for (int64_t b = 0; b < B; ++b) acc += static_cast<double>(p) * du[(b * H + h) * Tn + t];
-    ddenom[h * Tmax + t] = static_cast<T>(acc);
+    ddenom[h * Tmax + t] = static_cast<float>(acc);
   }
 }
 
@@ -999,34 +1012,85 @@ struct F64Arena {
 };
 
 // Flags: [bad_h (temp) | bad_b (W column sums) | idx (locate) | bad h*T+t (causal denom_bias)],
-// 0xFF.. = none.
+// 0xFF.. = none. The validation kernels (temp / denom_bias checks, the first pass over W) run
+// first; mark() then copies the flag words into a pinned host slot and records an event, and the
+// op's remaining kernels are launched before the host waits on that event (wait()). So the host
+// blocks once per call, until the GPU is past the validation, with the rest of the op already
+// queued: the stream does not drain (see the header). Slots (pinned words + event) are pooled for
+// the process's lifetime; a slot is handed back only once its copy has completed.
 constexpr int kFlagWords = 4;
+struct FlagSlot {
+  unsigned long long* host = nullptr;  // pinned, kFlagWords
+  cudaEvent_t ev = nullptr;
+};
+std::mutex g_slot_mu;
+std::vector<FlagSlot> g_slots;  // free slots
+
 struct Flags {
   std::unique_ptr<Scratch> mem;
-  unsigned long long* words = nullptr;
+  unsigned long long* words = nullptr;  // device
+  FlagSlot slot;
+  bool marked = false, waited = false;
   explicit Flags(cudaStream_t st) {
     mem = std::make_unique<Scratch>(kFlagWords * sizeof(unsigned long long), st);
     words = mem->as<unsigned long long>();
     check(cudaMemsetAsync(words, 0xFF, kFlagWords * sizeof(unsigned long long), st), "tssa: memset flags");
+    {
+      std::lock_guard<std::mutex> lk(g_slot_mu);
+      if (!g_slots.empty()) {
+        slot = g_slots.back();
+        g_slots.pop_back();
+      }
+    }
+    if (!slot.host) {
+      void* h = nullptr;
+      check(cudaHostAlloc(&h, kFlagWords * sizeof(unsigned long long), cudaHostAllocPortable), "tssa: pinned flags");
+      slot.host = static_cast<unsigned long long*>(h);
+      if (cudaEventCreateWithFlags(&slot.ev, cudaEventDisableTiming) != cudaSuccess) {
+        cudaFreeHost(h);
+        slot = FlagSlot{};
+        check(cudaGetLastError(), "tssa: cudaEventCreateWithFlags");
+      }
+    }
+  }
+  ~Flags() {
+    if (!slot.host) return;
+    if (marked && !waited && cudaEventSynchronize(slot.ev) != cudaSuccess) return;  // leak rather than race
+    std::lock_guard<std::mutex> lk(g_slot_mu);
+    g_slots.push_back(slot);
+  }
+  Flags(const Flags&) = delete;
+  Flags& operator=(const Flags&) = delete;
+  // After the validation kernels: the flag words to the host slot, then the event (no wait).
+  void mark(cudaStream_t st) {
+    check(cudaMemcpyAsync(slot.host, words, kFlagWords * sizeof(unsigned long long), cudaMemcpyDeviceToHost, st),
+          "tssa: read flags");
+    check(cudaEventRecord(slot.ev, st), "tssa: record the flags event");
+    marked = true;
+  }
+  // The host's one wait of the call: the flag words as of mark().
+  const unsigned long long* wait() {
+    check(cudaEventSynchronize(slot.ev), "tssa: wait for the flags");
+    waited = true;
+    return slot.host;
   }
 };
 
+// One element of device memory (error path only: synchronizes).
 template <class T>
 double read_elem(const T* p, cudaStream_t st) {
   T v;
   check(cudaMemcpyAsync(&v, p, sizeof(T), cudaMemcpyDeviceToHost, st), "tssa: read back");
   check(cudaStreamSynchronize(st), "tssa: synchronize");
-  return static_cast<double>(v);
+  return static_cast<double>(prim::as_f32(v));
 }
 
-// Reads the flags (synchronizes) and throws like the CPU: temp first, then the first bad b (its
-// first bad element named "W[b=, <tname>=, c=]").
+// Throws like the CPU from the flag words w (Flags::wait): temp first, then the first bad b (its
+// first bad element, found by locate_kernel, named "W[b=, <tname>=, c=]"). Only the error path
+// synchronizes again.
 template <class T>
-void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int64_t N, int64_t D, cudaStream_t st,
-                 const char* tname = "n") {
-  unsigned long long w[2] = {kNone, kNone};
-  check(cudaMemcpyAsync(w, fl.words, sizeof(w), cudaMemcpyDeviceToHost, st), "tssa: read flags");
-  check(cudaStreamSynchronize(st), "tssa: synchronize");
+void raise_flags(const char* fn, const unsigned long long* w, const Flags& fl, const T* W, const float* temp, int64_t N,
+                 int64_t D, cudaStream_t st, const char* tname = "n") {
   if (w[0] != kNone) {
     const double v = read_elem(temp + w[0], st);
     throw Error(CRATE_ERR_NUMERICAL,
@@ -1050,17 +1114,20 @@ void raise_flags(const char* fn, const Flags& fl, const T* W, const T* temp, int
                                        (std::isnan(v) ? "NaN" : "Inf"));
 }
 
-// K1..K3: q, inv2, pi, m, g (nullable), sig, plus the forward's optional outputs.
+// K1..K3: q, inv2, pi, m, g (nullable), sig, plus the forward's optional outputs (f32). The
+// validation (temp check, column sums of W) comes first, then fl.mark().
 template <class T>
-void stats(const T* W, const T* temp, int64_t B, int64_t N, int64_t H, int64_t p, double* q, double* inv2, double* pi,
-           double* m, double* g, double* sig, T* PiT, T* colnorm, T* mstat, const Flags& fl, cudaStream_t st) {
+void stats(const T* W, const float* temp, int64_t B, int64_t N, int64_t H, int64_t p, double* q, double* inv2,
+           double* pi, double* m, double* g, double* sig, float* PiT, float* colnorm, float* mstat, Flags& fl,
+           cudaStream_t st) {
   const int64_t D = H * p;
-  temp_check_kernel<T><<<1, kThreads, 0, st>>>(temp, H, fl.words);
+  temp_check_kernel<<<1, kThreads, 0, st>>>(temp, H, fl.words);
   check_launch("tssa temp_check_kernel", st);
   if (D > 0) {
     colnorm_kernel<T><<<col_grid(D, B), dim3(32, kRowsPerCol), 0, st>>>(W, B, N, D, q, inv2, colnorm, fl.words + 1);
     check_launch("tssa colnorm_kernel", st);
   }
+  fl.mark(st);
   head_softmax_kernel<T><<<warp_grid(B * N), kThreads, 0, st>>>(W, temp, inv2, pi, PiT, B, N, H, p);
   check_launch("tssa head_softmax_kernel", st);
   if (D > 0) {
@@ -1070,8 +1137,8 @@ void stats(const T* W, const T* temp, int64_t B, int64_t N, int64_t H, int64_t p
 }
 
 template <class T>
-void tssa_forward(const T* W, const T* temp, T* Y, T* Pi, T* colnorm, T* mstat, int64_t B, int64_t N, int64_t H,
-                  int64_t p, void* stream) {
+void tssa_forward(const T* W, const float* temp, T* Y, float* Pi, float* colnorm, float* mstat, int64_t B, int64_t N,
+                  int64_t H, int64_t p, void* stream) {
   const char* fn = "tssa_forward";
   check_sizes(fn, B, N, H, p);
   const int64_t D = H * p;
@@ -1094,19 +1161,19 @@ void tssa_forward(const T* W, const T* temp, T* Y, T* Pi, T* colnorm, T* mstat, 
     output_kernel<T><<<grid_for(B * N * D, kThreads), kThreads, 0, st>>>(W, pi, m, Y, B, N, H, p);
     check_launch("tssa output_kernel", st);
   }
-  raise_flags<T>(fn, fl, W, temp, N, D, st);
+  raise_flags<T>(fn, fl.wait(), fl, W, temp, N, D, st);
 }
 
 template <class T>
-void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T* colnorm, const T* mstat, T* dW,
-                   T* dtemp, int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {
+void tssa_backward(const T* W, const float* temp, const T* dY, const float* Pi, const float* colnorm,
+                   const float* mstat, T* dW, float* dtemp, int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {
   const char* fn = "tssa_backward";
   check_sizes(fn, B, N, H, p);
   const int64_t D = H * p;
   cudaStream_t st = nullptr;
   if (dtemp && H > 0) {
     st = resolve_stream(stream);
-    check(cudaMemsetAsync(dtemp, 0, static_cast<size_t>(H) * sizeof(T), st), "tssa_backward: zero dtemp");
+    check(cudaMemsetAsync(dtemp, 0, static_cast<size_t>(H) * sizeof(float), st), "tssa_backward: zero dtemp");
   }
   if (B == 0 || N == 0 || H == 0 || p == 0) return;
   CRATE_CUDA_REQUIRE(W, fn, "W must not be NULL");
@@ -1130,9 +1197,9 @@ void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T*
   double* dsig = ar.take(B * H);
   std::unique_ptr<Flags> fl;
   if (saved) {
-    load_saved_cols_kernel<T><<<grid_for(B * D, kThreads), kThreads, 0, st>>>(colnorm, mstat, B * D, q, inv2, m, g);
+    load_saved_cols_kernel<<<grid_for(B * D, kThreads), kThreads, 0, st>>>(colnorm, mstat, B * D, q, inv2, m, g);
     check_launch("tssa load_saved_cols_kernel", st);
-    load_saved_pi_kernel<T><<<warp_grid(B * H), kThreads, 0, st>>>(Pi, B * H, N, pi, sig);
+    load_saved_pi_kernel<<<warp_grid(B * H), kThreads, 0, st>>>(Pi, B * H, N, pi, sig);
     check_launch("tssa load_saved_pi_kernel", st);
   } else {
     fl = std::make_unique<Flags>(st);
@@ -1149,12 +1216,12 @@ void tssa_backward(const T* W, const T* temp, const T* dY, const T* Pi, const T*
   b2_col_kernel<T><<<col_grid(D, B), dim3(32, kRowsPerCol), 0, st>>>(W, s, q, cc, B, N, H, p);
   check_launch("tssa b2_col_kernel", st);
   if (dtemp) {
-    dtau_kernel<T><<<cap(H, 1LL << 20), kThreads, 0, st>>>(dpi, dtemp, B, N, H);
+    dtau_kernel<<<cap(H, 1LL << 20), kThreads, 0, st>>>(dpi, dtemp, B, N, H);
     check_launch("tssa dtau_kernel", st);
   }
   b3_kernel<T><<<grid_for(B * N * D, kThreads), kThreads, 0, st>>>(W, dY, pi, s, dA, inv2, cc, g, dW, B, N, H, p);
   check_launch("tssa b3_kernel", st);
-  if (fl) raise_flags<T>(fn, *fl, W, temp, N, D, st);
+  if (fl) raise_flags<T>(fn, fl->wait(), *fl, W, temp, N, D, st);
 }
 
 // ---- causal host side ----------------------------------------------------------------------------
@@ -1168,26 +1235,22 @@ void check_causal_sizes(const char* fn, int64_t B, int64_t Tn, int64_t H, int64_
   CRATE_CUDA_REQUIRE(static_cast<double>(H) * static_cast<double>(Tmax) < 9.0e18, fn, "size overflow");
 }
 
-template <class T>
-void launch_bias_check(const T* bias, int64_t H, int64_t Tn, int64_t Tmax, const Flags& fl, cudaStream_t st) {
-  bias_check_kernel<T><<<grid_for(H * Tn, kThreads, 4096), kThreads, 0, st>>>(bias, H, Tn, Tmax, fl.words + 3);
+void launch_bias_check(const float* bias, int64_t H, int64_t Tn, int64_t Tmax, const Flags& fl, cudaStream_t st) {
+  bias_check_kernel<<<grid_for(H * Tn, kThreads, 4096), kThreads, 0, st>>>(bias, H, Tn, Tmax, fl.words + 3);
   check_launch("tssa_causal bias_check_kernel", st);
 }
 
-// Reads the flags (synchronizes) and throws like the CPU: denom_bias first, then temp, then W.
+// Throws like the CPU from the flag words w (Flags::wait): denom_bias first, then temp, then W.
 template <class T>
-void raise_causal_flags(const char* fn, const Flags& fl, const T* W, const T* temp, const T* bias, int64_t Tn,
-                        int64_t Tmax, int64_t D, cudaStream_t st) {
-  unsigned long long bad = kNone;
-  check(cudaMemcpyAsync(&bad, fl.words + 3, sizeof(bad), cudaMemcpyDeviceToHost, st), "tssa: read flags");
-  check(cudaStreamSynchronize(st), "tssa: synchronize");
-  if (bad != kNone) {
-    const int64_t h = static_cast<int64_t>(bad) / Tn, t = static_cast<int64_t>(bad) % Tn;
+void raise_causal_flags(const char* fn, const unsigned long long* w, const Flags& fl, const T* W, const float* temp,
+                        const float* bias, int64_t Tn, int64_t Tmax, int64_t D, cudaStream_t st) {
+  if (w[3] != kNone) {
+    const int64_t h = static_cast<int64_t>(w[3]) / Tn, t = static_cast<int64_t>(w[3]) % Tn;
     const double v = read_elem(bias + h * Tmax + t, st);
     throw Error(CRATE_ERR_NUMERICAL, std::string(fn) + ": denom_bias[" + std::to_string(h) + ", " + std::to_string(t) +
                                          "] is " + (std::isnan(v) ? "NaN" : "Inf"));
   }
-  raise_flags<T>(fn, fl, W, temp, Tn, D, st, "t");
+  raise_flags<T>(fn, w, fl, W, temp, Tn, D, st, "t");
 }
 
 // The forward's statistics, shared by the backward's recompute:
@@ -1195,13 +1258,14 @@ void raise_causal_flags(const char* fn, const Flags& fl, const T* W, const T* te
 //   U  (B, H, T)    u;   pi (B, H, T) Pi (PiT: nullable f32 copy);   Pc (B, H, T) running sum of Pi
 //   N0 (B, nck, D)  running sum of Pi W^2 at each chunk's start (may alias C0 when C0 is not needed
 //                   afterwards: C0 is dead once the logits are computed)
+// The validation (denom_bias, temp, the scan of the W^2 chunk sums) comes first, then fl.mark().
 template <class T>
-void causal_stats(const T* W, const T* temp, const T* bias, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax,
-                  int64_t nck, double* C0, double* U, double* pi, double* Pc, double* N0, T* PiT, const Flags& fl,
-                  cudaStream_t st) {
+void causal_stats(const T* W, const float* temp, const float* bias, int64_t B, int64_t Tn, int64_t H, int64_t p,
+                  int64_t Tmax, int64_t nck, double* C0, double* U, double* pi, double* Pc, double* N0, float* PiT,
+                  Flags& fl, cudaStream_t st) {
   const int64_t D = H * p;
-  launch_bias_check<T>(bias, H, Tn, Tmax, fl, st);
-  temp_check_kernel<T><<<1, kThreads, 0, st>>>(temp, H, fl.words);
+  launch_bias_check(bias, H, Tn, Tmax, fl, st);
+  temp_check_kernel<<<1, kThreads, 0, st>>>(temp, H, fl.words);
   check_launch("tssa_causal temp_check_kernel", st);
   if (D > 0) {
     chunk_sum_sq_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, C0, B, Tn, D, nck);
@@ -1209,9 +1273,10 @@ void causal_stats(const T* W, const T* temp, const T* bias, int64_t B, int64_t T
     chunk_scan_kernel<<<grid_for(B * D, kThreads), kThreads, 0, st>>>(C0, B, nck, D, false, fl.words + 1);
     check_launch("tssa_causal chunk_scan_kernel", st);
   }
+  fl.mark(st);
   causal_logit_kernel<T><<<warp_grid(B * nck * H), kThreads, 0, st>>>(W, bias, C0, U, B, Tn, H, p, Tmax, nck);
   check_launch("tssa_causal causal_logit_kernel", st);
-  causal_softmax_kernel<T><<<warp_grid(B * Tn), kThreads, 0, st>>>(temp, U, pi, PiT, B, Tn, H);
+  causal_softmax_kernel<<<warp_grid(B * Tn), kThreads, 0, st>>>(temp, U, pi, PiT, B, Tn, H);
   check_launch("tssa_causal causal_softmax_kernel", st);
   if (D == 0) return;
   token_scan_kernel<<<warp_grid(B * H), kThreads, 0, st>>>(pi, Pc, B * H, Tn, false);
@@ -1223,8 +1288,8 @@ void causal_stats(const T* W, const T* temp, const T* bias, int64_t B, int64_t T
 }
 
 template <class T>
-void tssa_causal_forward(const T* W, const T* temp, const T* bias, T* Y, T* Pi, int64_t B, int64_t Tn, int64_t H,
-                         int64_t p, int64_t Tmax, void* stream) {
+void tssa_causal_forward(const T* W, const float* temp, const float* bias, T* Y, float* Pi, int64_t B, int64_t Tn,
+                         int64_t H, int64_t p, int64_t Tmax, void* stream) {
   const char* fn = "tssa_causal_forward";
   check_causal_sizes(fn, B, Tn, H, p, Tmax);
   if (B == 0 || Tn == 0 || H == 0) return;
@@ -1247,12 +1312,12 @@ void tssa_causal_forward(const T* W, const T* temp, const T* bias, T* Y, T* Pi, 
     causal_output_kernel<T><<<grid_for(B * nck * D, kThreads), kThreads, 0, st>>>(W, pi, Pc, CN0, Y, B, Tn, H, p, nck);
     check_launch("tssa_causal causal_output_kernel", st);
   }
-  raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, D, st);
+  raise_causal_flags<T>(fn, fl.wait(), fl, W, temp, bias, Tn, Tmax, D, st);
 }
 
 template <class T>
-void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY, T* dW, T* dtemp, T* ddenom, int64_t B,
-                          int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* stream) {
+void tssa_causal_backward(const T* W, const float* temp, const float* bias, const T* dY, T* dW, float* dtemp,
+                          float* ddenom, int64_t B, int64_t Tn, int64_t H, int64_t p, int64_t Tmax, void* stream) {
   const char* fn = "tssa_causal_backward";
   check_causal_sizes(fn, B, Tn, H, p, Tmax);
   const bool work = B > 0 && Tn > 0 && H > 0;
@@ -1263,15 +1328,16 @@ void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY,
   cudaStream_t st = nullptr;
   if ((dtemp && H > 0) || (ddenom && H > 0 && Tmax > 0) || work) st = resolve_stream(stream);
   if (dtemp && H > 0)
-    check(cudaMemsetAsync(dtemp, 0, static_cast<size_t>(H) * sizeof(T), st), "tssa_causal_backward: zero dtemp");
+    check(cudaMemsetAsync(dtemp, 0, static_cast<size_t>(H) * sizeof(float), st), "tssa_causal_backward: zero dtemp");
   if (ddenom && H > 0 && Tmax > 0)
-    check(cudaMemsetAsync(ddenom, 0, static_cast<size_t>(H * Tmax) * sizeof(T), st),
+    check(cudaMemsetAsync(ddenom, 0, static_cast<size_t>(H * Tmax) * sizeof(float), st),
           "tssa_causal_backward: zero ddenom_bias");
   if (!work) return;
   if (p == 0) {  // the CPU still scans denom_bias here (and only that)
     Flags fl(st);
-    launch_bias_check<T>(bias, H, Tn, Tmax, fl, st);
-    raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, 0, st);
+    launch_bias_check(bias, H, Tn, Tmax, fl, st);
+    fl.mark(st);
+    raise_causal_flags<T>(fn, fl.wait(), fl, W, temp, bias, Tn, Tmax, 0, st);
     return;
   }
   CRATE_CUDA_REQUIRE(W, fn, "W must not be NULL");
@@ -1300,7 +1366,7 @@ void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY,
   check_launch("tssa_causal causal_dpi_kernel", st);
   token_scan_kernel<<<warp_grid(B * H), kThreads, 0, st>>>(RP, RP, B * H, Tn, true);
   check_launch("tssa_causal token_scan_kernel", st);
-  causal_softmax_backward_kernel<T><<<warp_grid(B * Tn), kThreads, 0, st>>>(temp, pi, RP, q, U, du, B, Tn, H);
+  causal_softmax_backward_kernel<<<warp_grid(B * Tn), kThreads, 0, st>>>(temp, pi, RP, q, U, du, B, Tn, H);
   check_launch("tssa_causal causal_softmax_backward_kernel", st);
   chunk_sum_dc_kernel<T><<<col_blocks, kThreads, 0, st>>>(W, du, C0, RCn, B, Tn, H, p, nck);
   check_launch("tssa_causal chunk_sum_dc_kernel", st);
@@ -1309,15 +1375,18 @@ void tssa_causal_backward(const T* W, const T* temp, const T* bias, const T* dY,
   causal_dw_kernel<T><<<col_blocks, kThreads, 0, st>>>(W, dY, pi, Pc, du, C0, N0, RNn, RCn, dW, B, Tn, H, p, nck);
   check_launch("tssa_causal causal_dw_kernel", st);
   if (dtemp) {
-    dtau_kernel<T><<<cap(H, 1LL << 20), kThreads, 0, st>>>(U, dtemp, B, Tn, H);
+    dtau_kernel<<<cap(H, 1LL << 20), kThreads, 0, st>>>(U, dtemp, B, Tn, H);
     check_launch("tssa_causal dtau_kernel", st);
   }
   if (ddenom) {
-    ddenom_kernel<T><<<grid_for(H * Tn, kThreads), kThreads, 0, st>>>(du, ddenom, B, Tn, H, p, Tmax);
+    ddenom_kernel<<<grid_for(H * Tn, kThreads), kThreads, 0, st>>>(du, ddenom, B, Tn, H, p, Tmax);
     check_launch("tssa_causal ddenom_kernel", st);
   }
-  raise_causal_flags<T>(fn, fl, W, temp, bias, Tn, Tmax, D, st);
+  raise_causal_flags<T>(fn, fl.wait(), fl, W, temp, bias, Tn, Tmax, D, st);
 }
+
+inline const Bf16* bf(const uint16_t* p) { return reinterpret_cast<const Bf16*>(p); }
+inline Bf16* bf(uint16_t* p) { return reinterpret_cast<Bf16*>(p); }
 
 }  // namespace
 }  // namespace crate::cuda
@@ -1353,6 +1422,39 @@ CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const
                                                            void* stream) {
   return guard("crate_cuda_tssa_causal_backward_f32", [&] {
     tssa_causal_backward<float>(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_tssa_forward_bf16(const uint16_t* W, const float* temp, uint16_t* Y, float* Pi,
+                                                    float* colnorm, float* mstat, int64_t B, int64_t N, int64_t H,
+                                                    int64_t p, void* stream) {
+  return guard("crate_cuda_tssa_forward_bf16",
+               [&] { tssa_forward<Bf16>(bf(W), temp, bf(Y), Pi, colnorm, mstat, B, N, H, p, stream); });
+}
+
+CRATE_API crate_status crate_cuda_tssa_backward_bf16(const uint16_t* W, const float* temp, const uint16_t* dY,
+                                                     const float* Pi, const float* colnorm, const float* mstat,
+                                                     uint16_t* dW, float* dtemp, int64_t B, int64_t N, int64_t H,
+                                                     int64_t p, void* stream) {
+  return guard("crate_cuda_tssa_backward_bf16", [&] {
+    tssa_backward<Bf16>(bf(W), temp, bf(dY), Pi, colnorm, mstat, bf(dW), dtemp, B, N, H, p, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_tssa_causal_forward_bf16(const uint16_t* W, const float* temp,
+                                                           const float* denom_bias, uint16_t* Y, float* Pi, int64_t B,
+                                                           int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                           void* stream) {
+  return guard("crate_cuda_tssa_causal_forward_bf16",
+               [&] { tssa_causal_forward<Bf16>(bf(W), temp, denom_bias, bf(Y), Pi, B, T, H, p, Tmax, stream); });
+}
+
+CRATE_API crate_status crate_cuda_tssa_causal_backward_bf16(const uint16_t* W, const float* temp,
+                                                            const float* denom_bias, const uint16_t* dY, uint16_t* dW,
+                                                            float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
+                                                            int64_t H, int64_t p, int64_t Tmax, void* stream) {
+  return guard("crate_cuda_tssa_causal_backward_bf16", [&] {
+    tssa_causal_backward<Bf16>(bf(W), temp, denom_bias, bf(dY), bf(dW), dtemp, ddenom_bias, B, T, H, p, Tmax, stream);
   });
 }
 

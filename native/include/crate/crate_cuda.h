@@ -193,8 +193,10 @@ CRATE_API crate_status crate_cuda_tssa_backward_f32(const float* W, const float*
  * T <= Tmax -> Y (B, T, H*p); Pi (B, H, T) nullable output of the head weights. The backward
  * recomputes the forward's running sums itself (no saved buffers) and overwrites dW; dtemp (H) and
  * ddenom_bias (H, Tmax; columns >= T zeroed) are nullable, summed over the batch and overwritten.
- * O(B*T*H*p) work, f64 statistics (as the CPU); both synchronize the stream once at the end to
- * report NaN/Inf in W, temp or denom_bias as CRATE_ERR_NUMERICAL. */
+ * O(B*T*H*p) work, f64 statistics (as the CPU). NaN/Inf in W, temp or denom_bias is reported as
+ * CRATE_ERR_NUMERICAL by the call itself, as on the CPU: the host waits once per call (TSSA's
+ * forwards, the causal backward, the vision backward without saved buffers) for the validation
+ * pass, with the op's remaining kernels already queued (see native/cuda/tssa.cu). */
 CRATE_API crate_status crate_cuda_tssa_causal_forward_f32(const float* W, const float* temp, const float* denom_bias,
                                                           float* Y, float* Pi, int64_t B, int64_t T, int64_t H,
                                                           int64_t p, int64_t Tmax, void* stream);
@@ -202,6 +204,25 @@ CRATE_API crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const
                                                            const float* dY, float* dW, float* dtemp, float* ddenom_bias,
                                                            int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
                                                            void* stream);
+/* bf16 TSSA: W, Y, dY, dW bf16 (uint16_t bit patterns); temp, denom_bias and their gradients
+ * dtemp, ddenom_bias f32 (the f32 master parameters of mixed precision); the saved statistics Pi,
+ * colnorm, mstat f32. Loaded exactly, computed in f64 as the f32 entries, each bf16 result rounded
+ * once (nearest even). Same sizes, nullability, errors and waits as the f32 entries. */
+CRATE_API crate_status crate_cuda_tssa_forward_bf16(const uint16_t* W, const float* temp, uint16_t* Y, float* Pi,
+                                                    float* colnorm, float* mstat, int64_t B, int64_t N, int64_t H,
+                                                    int64_t p, void* stream);
+CRATE_API crate_status crate_cuda_tssa_backward_bf16(const uint16_t* W, const float* temp, const uint16_t* dY,
+                                                     const float* Pi, const float* colnorm, const float* mstat,
+                                                     uint16_t* dW, float* dtemp, int64_t B, int64_t N, int64_t H,
+                                                     int64_t p, void* stream);
+CRATE_API crate_status crate_cuda_tssa_causal_forward_bf16(const uint16_t* W, const float* temp,
+                                                           const float* denom_bias, uint16_t* Y, float* Pi, int64_t B,
+                                                           int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                           void* stream);
+CRATE_API crate_status crate_cuda_tssa_causal_backward_bf16(const uint16_t* W, const float* temp,
+                                                            const float* denom_bias, const uint16_t* dY, uint16_t* dW,
+                                                            float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
+                                                            int64_t H, int64_t p, int64_t Tmax, void* stream);
 
 /* ------------------------------------------------------------------ fused row ops
  * Same math and saved statistics as the CPU kernels of native/cpu/nn.cc.
