@@ -494,6 +494,14 @@ Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
 }
 
 // ------------------------------------------------------------------------------------- TSSA
+// dtypes: W, Y, dY, dW f32 / f64 (CPU) or f32 / bf16 (cuda). temp, denomBias, their gradients and
+// the saved statistics (Pi, colnorm, mstat) have W's dtype, except for bf16 W: then they are f32
+// (the f32 master parameters of mixed precision; statistics not rounded to bf16).
+DType tssa_param_dtype(DType w) { return w == DType::bf16 ? DType::f32 : w; }
+void tssa_cuda_dtype(const Args& a, DType w) {
+  if (w != DType::f32 && w != DType::bf16) cuda_unsupported_dtype(a, "W", w, "f32, bf16");
+}
+
 Napi::Value TssaForward(const Napi::CallbackInfo& info) {
   Args a(info, "tssa");
   Storage* W = a.storage(0, "W");
@@ -505,18 +513,26 @@ Napi::Value TssaForward(const Napi::CallbackInfo& info) {
   int64_t B = a.i64(6, "B"), N = a.i64(7, "N"), H = a.i64(8, "H"), p = a.i64(9, "p");
   sizes_nonneg(a, {B, N, H, p});
   const DType dt = W->dtype;
+  const DType pdt = tssa_param_dtype(dt);
   a.expect(W, "W", dt, B * N * H * p);
-  a.expect(temp, "temp", dt, H);
+  a.expect(temp, "temp", pdt, H);
   a.expect(Y, "Y", dt, B * N * H * p);
-  expect_opt(a, Pi, "Pi", dt, B * H * N);
-  expect_opt(a, cn, "colnorm", dt, B * H * p);
-  expect_opt(a, ms, "mstat", dt, B * H * p);
+  expect_opt(a, Pi, "Pi", pdt, B * H * N);
+  expect_opt(a, cn, "colnorm", pdt, B * H * p);
+  expect_opt(a, ms, "mstat", pdt, B * H * p);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "W", dt);
+    tssa_cuda_dtype(a, dt);
     const CudaApi& api = cuda_api(a);
     DeviceBuf tPi(a, api, Pi ? 0 : static_cast<size_t>(B * H * N) * sizeof(float));
     DeviceBuf tcn(a, api, cn ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
     DeviceBuf tms(a, api, ms ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
+    if (dt == DType::bf16) {
+      cuda_check(a, api.crate_cuda_tssa_forward_bf16(W->as<uint16_t>(), temp->as<float>(), Y->as<uint16_t>(),
+                                                     Pi ? Pi->as<float>() : tPi.as<float>(),
+                                                     cn ? cn->as<float>() : tcn.as<float>(),
+                                                     ms ? ms->as<float>() : tms.as<float>(), B, N, H, p, nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(a, api.crate_cuda_tssa_forward_f32(W->as<float>(), temp->as<float>(), Y->as<float>(),
                                                   Pi ? Pi->as<float>() : tPi.as<float>(),
                                                   cn ? cn->as<float>() : tcn.as<float>(),
@@ -543,24 +559,38 @@ Napi::Value TssaBackward(const Napi::CallbackInfo& info) {
   int64_t B = a.i64(8, "B"), N = a.i64(9, "N"), H = a.i64(10, "H"), p = a.i64(11, "p");
   sizes_nonneg(a, {B, N, H, p});
   const DType dt = W->dtype;
+  const DType pdt = tssa_param_dtype(dt);
   const int64_t n = B * N * H * p;
   a.expect(W, "W", dt, n);
-  a.expect(temp, "temp", dt, H);
+  a.expect(temp, "temp", pdt, H);
   a.expect(dY, "dY", dt, n);
-  expect_opt(a, Pi, "Pi", dt, B * H * N);
-  expect_opt(a, cn, "colnorm", dt, B * H * p);
-  expect_opt(a, ms, "mstat", dt, B * H * p);
+  expect_opt(a, Pi, "Pi", pdt, B * H * N);
+  expect_opt(a, cn, "colnorm", pdt, B * H * p);
+  expect_opt(a, ms, "mstat", pdt, B * H * p);
   a.expect(dW, "dW", dt, n);
-  expect_opt(a, dtemp, "dtemp", dt, H);
+  expect_opt(a, dtemp, "dtemp", pdt, H);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "W", dt);
+    tssa_cuda_dtype(a, dt);
     const CudaApi& api = cuda_api(a);
     const bool saved = Pi && cn && ms;
-    // without the saved statistics, recompute them with a forward pass into scratch
-    DeviceBuf tY(a, api, saved ? 0 : static_cast<size_t>(n) * sizeof(float));
+    // without the saved statistics, recompute them with a forward pass into scratch (Y: bf16 or f32)
+    DeviceBuf tY(a, api, saved ? 0 : static_cast<size_t>(n) * (dt == DType::bf16 ? 2 : sizeof(float)));
     DeviceBuf tPi(a, api, saved ? 0 : static_cast<size_t>(B * H * N) * sizeof(float));
     DeviceBuf tcn(a, api, saved ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
     DeviceBuf tms(a, api, saved ? 0 : static_cast<size_t>(B * H * p) * sizeof(float));
+    if (dt == DType::bf16) {
+      if (!saved) {
+        cuda_check(a, api.crate_cuda_tssa_forward_bf16(W->as<uint16_t>(), temp->as<float>(), tY.as<uint16_t>(),
+                                                       tPi.as<float>(), tcn.as<float>(), tms.as<float>(), B, N, H, p,
+                                                       nullptr));
+      }
+      cuda_check(a, api.crate_cuda_tssa_backward_bf16(W->as<uint16_t>(), temp->as<float>(), dY->as<uint16_t>(),
+                                                      saved ? Pi->as<float>() : tPi.as<float>(),
+                                                      saved ? cn->as<float>() : tcn.as<float>(),
+                                                      saved ? ms->as<float>() : tms.as<float>(), dW->as<uint16_t>(),
+                                                      ptr<float>(dtemp), B, N, H, p, nullptr));
+      return info.Env().Undefined();
+    }
     if (!saved) {
       cuda_check(a, api.crate_cuda_tssa_forward_f32(W->as<float>(), temp->as<float>(), tY.as<float>(), tPi.as<float>(),
                                                     tcn.as<float>(), tms.as<float>(), B, N, H, p, nullptr));
@@ -589,12 +619,19 @@ Napi::Value TssaCausalForward(const Napi::CallbackInfo& info) {
   sizes_nonneg(a, {B, Tn, H, p, Tmax});
   if (Tn > Tmax) a.fail("sequence length " + std::to_string(Tn) + " exceeds denomBias length " + std::to_string(Tmax));
   const DType dt = W->dtype;
+  const DType pdt = tssa_param_dtype(dt);
   a.expect(W, "W", dt, B * Tn * H * p);
-  a.expect(temp, "temp", dt, H);
-  a.expect(den, "denomBias", dt, H * Tmax);
+  a.expect(temp, "temp", pdt, H);
+  a.expect(den, "denomBias", pdt, H * Tmax);
   a.expect(Y, "Y", dt, B * Tn * H * p);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "W", dt);
+    tssa_cuda_dtype(a, dt);
+    if (dt == DType::bf16) {
+      cuda_check(
+          a, cuda_api(a).crate_cuda_tssa_causal_forward_bf16(W->as<uint16_t>(), temp->as<float>(), den->as<float>(),
+                                                             Y->as<uint16_t>(), nullptr, B, Tn, H, p, Tmax, nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_forward_f32(W->as<float>(), temp->as<float>(), den->as<float>(),
                                                                  Y->as<float>(), nullptr, B, Tn, H, p, Tmax, nullptr));
     return info.Env().Undefined();
@@ -619,16 +656,23 @@ Napi::Value TssaCausalBackward(const Napi::CallbackInfo& info) {
   sizes_nonneg(a, {B, Tn, H, p, Tmax});
   if (Tn > Tmax) a.fail("sequence length exceeds denomBias length");
   const DType dt = W->dtype;
+  const DType pdt = tssa_param_dtype(dt);
   const int64_t n = B * Tn * H * p;
   a.expect(W, "W", dt, n);
-  a.expect(temp, "temp", dt, H);
-  a.expect(den, "denomBias", dt, H * Tmax);
+  a.expect(temp, "temp", pdt, H);
+  a.expect(den, "denomBias", pdt, H * Tmax);
   a.expect(dY, "dY", dt, n);
   a.expect(dW, "dW", dt, n);
-  expect_opt(a, dtemp, "dtemp", dt, H);
-  expect_opt(a, dden, "ddenomBias", dt, H * Tmax);
+  expect_opt(a, dtemp, "dtemp", pdt, H);
+  expect_opt(a, dden, "ddenomBias", pdt, H * Tmax);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "W", dt);
+    tssa_cuda_dtype(a, dt);
+    if (dt == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_backward_bf16(
+                        W->as<uint16_t>(), temp->as<float>(), den->as<float>(), dY->as<uint16_t>(), dW->as<uint16_t>(),
+                        ptr<float>(dtemp), ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(a, cuda_api(a).crate_cuda_tssa_causal_backward_f32(W->as<float>(), temp->as<float>(), den->as<float>(),
                                                                   dY->as<float>(), dW->as<float>(), ptr<float>(dtemp),
                                                                   ptr<float>(dden), B, Tn, H, p, Tmax, nullptr));

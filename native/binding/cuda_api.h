@@ -39,7 +39,9 @@ class Args;
   X(crate_cuda_softmax_forward_bf16) X(crate_cuda_softmax_backward_bf16) X(crate_cuda_cross_entropy_forward_bf16) \
   X(crate_cuda_cross_entropy_backward_bf16) \
   X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
-  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16)
+  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16) \
+  X(crate_cuda_tssa_forward_bf16) X(crate_cuda_tssa_backward_bf16) X(crate_cuda_tssa_causal_forward_bf16)       \
+  X(crate_cuda_tssa_causal_backward_bf16)
 // clang-format on
 
 struct CudaApi {

@@ -82,7 +82,9 @@
   X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)                             \
   X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)                   \
   X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
-  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16)
+  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16) \
+  X(crate_cuda_tssa_forward_bf16) X(crate_cuda_tssa_backward_bf16)                                 \
+  X(crate_cuda_tssa_causal_forward_bf16) X(crate_cuda_tssa_causal_backward_bf16)
 // clang-format on
 
 namespace {
@@ -1924,6 +1926,267 @@ void tssa_causal_cases() {
   tssa_causal_error_cases();
 }
 
+// ================================================================================ bf16 TSSA
+
+// bf16 W / Y / dY / dW; temp, denom_bias, Pi, colnorm, mstat, dtemp, ddenom_bias f32. The inputs
+// are rounded to bf16 first and the references (CPU f64, and CPU f32 for the f32 outputs) are
+// computed from the rounded values, so what is checked is the kernel, not the input rounding.
+// The kernels compute in f64 and round each bf16 output once, so element-wise
+//     |cuda - f64| <= 2^-8 |f64| (1 + 2^-16)  +  2 max|cpu_f32 - f64|  +  1e-9 tol_scale max|f64|
+// (half a bf16 ulp of the element itself: 8 significant bits; the second term covers what the f32-rounded saved
+// statistics of the backward inputs move the result, as in the f32 cases; the last, f64 summation
+// order on cancelling elements). This bound catches wrong maths and bf16 arithmetic, not f32
+// arithmetic (its error is far below a bf16 ulp); the note therefore also counts the elements that
+// are not the f64 reference rounded to bf16: ~0 for one rounding of an f64 result (a few where the
+// f32-rounded saved statistics move a value across a rounding midpoint).
+// f32 outputs use check_out as the f32 cases.
+std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = f32_to_bf16(v[i]);
+  return o;
+}
+std::vector<float> from_bf16(const std::vector<uint16_t>& v) {
+  std::vector<float> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = bf16_to_f32(v[i]);
+  return o;
+}
+uint16_t f64_to_bf16(double v) {  // one rounding (via f32 rounded to odd)
+  float f = static_cast<float>(v);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (std::isfinite(f) && static_cast<double>(f) != v && (u & 1u) == 0)
+    f = std::nextafter(f, v > static_cast<double>(f) ? INFINITY : -INFINITY);
+  return f32_to_bf16(f);
+}
+
+void check_bf16_out(const char* what, const std::vector<uint16_t>& cu16, const std::vector<float>& cpu,
+                    const std::vector<double>& ref) {
+  if (cu16.size() != ref.size() || cpu.size() != ref.size())
+    throw Failure{fmt("%s: size mismatch (%zu, %zu, %zu)", what, cu16.size(), cpu.size(), ref.size())};
+  double scale = 0, ep = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(ref[i])) continue;
+    scale = std::max(scale, std::fabs(ref[i]));
+    if (std::isfinite(cpu[i])) ep = std::max(ep, std::fabs(static_cast<double>(cpu[i]) - ref[i]));
+  }
+  const double abs_part = 2 * ep + 1e-9 * opt.tol_scale * std::max(scale, 1e-30);
+  double worst_ratio = 0, max_rel_ulp = 0;
+  size_t worst = 0, bad = 0, nan = 0, not_nearest = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double r = ref[i], c = static_cast<double>(bf16_to_f32(cu16[i]));
+    if (std::isnan(r)) continue;
+    if (!std::isfinite(c)) {
+      nan += std::isfinite(r) || c != r;
+      worst = i;
+      continue;
+    }
+    const double d = std::fabs(c - r), bound = std::ldexp(std::fabs(r), -8) * (1 + std::ldexp(1.0, -16)) + abs_part;
+    if (d > bound) ++bad;
+    if (d / bound > worst_ratio) {
+      worst_ratio = d / bound;
+      worst = i;
+    }
+    if (r != 0) max_rel_ulp = std::max(max_rel_ulp, d / std::ldexp(std::fabs(r), -8));
+    not_nearest += cu16[i] != f64_to_bf16(r);
+  }
+  note(fmt("%s max err/bound %.2f, max err/(2^-8|f64|) %.2f, not the nearest bf16 of f64 %zu/%zu", what, worst_ratio,
+           max_rel_ulp, not_nearest, ref.size()));
+  if (nan) fail(fmt("%s: %zu non-finite values where the reference is finite", what, nan));
+  if (bad)
+    fail(fmt("%s: %zu elements past the bound (worst at %zu: cuda %.9g, f64 %.9g, %.2f x bound)", what, bad, worst,
+             static_cast<double>(bf16_to_f32(cu16[worst])), ref[worst], worst_ratio));
+}
+
+void tssa_bf16_case(int64_t B, int64_t N, int64_t H, int64_t p, bool saved) {
+  const std::string name = fmt("tssa bf16 B=%lld N=%lld H=%lld p=%lld%s", (long long)B, (long long)N, (long long)H,
+                               (long long)p, saved ? "" : " backward saved=NULL");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nW = static_cast<size_t>(B * N * H * p), nPi = static_cast<size_t>(B * H * N),
+                 nS = static_cast<size_t>(B * H * p);
+    const std::vector<uint16_t> W16 = to_bf16(randn(r, nW));
+    const std::vector<float> W = from_bf16(W16), temp = uniform(r, static_cast<size_t>(H), 0.5, 2.0);
+    const std::vector<double> W64 = to64(W), t64 = to64(temp);
+    std::vector<double> Y64(nW), Pi64(nPi), cn64(nS), ms64(nS);
+    std::vector<float> Y32(nW), Pi32(nPi), cn32(nS), ms32(nS);
+    CPU(crate_tssa_forward_f64, W64.data(), t64.data(), Y64.data(), Pi64.data(), cn64.data(), ms64.data(), B, N, H, p);
+    CPU(crate_tssa_forward_f32, W.data(), temp.data(), Y32.data(), Pi32.data(), cn32.data(), ms32.data(), B, N, H, p);
+    DBuf dW = din("W", W16), dt = din("temp", temp), dY = dout<uint16_t>("Y", nW), dPi = dout<float>("Pi", nPi),
+         dcn = dout<float>("colnorm", nS), dms = dout<float>("mstat", nS);
+    CU(crate_cuda_tssa_forward_bf16, dW.as<uint16_t>(), dt.as<float>(), dY.as<uint16_t>(), dPi.as<float>(),
+       dcn.as<float>(), dms.as<float>(), B, N, H, p, nullptr);
+    check_bf16_out("Y", down<uint16_t>(dY), Y32, Y64);
+    check_out("Pi", down<float>(dPi), Pi32, Pi64, Tol::f64i);
+    check_out("colnorm", down<float>(dcn), cn32, cn64, Tol::f64i);
+    check_out("mstat", down<float>(dms), ms32, ms64, Tol::f64i);
+    const std::vector<uint16_t> G16 = to_bf16(randn(r, nW));
+    const std::vector<float> G = from_bf16(G16), Pii = to32(Pi64), cni = to32(cn64), msi = to32(ms64);
+    const std::vector<double> G64 = to64(G);
+    std::vector<double> gW64(nW), gt64(H);
+    std::vector<float> gW32(nW), gt32(H);
+    CPU(crate_tssa_backward_f64, W64.data(), t64.data(), G64.data(), Pi64.data(), cn64.data(), ms64.data(), gW64.data(),
+        gt64.data(), B, N, H, p, nullptr);
+    CPU(crate_tssa_backward_f32, W.data(), temp.data(), G.data(), saved ? Pii.data() : nullptr,
+        saved ? cni.data() : nullptr, saved ? msi.data() : nullptr, gW32.data(), gt32.data(), B, N, H, p, nullptr);
+    DBuf dG = din("dY", G16), dPii = din("Pi(in)", Pii), dcni = din("colnorm(in)", cni), dmsi = din("mstat(in)", msi),
+         dgW = dout<uint16_t>("dW", nW), dgt = dout<float>("dtemp", H);
+    CU(crate_cuda_tssa_backward_bf16, dW.as<uint16_t>(), dt.as<float>(), dG.as<uint16_t>(),
+       saved ? dPii.as<float>() : nullptr, saved ? dcni.as<float>() : nullptr, saved ? dmsi.as<float>() : nullptr,
+       dgW.as<uint16_t>(), dgt.as<float>(), B, N, H, p, nullptr);
+    check_bf16_out("dW", down<uint16_t>(dgW), gW32, gW64);
+    check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
+  });
+}
+
+// As tssa_causal_case (NaN denom_bias past T, zero / tiny first steps of feature 0, nullable Pi
+// and parameter gradients), with bf16 W, dY, Y, dW.
+void tssa_causal_bf16_case(int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax, bool with_pi, bool param_grads,
+                           bool tiny = false) {
+  const std::string name = fmt("tssa_causal bf16 B=%lld T=%lld H=%lld p=%lld Tmax=%lld%s%s%s", (long long)B,
+                               (long long)T, (long long)H, (long long)p, (long long)Tmax, with_pi ? "" : " Pi=NULL",
+                               param_grads ? "" : " dtemp=ddenom=NULL", tiny ? " clamp-active" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const int64_t D = H * p;
+    const size_t nW = static_cast<size_t>(B * T * D), nPi = static_cast<size_t>(B * H * T),
+                 nB = static_cast<size_t>(H * Tmax);
+    std::vector<float> Wf = randn(r, nW), temp = uniform(r, static_cast<size_t>(H), 0.5, 2.0),
+                       bias = uniform(r, nB, -0.5, 0.5);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = T; t < Tmax; ++t) bias[h * Tmax + t] = std::numeric_limits<float>::quiet_NaN();
+    if (D > 0)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < std::min<int64_t>(T, 3); ++t) Wf[(b * T + t) * D] = tiny ? 1e-7f : 0.f;
+    const std::vector<uint16_t> W16 = to_bf16(Wf);
+    const std::vector<float> W = from_bf16(W16);
+    const std::vector<double> W64 = to64(W), t64 = to64(temp), b64 = to64(bias);
+    std::vector<double> Y64(nW), Pi64(nPi);
+    std::vector<float> Y32(nW), Pi32(nPi);
+    CPU(crate_tssa_causal_forward_f64, W64.data(), t64.data(), b64.data(), Y64.data(), Pi64.data(), B, T, H, p, Tmax);
+    CPU(crate_tssa_causal_forward_f32, W.data(), temp.data(), bias.data(), Y32.data(), Pi32.data(), B, T, H, p, Tmax);
+    DBuf dW = din("W", W16), dt = din("temp", temp), db = din("denom_bias", bias), dY = dout<uint16_t>("Y", nW),
+         dPi = with_pi ? dout<float>("Pi", nPi) : DBuf();
+    CU(crate_cuda_tssa_causal_forward_bf16, dW.as<uint16_t>(), dt.as<float>(), db.as<float>(), dY.as<uint16_t>(),
+       dPi.as<float>(), B, T, H, p, Tmax, nullptr);
+    check_bf16_out("Y", down<uint16_t>(dY), Y32, Y64);
+    if (with_pi) check_out("Pi", down<float>(dPi), Pi32, Pi64, Tol::f64i);
+    const std::vector<uint16_t> G16 = to_bf16(randn(r, nW));
+    const std::vector<float> G = from_bf16(G16);
+    const std::vector<double> G64 = to64(G);
+    std::vector<double> gW64(nW), gt64(H), gb64(nB);
+    std::vector<float> gW32(nW), gt32(H), gb32(nB);
+    CPU(crate_tssa_causal_backward_f64, W64.data(), t64.data(), b64.data(), G64.data(), gW64.data(), gt64.data(),
+        gb64.data(), B, T, H, p, Tmax, nullptr);
+    CPU(crate_tssa_causal_backward_f32, W.data(), temp.data(), bias.data(), G.data(), gW32.data(), gt32.data(),
+        gb32.data(), B, T, H, p, Tmax, nullptr);
+    DBuf dG = din("dY", G16), dgW = dout<uint16_t>("dW", nW), dgt = param_grads ? dout<float>("dtemp", H) : DBuf(),
+         dgb = param_grads ? dout<float>("ddenom_bias", nB) : DBuf();
+    CU(crate_cuda_tssa_causal_backward_bf16, dW.as<uint16_t>(), dt.as<float>(), db.as<float>(), dG.as<uint16_t>(),
+       dgW.as<uint16_t>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
+    check_bf16_out("dW", down<uint16_t>(dgW), gW32, gW64);
+    if (param_grads) {
+      check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
+      const std::vector<float> gb = down<float>(dgb);
+      check_out("ddenom_bias", gb, gb32, gb64, Tol::f64ig);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = T; t < Tmax; ++t)
+          if (gb[h * Tmax + t] != 0.f) {
+            fail(fmt("ddenom_bias[%lld, %lld] = %g past T, expected 0", (long long)h, (long long)t,
+                     static_cast<double>(gb[h * Tmax + t])));
+            return;
+          }
+    }
+  });
+}
+
+// NaN reporting of the bf16 entries as the CPU (same statuses and messages as the f32 entries).
+void tssa_bf16_error_cases() {
+  run_case("tssa bf16: NaN in W / temp / denom_bias reported as the CPU", [] {
+    Rng r = case_rng();
+    const int64_t B = 2, T = 21, H = 3, p = 5, Tmax = 24, D = H * p;
+    const size_t nW = static_cast<size_t>(B * T * D), nB = static_cast<size_t>(H * Tmax);
+    std::vector<float> W = from_bf16(to_bf16(randn(r, nW)));
+    const std::vector<float> temp = uniform(r, H, 0.5, 2.0), bias = uniform(r, nB, -0.5, 0.5);
+    W[(1 * T + 5) * D + 2] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> tn = temp, bn = bias;
+    tn[1] = std::numeric_limits<float>::infinity();
+    bn[2 * Tmax + 4] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<uint16_t> Wn16 = to_bf16(W), W16 = to_bf16(from_bf16(to_bf16(randn(r, nW))));
+    Wn16[(1 * T + 5) * D + 2] = 0x7FC0;  // NaN
+    DBuf dWn = din("W(NaN)", Wn16), dWok = din("W", W16), dt = din("temp", temp), dtn = din("temp(Inf)", tn),
+         db = din("denom_bias", bias), dbn = din("denom_bias(NaN)", bn), dY = dout<uint16_t>("Y", nW),
+         dG = din("dY", W16), dgW = dout<uint16_t>("dW", nW), dPi = dout<float>("Pi", static_cast<size_t>(B * H * T)),
+         dcn = dout<float>("colnorm", static_cast<size_t>(B * D)),
+         dms = dout<float>("mstat", static_cast<size_t>(B * D));
+    std::vector<float> Y(nW), Pi(static_cast<size_t>(B * H * T)), cn(static_cast<size_t>(B * D)),
+        ms(static_cast<size_t>(B * D));
+    auto same = [](const char* what, crate_status cuda, crate_status cpu, const char* expect_in_message) {
+      const std::string cpu_message = cpu == CRATE_OK ? "" : crate_last_error(), cuda_message = cuda_msg();
+      note(fmt("%s: %s", what, status_name(cuda)));
+      if (cuda != cpu)
+        fail(fmt("%s: CUDA %s, CPU %s (%s)", what, status_name(cuda), status_name(cpu), cpu_message.c_str()));
+      if (cuda_message.find(expect_in_message) == std::string::npos)
+        fail(fmt("%s: message '%s' lacks '%s' (CPU: '%s')", what, cuda_message.c_str(), expect_in_message,
+                 cpu_message.c_str()));
+    };
+    // vision (N = T): NaN in W, Inf in temp
+    same("vision forward, NaN in W",
+         CU_ST(crate_cuda_tssa_forward_bf16, dWn.as<uint16_t>(), dt.as<float>(), dY.as<uint16_t>(), dPi.as<float>(),
+               dcn.as<float>(), dms.as<float>(), B, T, H, p, nullptr),
+         crate_tssa_forward_f32(W.data(), temp.data(), Y.data(), Pi.data(), cn.data(), ms.data(), B, T, H, p),
+         "W[b=1, n=5, c=2] is NaN");
+    same("vision forward, Inf in temp",
+         CU_ST(crate_cuda_tssa_forward_bf16, dWok.as<uint16_t>(), dtn.as<float>(), dY.as<uint16_t>(), dPi.as<float>(),
+               dcn.as<float>(), dms.as<float>(), B, T, H, p, nullptr),
+         crate_tssa_forward_f32(W.data(), tn.data(), Y.data(), Pi.data(), cn.data(), ms.data(), B, T, H, p),
+         "temp[1] is Inf");
+    same("vision backward (saved=NULL), NaN in W",
+         CU_ST(crate_cuda_tssa_backward_bf16, dWn.as<uint16_t>(), dt.as<float>(), dG.as<uint16_t>(), nullptr, nullptr,
+               nullptr, dgW.as<uint16_t>(), nullptr, B, T, H, p, nullptr),
+         crate_tssa_backward_f32(W.data(), temp.data(), W.data(), nullptr, nullptr, nullptr, Y.data(), nullptr, B, T, H,
+                                 p, nullptr),
+         "W[b=1, n=5, c=2] is NaN");
+    // causal: NaN in W (forward, backward), NaN in denom_bias (reported before temp)
+    same("causal forward, NaN in W",
+         CU_ST(crate_cuda_tssa_causal_forward_bf16, dWn.as<uint16_t>(), dt.as<float>(), db.as<float>(),
+               dY.as<uint16_t>(), nullptr, B, T, H, p, Tmax, nullptr),
+         crate_tssa_causal_forward_f32(W.data(), temp.data(), bias.data(), Y.data(), nullptr, B, T, H, p, Tmax),
+         "W[b=1, t=5, c=2] is NaN");
+    same("causal backward, NaN in W",
+         CU_ST(crate_cuda_tssa_causal_backward_bf16, dWn.as<uint16_t>(), dt.as<float>(), db.as<float>(),
+               dG.as<uint16_t>(), dgW.as<uint16_t>(), nullptr, nullptr, B, T, H, p, Tmax, nullptr),
+         crate_tssa_causal_backward_f32(W.data(), temp.data(), bias.data(), W.data(), Y.data(), nullptr, nullptr, B, T,
+                                        H, p, Tmax, nullptr),
+         "W[b=1, t=5, c=2] is NaN");
+    same("causal backward, NaN in denom_bias and Inf in temp",
+         CU_ST(crate_cuda_tssa_causal_backward_bf16, dWok.as<uint16_t>(), dtn.as<float>(), dbn.as<float>(),
+               dG.as<uint16_t>(), dgW.as<uint16_t>(), nullptr, nullptr, B, T, H, p, Tmax, nullptr),
+         crate_tssa_causal_backward_f32(W.data(), tn.data(), bn.data(), W.data(), Y.data(), nullptr, nullptr, B, T, H,
+                                        p, Tmax, nullptr),
+         "denom_bias[2, 4] is NaN");
+  });
+}
+
+void tssa_bf16_cases() {
+  struct S {
+    int64_t B, N, H, p;
+  };
+  // vision: token slices of 8, feature CTAs of 32, head slabs of 32 lanes
+  const std::vector<S> vs = opt.small ? std::vector<S>{{2, 7, 3, 32}, {2, 33, 2, 48}}
+                                      : std::vector<S>{{2, 1, 2, 16},  {2, 7, 3, 32},   {2, 33, 2, 48},
+                                                       {2, 65, 3, 64}, {1, 197, 4, 33}, {2, 256, 2, 32}};
+  for (const S& s : vs) tssa_bf16_case(s.B, s.N, s.H, s.p, true);
+  tssa_bf16_case(2, 33, 3, 16, false);
+  // causal: chunks of 16 steps, head slabs of 32, token scans of 128 steps
+  const std::vector<S> cs = opt.small ? std::vector<S>{{2, 17, 3, 33}, {1, 65, 8, 16}}
+                                      : std::vector<S>{{2, 1, 3, 16},  {2, 17, 3, 33},  {1, 65, 8, 16},
+                                                       {2, 63, 1, 64}, {2, 129, 3, 40}, {1, 200, 4, 33}};
+  for (const S& s : cs) tssa_causal_bf16_case(s.B, s.N, s.H, s.p, s.N + 7, true, true);
+  tssa_causal_bf16_case(2, 33, 3, 16, 33, false, false);
+  tssa_causal_bf16_case(2, 20, 2, 4, 24, true, true, true);
+  tssa_bf16_error_cases();
+}
+
 // ===================================================================================== row ops
 
 // Row-op references when the CPU kernel objects are not linked (standalone build): the same math
@@ -2197,6 +2460,8 @@ void leak_cases(const crate_cuda_memory_stats& base) {
   tssa_case(2, 33, 2, 32, true);
   tssa_case(2, 33, 2, 32, false);
   tssa_causal_case(2, 33, 2, 32, 40, true, true);
+  tssa_bf16_case(2, 33, 2, 32, false);
+  tssa_causal_bf16_case(2, 33, 2, 32, 40, true, true);
   layernorm_case(33, 65, true);
   softmax_case(33, 65, 1);
   cross_entropy_case(33, 65, 0.1, -100);
@@ -2415,6 +2680,7 @@ int main(int argc, char** argv) {
   logdet_cases();
   tssa_cases();
   tssa_causal_cases();
+  tssa_bf16_cases();
   row_cases();
   if (!g_poisoned && opt.filter.empty() && opt.exclude.empty()) leak_cases(base);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

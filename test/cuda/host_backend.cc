@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -153,6 +154,32 @@ crate_status rate_bwd_bf16(
   if (st == CRATE_OK)
     for (size_t i = 0; i < dz.size(); ++i) dZ[i] = bf16_of(dz[i]);
   return st;
+}
+struct Wide {  // an f64 copy of a bf16 / f32 buffer (NULL stays NULL), written back on request
+  std::vector<double> v;
+  bool null = true;
+  Wide(const uint16_t* x, int64_t n) : v(static_cast<size_t>(n > 0 ? n : 1)), null(!x) {
+    for (int64_t i = 0; x && i < n; ++i) v[i] = bf(x[i]);
+  }
+  Wide(const float* x, int64_t n) : v(static_cast<size_t>(n > 0 ? n : 1)), null(!x) {
+    for (int64_t i = 0; x && i < n; ++i) v[i] = x[i];
+  }
+  double* p() { return null ? nullptr : v.data(); }
+  void to(uint16_t* y, int64_t n) const {
+    for (int64_t i = 0; y && i < n; ++i) y[i] = bf16_of(v[i]);
+  }
+  void to(float* y, int64_t n) const {
+    for (int64_t i = 0; y && i < n; ++i) y[i] = static_cast<float>(v[i]);
+  }
+};
+// Element counts, 0 when a size is negative (the CPU kernel then reports the error).
+int64_t cnt(std::initializer_list<int64_t> d) {
+  int64_t n = 1;
+  for (int64_t x : d) {
+    if (x < 0) return 0;
+    n *= x;
+  }
+  return n;
 }
 }  // namespace
 
@@ -457,6 +484,63 @@ crate_status crate_cuda_tssa_causal_backward_f32(const float* W, const float* te
   GUARD("crate_cuda_tssa_causal_backward_f32");
   return wrap(
       crate_tssa_causal_backward_f32(W, temp, denom_bias, dY, dW, dtemp, ddenom_bias, B, T, H, p, Tmax, nullptr));
+}
+
+// bf16 TSSA: W / dY widened exactly to f64, temp / denom_bias / saved statistics (f32) too, the CPU
+// f64 kernel, then Y / dW rounded once to bf16 (via f32 rounded to odd) and the f32 outputs to f32,
+// as the CUDA kernels (f64 statistics, one rounding on store).
+crate_status crate_cuda_tssa_forward_bf16(const uint16_t* W, const float* temp, uint16_t* Y, float* Pi, float* colnorm,
+                                          float* mstat, int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {
+  GUARD("crate_cuda_tssa_forward_bf16");
+  const int64_t n = cnt({B, N, H, p}), nPi = cnt({B, H, N}), nS = cnt({B, H, p});
+  Wide w(W, n), t(temp, cnt({H})), y(Y, n), pi(Pi, nPi), cn(colnorm, nS), ms(mstat, nS);
+  crate_status st = wrap(crate_tssa_forward_f64(w.p(), t.p(), y.p(), pi.p(), cn.p(), ms.p(), B, N, H, p));
+  if (st != CRATE_OK) return st;
+  y.to(Y, n);
+  pi.to(Pi, nPi);
+  cn.to(colnorm, nS);
+  ms.to(mstat, nS);
+  return CRATE_OK;
+}
+crate_status crate_cuda_tssa_backward_bf16(const uint16_t* W, const float* temp, const uint16_t* dY, const float* Pi,
+                                           const float* colnorm, const float* mstat, uint16_t* dW, float* dtemp,
+                                           int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {
+  GUARD("crate_cuda_tssa_backward_bf16");
+  const int64_t n = cnt({B, N, H, p}), nPi = cnt({B, H, N}), nS = cnt({B, H, p}), nH = cnt({H});
+  Wide w(W, n), t(temp, nH), g(dY, n), pi(Pi, nPi), cn(colnorm, nS), ms(mstat, nS), gw(dW, n), gt(dtemp, nH);
+  crate_status st =
+      wrap(crate_tssa_backward_f64(w.p(), t.p(), g.p(), pi.p(), cn.p(), ms.p(), gw.p(), gt.p(), B, N, H, p, nullptr));
+  if (st != CRATE_OK) return st;
+  gw.to(dW, n);
+  gt.to(dtemp, nH);
+  return CRATE_OK;
+}
+crate_status crate_cuda_tssa_causal_forward_bf16(const uint16_t* W, const float* temp, const float* denom_bias,
+                                                 uint16_t* Y, float* Pi, int64_t B, int64_t T, int64_t H, int64_t p,
+                                                 int64_t Tmax, void* stream) {
+  GUARD("crate_cuda_tssa_causal_forward_bf16");
+  const int64_t n = cnt({B, T, H, p}), nPi = cnt({B, H, T});
+  Wide w(W, n), t(temp, cnt({H})), bias(denom_bias, cnt({H, Tmax})), y(Y, n), pi(Pi, nPi);
+  crate_status st = wrap(crate_tssa_causal_forward_f64(w.p(), t.p(), bias.p(), y.p(), pi.p(), B, T, H, p, Tmax));
+  if (st != CRATE_OK) return st;
+  y.to(Y, n);
+  pi.to(Pi, nPi);
+  return CRATE_OK;
+}
+crate_status crate_cuda_tssa_causal_backward_bf16(const uint16_t* W, const float* temp, const float* denom_bias,
+                                                  const uint16_t* dY, uint16_t* dW, float* dtemp, float* ddenom_bias,
+                                                  int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax,
+                                                  void* stream) {
+  GUARD("crate_cuda_tssa_causal_backward_bf16");
+  const int64_t n = cnt({B, T, H, p}), nH = cnt({H}), nB = cnt({H, Tmax});
+  Wide w(W, n), t(temp, nH), bias(denom_bias, nB), g(dY, n), gw(dW, n), gt(dtemp, nH), gb(ddenom_bias, nB);
+  crate_status st = wrap(
+      crate_tssa_causal_backward_f64(w.p(), t.p(), bias.p(), g.p(), gw.p(), gt.p(), gb.p(), B, T, H, p, Tmax, nullptr));
+  if (st != CRATE_OK) return st;
+  gw.to(dW, n);
+  gt.to(dtemp, nH);
+  gb.to(ddenom_bias, nB);
+  return CRATE_OK;
 }
 
 crate_status crate_cuda_layernorm_forward_f32(const float* x, const float* w, const float* b, float* y, float* mean,

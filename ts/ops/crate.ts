@@ -287,17 +287,47 @@ function logdetCall(
   );
 }
 
-/** ToST vision TSSA: W (B, N, H·p), temp (H) → (B, N, H·p); linear in N. */
+/**
+ * dtype of TSSA's parameters (temp, denomBias), their gradients and its saved statistics for a
+ * token input W: W's dtype, except for bf16 W (cuda), whose parameters stay f32 (the f32 master
+ * weights of mixed precision) and whose statistics are kept f32.
+ */
+function tssaParamDtype(W: Tensor): Tensor['dtype'] {
+  return W.dtype === 'bf16' ? 'f32' : W.dtype;
+}
+
+/** A TSSA parameter (temp, denomBias): W's device, tssaParamDtype(W), the given shape. */
+function checkTssaParam(op: string, t: Tensor, name: string, W: Tensor, shape: number[] | null): void {
+  checkTensor(op, t, name);
+  if (t.device !== W.device) throw new Error(`${op}: 'W' is on ${W.device} but '${name}' is on ${t.device}`);
+  const want = tssaParamDtype(W);
+  if (t.dtype !== want) {
+    throw new TypeError(
+      W.dtype === 'bf16'
+        ? `${op}: '${name}' is ${t.dtype} but must be f32 when 'W' is bf16 (bf16 activations take the f32 master parameter); cast it with .to('f32')`
+        : `${op}: 'W' is ${W.dtype} but '${name}' is ${t.dtype}; cast one with .to()`,
+    );
+  }
+  if (shape !== null && (t.ndim !== shape.length || t.shape.some((s, i) => s !== shape[i]))) {
+    throw new Error(`${op}: '${name}' must have shape ${formatShape(shape)}, got ${formatShape(t.shape)}`);
+  }
+}
+
+/**
+ * ToST vision TSSA: W (B, N, H·p), temp (H) → (B, N, H·p); linear in N. bf16 W (cuda) takes an
+ * f32 temp: Y and dW are bf16, dtemp f32.
+ */
 export function tssa(W: Tensor, temp: Tensor, heads: number): Tensor {
   const op = 'tssa';
   const [B, N, HP] = check3(op, W, 'W', heads);
   const H = heads;
   const p = HP / H;
-  checkWeight(op, temp, 'temp', W, [H]);
+  checkTssaParam(op, temp, 'temp', W, [H]);
+  const sdt = tssaParamDtype(W);
   const Y = empty(W.shape, W.dtype, W.device);
-  const Pi = empty([B, H, N], W.dtype, W.device);
-  const cn = empty([B, H * p], W.dtype, W.device);
-  const ms = empty([B, H * p], W.dtype, W.device);
+  const Pi = empty([B, H, N], sdt, W.device);
+  const cn = empty([B, H * p], sdt, W.device);
+  const ms = empty([B, H * p], sdt, W.device);
   native.tssaForward(W._h(op), temp._h(op), Y._h(op), Pi._h(op), cn._h(op), ms._h(op), B, N, H, p);
   return record(
     Y,
@@ -305,7 +335,7 @@ export function tssa(W: Tensor, temp: Tensor, heads: number): Tensor {
     [W, temp],
     (g, [sW, sT, sPi, sCn, sMs]) => {
       const dW = empty(W.shape, W.dtype, W.device);
-      const dT = temp.requiresGrad ? empty([H], W.dtype, W.device) : null;
+      const dT = temp.requiresGrad ? empty([H], temp.dtype, W.device) : null;
       native.tssaBackward(
         sW._h(op),
         sT._h(op),
@@ -327,14 +357,17 @@ export function tssa(W: Tensor, temp: Tensor, heads: number): Tensor {
   );
 }
 
-/** ToST causal TSSA: W (B, T, H·p), temp (H), denomBias (H, Tmax) with T ≤ Tmax → (B, T, H·p). */
+/**
+ * ToST causal TSSA: W (B, T, H·p), temp (H), denomBias (H, Tmax) with T ≤ Tmax → (B, T, H·p).
+ * bf16 W (cuda) takes f32 temp and denomBias: Y and dW are bf16, dtemp and ddenomBias f32.
+ */
 export function tssaCausal(W: Tensor, temp: Tensor, denomBias: Tensor, heads: number): Tensor {
   const op = 'tssaCausal';
   const [B, T, HP] = check3(op, W, 'W', heads);
   const H = heads;
   const p = HP / H;
-  checkWeight(op, temp, 'temp', W, [H]);
-  checkTensor(op, denomBias, 'denomBias');
+  checkTssaParam(op, temp, 'temp', W, [H]);
+  checkTssaParam(op, denomBias, 'denomBias', W, null);
   if (denomBias.ndim !== 2 || denomBias.shape[0] !== H || (denomBias.shape[1] as number) < T) {
     throw new Error(
       `${op}: denomBias must be (H, Tmax) with H=${H}, Tmax >= ${T}, got ${formatShape(denomBias.shape)}`,
@@ -349,8 +382,8 @@ export function tssaCausal(W: Tensor, temp: Tensor, denomBias: Tensor, heads: nu
     [W, temp, denomBias],
     (g, [sW, sT, sD]) => {
       const dW = empty(W.shape, W.dtype, W.device);
-      const dT = temp.requiresGrad ? empty([H], W.dtype, W.device) : null;
-      const dD = denomBias.requiresGrad ? empty(denomBias.shape, W.dtype, W.device) : null;
+      const dT = temp.requiresGrad ? empty([H], temp.dtype, W.device) : null;
+      const dD = denomBias.requiresGrad ? empty(denomBias.shape, denomBias.dtype, W.device) : null;
       native.tssaCausalBackward(
         sW._h(op),
         sT._h(op),

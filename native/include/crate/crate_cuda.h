@@ -217,8 +217,7 @@ CRATE_API crate_status crate_cuda_tssa_backward_bf16(const uint16_t* W, const fl
                                                      int64_t p, void* stream);
 CRATE_API crate_status crate_cuda_tssa_causal_forward_bf16(const uint16_t* W, const float* temp,
                                                            const float* denom_bias, uint16_t* Y, float* Pi, int64_t B,
-                                                           int64_t T, int64_t H, int64_t p, int64_t Tmax,
-                                                           void* stream);
+                                                           int64_t T, int64_t H, int64_t p, int64_t Tmax, void* stream);
 CRATE_API crate_status crate_cuda_tssa_causal_backward_bf16(const uint16_t* W, const float* temp,
                                                             const float* denom_bias, const uint16_t* dY, uint16_t* dW,
                                                             float* dtemp, float* ddenom_bias, int64_t B, int64_t T,
