@@ -21,12 +21,9 @@
 //   B3:        dW elementwise
 //
 // Errors, as the CPU: NaN/Inf in temp ("tssa_forward: temp[1] is NaN") or in W ("W[b=0, n=3, c=5]
-// is NaN", found from a non-finite column sum of squares) -> CRATE_ERR_NUMERICAL. The kernels set
-// device flags; the host reads them back at the end, so the forward, and the backward when it
-// recomputes the statistics (Pi, colnorm or mstat NULL), synchronize the stream. The backward
-// with the saved buffers does not read anything back and stays asynchronous: the buffers are the
-// forward's for the same W and temp (the CPU does not re-validate them either), and the forward
-// has already validated that temp.
+// is NaN", found from a non-finite column sum of squares) -> CRATE_ERR_NUMERICAL. The backward
+// with the saved buffers checks nothing and never waits: the buffers are the forward's for the
+// same W and temp (the CPU does not re-validate them either). See "Storage" and "Host waits".
 //
 // ---- Causal TSSA (ToST language; tssa_causal_forward / tssa_causal_backward of native/cpu/tssa.cc)
 // Per batch item b, head h, step t, feature c of h (sums inclusive over s <= t):
@@ -87,8 +84,33 @@
 //   is O(B T^2 D): 2 B T^2 D = 13 GFLOP per cumulative sum here, several per step.
 // Errors as the CPU: sizes, T > Tmax, NULL pointers -> CRATE_ERR_INVALID_ARGUMENT; NaN/Inf in
 // denom_bias[:, :T] ("denom_bias[1, 3] is NaN", reported first), temp, or W ("W[b=0, t=3, c=5] is
-// NaN") -> CRATE_ERR_NUMERICAL, from device flags read back at the end: both calls synchronize
-// the stream once. NaN in dY propagates (as on the CPU).
+// NaN") -> CRATE_ERR_NUMERICAL (both calls validate, as on the CPU). NaN in dY propagates.
+//
+// ---- Storage (both forms): T = float (the *_f32 entries) or bf16 (the *_bf16 entries) for W, Y,
+// dY, dW only: one code path, every kernel templated on T, W / dY loaded exactly into f64 and each
+// T result rounded once (bf16: nearest even via f32 rounded to odd, no double rounding). temp,
+// denom_bias and their gradients dtemp, ddenom_bias are f32 for both: they are model parameters,
+// which mixed precision keeps as f32 master weights while the activations are bf16, so bf16 W takes
+// f32 parameters (no bf16-parameter variant). The saved statistics Pi, colnorm, mstat are f32 for
+// both (a bf16 Pi or colnorm would cost the backward 16 bits). All statistics and sums are f64 as
+// before, so a bf16 result is the f64 value rounded once, and an f32 one is bitwise as before.
+//
+// ---- Host waits. The device flags above are the CPU's error semantics, not a debugging aid: the
+// CPU kernels throw NumericalError for NaN/Inf in W, temp and denom_bias (they do not propagate
+// it), the binding turns that into a JS error (code CRATE_NUMERICAL) thrown by C.tssa /
+// C.tssaCausal itself, and crate_cuda_test checks that these calls return the CPU's status and
+// message. Which element is bad depends on device data, so a call that must return that status
+// has to wait for the device once: deferring the report to a later call, or checking only under
+// CRATE_SYNC, would change what the call reports. What is avoided is the drain: the validation
+// (temp / denom_bias scans and the first pass over W, whose column sums flag non-finite W) runs
+// first, then Flags::mark() copies the flag words into a pinned host slot and records an event,
+// then the op's remaining kernels are launched, and only then does the host wait, on that event
+// (not the stream). The host thus blocks once per validating call (the forwards, the causal
+// backward, the vision backward without saved buffers) until the GPU is past the validation, with
+// the rest of the op (3 of the vision forward's 4 passes over W, most of the causal forward and
+// backward) still queued behind it, so the GPU keeps working while the host returns and enqueues
+// the next op. The error path (rare) synchronizes again to locate the first bad element.
+// The vision backward with saved buffers (the autograd path) waits for nothing.
 #include <cmath>
 #include <memory>
 #include <mutex>
