@@ -1077,7 +1077,10 @@ struct Flags {
   }
   ~Flags() {
     if (!slot.host) return;
-    if (marked && !waited && cudaEventSynchronize(slot.ev) != cudaSuccess) return;  // leak rather than race
+    if (marked && !waited) {  // an exception between mark() and wait(): the copy must land first
+      host_syncs.fetch_add(1, std::memory_order_relaxed);
+      if (cudaEventSynchronize(slot.ev) != cudaSuccess) return;  // leak the slot rather than race
+    }
     std::lock_guard<std::mutex> lk(g_slot_mu);
     g_slots.push_back(slot);
   }
@@ -1090,8 +1093,10 @@ struct Flags {
     check(cudaEventRecord(slot.ev, st), "tssa: record the flags event");
     marked = true;
   }
-  // The host's one wait of the call: the flag words as of mark().
+  // The host's one wait of the call (counted in num_host_syncs, as host_sync): the flag words as of
+  // mark().
   const unsigned long long* wait() {
+    host_syncs.fetch_add(1, std::memory_order_relaxed);
     check(cudaEventSynchronize(slot.ev), "tssa: wait for the flags");
     waited = true;
     return slot.host;
@@ -1102,8 +1107,7 @@ struct Flags {
 template <class T>
 double read_elem(const T* p, cudaStream_t st) {
   T v;
-  check(cudaMemcpyAsync(&v, p, sizeof(T), cudaMemcpyDeviceToHost, st), "tssa: read back");
-  check(cudaStreamSynchronize(st), "tssa: synchronize");
+  read_back(&v, p, sizeof(T), st, "tssa: read back");
   return static_cast<double>(prim::as_f32(v));
 }
 
@@ -1124,8 +1128,7 @@ void raise_flags(const char* fn, const unsigned long long* w, const Flags& fl, c
   locate_kernel<T><<<grid_for(N * D, kThreads, 4096), kThreads, 0, st>>>(Wb, N * D, fl.words + 2);
   check_launch("tssa locate_kernel", st);
   unsigned long long idx = kNone;
-  check(cudaMemcpyAsync(&idx, fl.words + 2, sizeof(idx), cudaMemcpyDeviceToHost, st), "tssa: read flags");
-  check(cudaStreamSynchronize(st), "tssa: synchronize");
+  read_back(&idx, fl.words + 2, sizeof(idx), st, "tssa: read flags");
   if (idx == kNone)
     throw Error(CRATE_ERR_NUMERICAL,
                 std::string(fn) + ": sum of W[b=" + std::to_string(b) + "]² over " + tname + " overflows");
