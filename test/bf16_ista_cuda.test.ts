@@ -10,8 +10,9 @@
 //   sum |a||b|, not with the element. The backward references take the op's own saved tensors
 //   (Z, or A*, R from the graph) so that both sides use the same ReLU masks.
 // - random: the bf16 draws equal the f32 draws of the same (seed, offset) rounded once, exactly.
-// - AdamW: f32 moments within 1e-5 relative of the f64 update; p within one rounding (2^-8) of the
-//   f64 update of the previous bf16 p.
+// - AdamW: f32 moments within 1e-4 relative of the f64 update (the f32 constants 1 - b carry the
+//   rounding of f32(b): up to 2^-25 / (1 - b2) = 3e-5 relative for b2 = 0.999, as on the CPU);
+//   p within one rounding (2^-8) of the f64 update of the previous bf16 p.
 // Needs CUDA: run on a GPU, or by cuda_emu.test.ts (the emulated kernels) and cuda_fake.test.ts
 // (the host fake) with CRATE_CUDA_LIB; skipped with a message otherwise.
 import { describe, expect, test } from 'vitest';
@@ -348,7 +349,7 @@ describe.skipIf(cudaMissing)('AdamW with bf16 parameters on cuda: f32 moments, o
     const n = 37;
     const p0 = randBf16([n], 261);
     const p = C.keep(p0.t).requiresGrad_();
-    const opt = new C.AdamW([p], { lr, betas: [b1, b2], eps, weightDecay: wd });
+    const opt = new C.optim.AdamW([p], { lr, betas: [b1, b2], eps, weightDecay: wd });
     let m = new Array<number>(n).fill(0);
     let v = new Array<number>(n).fill(0);
     try {
@@ -373,14 +374,14 @@ describe.skipIf(cudaMissing)('AdamW with bf16 parameters on cuda: f32 moments, o
         const mo = Array.from(st.exp_avg.dataSync() as Float32Array);
         const vo = Array.from(st.exp_avg_sq.dataSync() as Float32Array);
         const off = (o: number[], r: number[], abs: number) =>
-          o.flatMap((x, i) => (Math.abs(x - (r[i] as number)) <= 1e-5 * Math.abs(r[i] as number) + abs ? [] : [i]));
+          o.flatMap((x, i) => (Math.abs(x - (r[i] as number)) <= 1e-4 * Math.abs(r[i] as number) + abs ? [] : [i]));
         expect(off(mo, m, 1e-9), `exp_avg after step ${t}`).toEqual([]);
         expect(off(vo, v, 1e-12), `exp_avg_sq after step ${t}`).toEqual([]);
         p.zeroGrad();
       }
       // the state dict keeps f32 moments for a bf16 parameter
       const sd = opt.stateDict();
-      const opt2 = new C.AdamW([p], { lr });
+      const opt2 = new C.optim.AdamW([p], { lr });
       opt2.loadStateDict(sd);
       expect((opt2.stateOf(p) as { exp_avg: C.Tensor }).exp_avg.dtype).toBe('f32');
       opt2.dispose();
@@ -392,7 +393,7 @@ describe.skipIf(cudaMissing)('AdamW with bf16 parameters on cuda: f32 moments, o
 
   test('limitation: an update below half a bf16 ulp of p is lost (plain rounding, no stochastic rounding)', () => {
     const p = C.keep(C.ones([8], { device: 'cuda', dtype: 'bf16' })).requiresGrad_();
-    const opt = new C.AdamW([p], { lr: 1e-4, weightDecay: 0 }); // |dp| ~ lr = 1e-4 < 2^-9 (half an ulp of 1)
+    const opt = new C.optim.AdamW([p], { lr: 1e-4, weightDecay: 0 }); // |dp| ~ lr = 1e-4 < 2^-9 (half an ulp of 1)
     try {
       p.grad = C.keep(C.ones([8], { device: 'cuda', dtype: 'bf16' }));
       opt.step();
@@ -406,7 +407,7 @@ describe.skipIf(cudaMissing)('AdamW with bf16 parameters on cuda: f32 moments, o
   test('optimizers without a bf16 update refuse bf16 parameters', () => {
     const p = C.keep(C.ones([3], { device: 'cuda', dtype: 'bf16' }));
     try {
-      expect(() => new C.SGD([p], { lr: 0.1 })).toThrow(/param 0 is bf16 on cuda.*SGD has no bf16 update/);
+      expect(() => new C.optim.SGD([p], { lr: 0.1 })).toThrow(/param 0 is bf16 on cuda.*SGD has no bf16 update/);
     } finally {
       p.dispose();
     }

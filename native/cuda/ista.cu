@@ -53,6 +53,19 @@
 // in-place pass applies the residual / step / threshold / ReLU / mask (one read + one write of the
 // output plus the operand it adds). ReLU keeps NaN like the CPU (x < 0 ? 0 : x), so a NaN in an
 // input propagates to the outputs; the masks are `a > 0 ? g : 0`, exactly the CPU's.
+//
+// bf16 storage (the *_bf16 entries; every tensor bf16, dictionaries included: a pure-bf16 model;
+// f32 dictionaries with bf16 activations are not offered, the TS layer refuses mixed dtypes): the
+// same GEMM chains as bf16 tensor-core GEMMs (gemm_bf16, f32 accumulation) into an f32 scratch,
+// then one f32 epilogue pass that rounds once to bf16 on store; GEMMs with no epilogue (out, E,
+// dY, dD1) write bf16 directly (gemm_bf16_bf16). Differences from the f32 structure: the plain
+// ISTA's K is used as I + K' (K' = eta (W - W^T W) in bf16, the identity added in f32 by the
+// epilogue: a bf16 K would lose 2^-8 on its diagonal); every GEMM operand that is an intermediate
+// (U, V, Sym, E, the iterates, R, G*) is stored rounded to bf16, and the saved iterates are
+// exactly those rounded values; parameter gradients (dW, dD) and dM accumulate their GEMMs in an
+// f32 scratch and are rounded once; the second iterate cannot reuse the first's buffer through
+// the GEMM's beta = 1 (the accumulator is f32), so the epilogue adds it (in place when unsaved).
+// Epilogues are scalar (2-byte loads): memory-bound passes, not tuned.
 #include <cuda_bf16.h>
 
 #include <memory>

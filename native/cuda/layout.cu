@@ -1,5 +1,6 @@
 // layout.cu: CUDA twins of native/cpu/layout.cc (strided_copy, gather, index_add) and of
-// native/cpu/matmul.cc (batched matmul with broadcast batch dims, on the library GEMM).
+// native/cpu/matmul.cc (batched matmul with broadcast batch dims, on the library GEMM; bf16 A, B
+// and C through the bf16 -> bf16 GEMM: f32 accumulation, one rounding per output).
 //
 // strided_copy canonicalises the iteration space on the host (size-1 dims dropped, dims merged
 // where both the source and the destination strides allow) and then runs a stream-ordered
