@@ -7,12 +7,13 @@
 // torch.logdet, TSSA vs the authors' AttentionTSSA, LayerNorm vs F.layer_norm.
 // Writes bench/results/<name>.{md,jsonl}.
 //   node bench/ops_peers.mjs [--threads 2] [--python /usr/bin/python3] [--name ops-vs-torch-cpu]
-import { execSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { gitCommit } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -90,13 +91,7 @@ if (pr.status === 0) {
   console.log(`torch peer not run: ${(pr.stderr || pr.error?.message || '').trim().split('\n').pop()}`);
 }
 
-const commit = (() => {
-  try {
-    return execSync('git rev-parse --short HEAD', { cwd: here }).toString().trim();
-  } catch {
-    return 'unknown';
-  }
-})();
+const commit = gitCommit();
 const name = a.name ?? 'ops-vs-torch-cpu';
 const meta = { date: new Date().toISOString(), commit, device: `${cpus()[0]?.model} (${threads} threads)`, gemm: C.info().gemmBackend, node: process.version, torch: torchVersion };
 mkdirSync(join(here, 'results'), { recursive: true });

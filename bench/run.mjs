@@ -10,12 +10,13 @@
 // Output: JSON lines (<outdir>/<name>.jsonl) and a markdown table (.md).
 //   node bench/run.mjs [--filter mssa] [--quick] [--name cpu-ops|cuda-ops] [--threads n] [--device cpu|cuda]
 //        [--outdir bench/results]
-import { execSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { deviceSync, gitCommit } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -51,13 +52,7 @@ if (args['memory-child']) {
 if (args.threads) C.setNumThreads(Number(args.threads));
 const info = C.info();
 const quick = !!args.quick;
-const commit = (() => {
-  try {
-    return execSync('git rev-parse --short HEAD', { cwd: here }).toString().trim();
-  } catch {
-    return 'unknown';
-  }
-})();
+const commit = gitCommit();
 const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
 // Peak from the detected ISA, clock and thread count: FLOP/cycle/core = 2 FMA pipes × lanes × 2
 // (AVX-512: 16 f32 lanes, AVX2+FMA: 8, else SSE: 4 without FMA → 8 FLOP/cycle); the clock is the
@@ -98,7 +93,7 @@ const peakOf = (precision = 'f32') =>
   device === 'cuda' ? (gpuPeak ? gpuPeak[precision] * 1000 : null) : precision === 'f32' ? cpuPeakGflops : null;
 const peakGflops = peakOf('f32');
 const peakGBs = device === 'cuda' ? (gpuPeak?.gbs ?? null) : cpuPeakGBs;
-const sync = device === 'cuda' ? () => C.synchronize() : () => {};
+const sync = deviceSync(C, device);
 
 function timeIt(fn, { warmup = 2, reps = quick ? 3 : 7 } = {}) {
   for (let i = 0; i < warmup; i++) fn();

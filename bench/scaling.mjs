@@ -8,12 +8,13 @@
 // one fwd+bwd (fresh process per case) instead of the growth of peak RSS.
 //   node bench/scaling.mjs [--threads 2] [--max 16384] [--heads 4] [--dim-head 32] [--device cpu|cuda]
 //        [--name tssa-vs-mssa-<device>] [--outdir bench/results]
-import { execSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { deviceSync, gitCommit } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -39,7 +40,7 @@ if (device === 'cuda' && !C.cudaAvailable()) {
   console.error(`scaling: --device cuda but CUDA is not available: ${C.info().cudaReason}`);
   process.exit(3);
 }
-const sync = device === 'cuda' ? () => C.synchronize() : () => {};
+const sync = deviceSync(C, device);
 C.setNumThreads(threads);
 
 /** fwd+bwd of one op on a (1, N, H·p) input; the op's outputs and grads are freed each run. */
@@ -117,13 +118,7 @@ for (const N of Ns) {
 }
 
 // ------------------------------------------------------------ report
-const commit = (() => {
-  try {
-    return execSync('git rev-parse --short HEAD', { cwd: here }).toString().trim();
-  } catch {
-    return 'unknown';
-  }
-})();
+const commit = gitCommit();
 const name = a.name ?? `tssa-vs-mssa-${device}`;
 const deviceName = device === 'cuda' ? `${C.info().cuda?.name ?? 'CUDA device'}` : `${cpus()[0]?.model} (${threads} threads)`;
 const meta = { date: new Date().toISOString(), commit, device: deviceName, node: process.version, heads: H, dimHead: p, batch: 1 };

@@ -19,12 +19,13 @@
 //        [--outdir bench/results] [--name train-step-<device>]
 // Writes <outdir>/<name>.{md,jsonl}; on CUDA the peer runs eager with matmul-softmax attention (the
 // authors' code), eager with SDPA, and torch.compile when it works (each a row, failures noted).
-import { execSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { deviceSync, gitCommit } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -91,7 +92,7 @@ const y = C.tensor(
   Array.from({ length: B }, (_, i) => i % cfg.numClasses),
   { dtype: 'i32', device },
 );
-const sync = device === 'cuda' ? () => C.synchronize() : () => {};
+const sync = deviceSync(C, device);
 const oneStep = () => {
   const loss = C.tidy(() => {
     const l = C.crossEntropy(model.forward(x), y, { labelSmoothing: 0.1 });
@@ -159,13 +160,7 @@ for (const extra of a['no-peer'] ? [] : variants) {
 }
 
 // ---------------------------------------------------------------- report
-const commit = (() => {
-  try {
-    return execSync('git rev-parse --short HEAD', { cwd: here }).toString().trim();
-  } catch {
-    return process.env.CRATE_COMMIT ?? 'unknown';
-  }
-})();
+const commit = gitCommit();
 const info = C.info();
 const deviceName =
   device === 'cuda' ? `${info.cuda?.name ?? 'CUDA device'} (driver ${info.cuda?.driverVersion ?? '?'})` : `${cpus()[0]?.model} (${threads} threads)`;

@@ -474,14 +474,15 @@ describe.skipIf(cudaMissing)('bf16 row ops and index ops on cuda', () => {
 });
 
 describe.skipIf(cudaMissing)('bf16 on cuda: clear errors where there is no bf16 kernel', () => {
-  test('mssa on bf16 names the op, the argument, the dtype and the device (matmul and randn take bf16: test/bf16_ista_cuda.test.ts)', () => {
+  test('tssa on bf16 names the op, the argument, the dtype and the device (mssa, matmul and randn take bf16)', () => {
     C.tidy(() => {
       const x = randBf16([2, 4, 8], 91).t;
       const msg = (op: string, arg: string) =>
         new RegExp(`${op}.*argument '${arg}' has dtype bf16, which is not supported on cuda by this op \\(f32\\)`);
-      expect(() => C.mssa(x, { heads: 2 })).toThrow(msg('mssa', 'P'));
-      expect(C.matmul(x, C.transpose(x)).dtype).toBe('bf16');
+      expect(C.mssa(x, { heads: 2 }).dtype).toBe('bf16'); // bf16 MSSA kernels: test/bf16_mssa_cuda.test.ts
+      expect(C.matmul(x, C.transpose(x)).dtype).toBe('bf16'); // test/bf16_ista_cuda.test.ts
       expect(C.randn([3], { dtype: 'bf16', device: 'cuda' }).dtype).toBe('bf16');
+      expect(() => C.tssa(x, randBf16([2], 94).t, 2)).toThrow(msg('tssa', 'W'));
     });
   });
 

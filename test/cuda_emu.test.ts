@@ -151,6 +151,20 @@ describe('CUDA kernels on the CUDA host emulator', () => {
     }
   }, 300_000);
 
+  test('a training step on cuda waits for the device twice: clipGradNorm and the loss read (test/cuda/host_syncs.mjs)', () => {
+    if (skipped()) return;
+    const r = spawnSync(process.execPath, ['test/cuda/host_syncs.mjs'], {
+      cwd: root,
+      env: { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(r.stderr);
+    const perStep = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    // the library's own device-side checks (gather's index check, TSSA's and the coding rate's
+    // status reads) are counted too: the emulator runs the real runtime code
+    expect(perStep).toEqual({ 'crate-mini': 2, 'crate-alpha-demo': 2, 'tost-demo': 2 });
+  }, 300_000);
+
   test('training crate-mini for an epoch on cuda gives the CPU loss sequence', () => {
     if (skipped()) return;
     const script = `

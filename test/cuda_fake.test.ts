@@ -86,6 +86,16 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     expect(r.status).toBe(0);
   }, 300_000);
 
+  test('the addon reads the device twice per training step: clipGradNorm and the loss (test/cuda/host_syncs.mjs)', () => {
+    if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
+    // the fake counts the addon's reads and synchronize calls; the library's own device-side
+    // checks are counted by the emulator's run of the same script (cuda_emu.test.ts)
+    const r = spawnSync(process.execPath, ['test/cuda/host_syncs.mjs'], { cwd: root, env, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(r.stderr);
+    const perStep = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    expect(perStep).toEqual({ 'crate-mini': 2, 'crate-alpha-demo': 2, 'tost-demo': 2 });
+  }, 300_000);
+
   test('tensors, await data(), Module.to, training every family on cuda, amp and resume', () => {
     if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
     const script = `

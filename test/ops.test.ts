@@ -115,3 +115,50 @@ for (const spec of REGISTRY) {
     }
   });
 }
+
+// crossEntropy's reductions run on the device on cuda (the sum and the row count never leave it):
+// the edge cases and the bookkeeping, on whichever device this suite runs.
+describe.skipIf(cudaMissing)(`crossEntropy reductions on ${device}`, () => {
+  const on = (t: C.Tensor) => (device === 'cuda' ? t.to('cuda') : t);
+  test('every row ignored: mean is NaN, sum is 0, the gradient is zero', () => {
+    C.tidy(() => {
+      const x = on(C.randn([3, 4], { seed: 3 }));
+      x.requiresGrad = true;
+      const t = on(C.tensor([-100, -100, -100], { dtype: 'i32' }));
+      expect(Number.isNaN(C.crossEntropy(x, t).item())).toBe(true);
+      const s = C.crossEntropy(x, t, { reduction: 'sum' });
+      expect(s.item()).toBe(0);
+      s.backward();
+      expect(Array.from((x.grad as C.Tensor).dataSync())).toEqual(new Array(12).fill(0));
+    });
+  });
+  test('mean over the counted rows and its gradient, with no tensor left behind', () => {
+    const before = C.memory();
+    C.tidy(() => {
+      const xs = C.randn([4, 5], { seed: 4 });
+      const x = on(xs);
+      x.requiresGrad = true;
+      const labels = [2, -100, 4, 0];
+      const loss = C.crossEntropy(x, on(C.tensor(labels, { dtype: 'i32' })));
+      loss.backward(on(C.scalar(2)));
+      // f64 reference: mean of -log softmax over the 3 counted rows; d/dx = 2 (softmax - onehot) / 3
+      const v = Array.from(xs.dataSync());
+      let ref = 0;
+      const gref: number[] = [];
+      labels.forEach((y, r) => {
+        const row = v.slice(r * 5, r * 5 + 5);
+        const m = Math.max(...row);
+        const z = row.reduce((s, a) => s + Math.exp(a - m), 0);
+        if (y !== -100) ref += (m + Math.log(z) - (row[y] as number)) / 3;
+        for (let c = 0; c < 5; c++) {
+          gref.push(y === -100 ? 0 : (2 * (Math.exp((row[c] as number) - m) / z - (c === y ? 1 : 0))) / 3);
+        }
+      });
+      expect(loss.item()).toBeCloseTo(ref, 5);
+      const g = Array.from((x.grad as C.Tensor).dataSync());
+      g.forEach((a, i) => expect(a).toBeCloseTo(gref[i] as number, 5));
+    });
+    const after = C.memory();
+    expect(after.numTensors).toBe(before.numTensors);
+  });
+});

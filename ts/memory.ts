@@ -138,7 +138,20 @@ export interface MemoryInfo {
   /** Tensors created and not yet disposed (or garbage collected). */
   numTensors: number;
   cpu: { buffers: number; bytes: number; peakBytes: number };
-  cuda: { buffers: number; bytes: number; peakBytes: number };
+  cuda: {
+    buffers: number;
+    bytes: number;
+    peakBytes: number;
+    /** With a usable CUDA library: the caching allocator's cached bytes, the device's free and
+     * total bytes, the times the cache was emptied to satisfy a request, and the blocking waits
+     * of the host on the device so far (device→host reads, synchronize, device-side checks read
+     * back): a training step on CUDA should make about one. */
+    cachedBytes?: number;
+    deviceFreeBytes?: number;
+    deviceTotalBytes?: number;
+    oomRetries?: number;
+    hostSyncs?: number;
+  };
 }
 
 /** Live tensor count and native bytes per device. */

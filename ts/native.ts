@@ -1,9 +1,11 @@
 // native.ts: loads the C++ addon (prebuild or local build via node-gyp-build) and types it.
 // If nothing loads, the error lists every place that was tried and what to do next.
+
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { MemoryInfo } from './memory.js';
 
 /** A native buffer handle. Only the tensor layer creates and disposes these. */
 export interface NativeStorage {
@@ -40,7 +42,7 @@ type Nullable<T> = T | null;
 /** The raw addon. Shapes/strides are element counts; outputs are preallocated by the caller. */
 export interface NativeAddon {
   info(): NativeInfo;
-  memory(): Record<'cpu' | 'cuda', { buffers: number; bytes: number; peakBytes: number }>;
+  memory(): { cpu: MemoryInfo['cpu']; cuda: MemoryInfo['cuda'] };
   setNumThreads(n: number): number;
   setGemmBackend(b: 'own' | 'blas'): void;
   empty(dtype: number, numel: number, zero: boolean, device?: number): S;
@@ -131,6 +133,7 @@ export interface NativeAddon {
     classes: number,
     smoothing: number,
     ignoreIndex: number,
+    countToHost: boolean,
   ): number;
   crossEntropyBackward(
     logits: S,

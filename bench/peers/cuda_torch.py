@@ -60,6 +60,7 @@ class MemStats(ctypes.Structure):
         ("num_allocs", ctypes.c_int64),
         ("num_device_allocs", ctypes.c_int64),
         ("num_oom_retries", ctypes.c_int64),
+        ("num_host_syncs", ctypes.c_int64),
     ]
 
 
@@ -84,6 +85,8 @@ SIGS = {
     "crate_cuda_gemm_force_own": (INT, [INT]),
     "crate_cuda_mssa_forward_f32": (INT, [P, P, P, I64, I64, I64, I64, F32, INT, P, P]),
     "crate_cuda_mssa_backward_f32": (INT, [P, P, P, P, P, I64, I64, I64, I64, F32, INT, P, P]),
+    "crate_cuda_mssa_forward_bf16": (INT, [P, P, P, I64, I64, I64, I64, F32, INT, P, P]),
+    "crate_cuda_mssa_backward_bf16": (INT, [P, P, P, P, P, I64, I64, I64, I64, F32, INT, P, P]),
     "crate_cuda_ista_forward_f32": (INT, [P, P, P, I64, I64, F32, F32, P]),
     "crate_cuda_ista_backward_f32": (INT, [P, P, P, P, P, P, I64, I64, F32, P]),
     "crate_cuda_ista_overcomplete_forward_f32": (INT, [P, P, P, P, P, P, P, I64, I64, I64, F32, F32, P]),
@@ -92,6 +95,12 @@ SIGS = {
     "crate_cuda_ista_tied_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, F32, P]),
     "crate_cuda_logdet_gram_forward_f32": (INT, [P, P, P, I64, I64, I64, P, P]),
     "crate_cuda_logdet_gram_backward_f32": (INT, [P, P, P, P, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_forward_f32": (INT, [P, P, P, I64, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_backward_f32": (INT, [P, P, P, P, I64, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_forward_bf16": (INT, [P, P, P, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_backward_bf16": (INT, [P, P, P, P, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_forward_bf16": (INT, [P, P, P, I64, I64, I64, I64, P, P]),
+    "crate_cuda_logdet_gram_heads_backward_bf16": (INT, [P, P, P, P, I64, I64, I64, I64, P, P]),
     "crate_cuda_tssa_forward_f32": (INT, [P, P, P, P, P, P, I64, I64, I64, I64, P]),
     "crate_cuda_tssa_backward_f32": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, I64, P]),
     "crate_cuda_tssa_causal_forward_f32": (INT, [P, P, P, P, P, I64, I64, I64, I64, I64, P]),
@@ -457,6 +466,41 @@ def run_checks(torch, lib, dv, quick):
             ck.out("mssa", name, "dP", dPc, dP32, dP64, FLOOR_GRAD)
         case("mssa", f"B={B} N={N} H={H} p={p} causal={causal} mask={'some' if masked else 'none'}", body)
 
+    # MSSA bf16: on the bf16-rounded inputs; O and dP against torch's own bf16 matmul-softmax as the
+    # peer (FlashAttention's criterion: our error <= 2x the peer's + 2^-8 max|ref|), L (f32) against
+    # the f32 peer
+    for B, N, H, p, causal, masked in ([(2, 65, 2, 64, 0, False), (2, 129, 2, 40, 1, True)] if quick else
+                                       [(2, 197, 6, 64, 0, False), (2, 256, 4, 128, 1, False), (2, 129, 3, 40, 0, True),
+                                        (1, 1024, 2, 64, 1, True)]):
+        def body(name, B=B, N=N, H=H, p=p, causal=causal, masked=masked):
+            Pb, dOb = rn(B, N, H * p, dtype=torch.bfloat16), rn(B, N, H * p, dtype=torch.bfloat16)
+            mask = None
+            if masked:
+                mask = (torch.rand(B, N, generator=g) > 0.25).to(torch.uint8)
+                mask[:, 0] = 1
+                mask = mask.to(dev)
+            scale = 1.0 / math.sqrt(p)
+            outs = {}
+            for dt in (torch.float64, torch.float32, torch.bfloat16):
+                Pd = Pb.to(dt).requires_grad_()
+                O, L = R["mssa"](Pd, H, causal, scale, mask)
+                (dP,) = torch.autograd.grad(O, Pd, dOb.to(dt))
+                outs[dt] = (O, L, dP)
+            O64, L64, dP64 = outs[torch.float64]
+            L32 = outs[torch.float32][1]
+            Ob, _, dPb = outs[torch.bfloat16]
+            Oc, Lc = torch.empty_like(Pb), torch.empty(B, H, N, device=dev)
+            dPc = torch.empty_like(Pb)
+            lib("crate_cuda_mssa_forward_bf16", ptr(Pb), ptr(Oc), ptr(Lc), B, N, H, p, scale, causal, ptr(mask), S())
+            Oi, Li = O64.detach().to(torch.bfloat16), L64.detach().float()  # backward on the f64 forward's O, L
+            lib("crate_cuda_mssa_backward_bf16", ptr(Pb), ptr(Oi), ptr(Li), ptr(dOb), ptr(dPc), B, N, H, p, scale,
+                causal, ptr(mask), S())
+            dv.sync()
+            ck.out("mssa_bf16", name, "O", Oc, Ob, O64, 2 ** -8)
+            ck.out("mssa_bf16", name, "L", Lc, L32, L64, FLOOR_OUT)
+            ck.out("mssa_bf16", name, "dP", dPc, dPb, dP64, 2 ** -8)
+        case("mssa_bf16", f"B={B} N={N} H={H} p={p} causal={causal} mask={'some' if masked else 'none'}", body)
+
     # ISTA
     for T, d in ([(33, 64), (129, 65)] if quick else [(197, 384), (1576, 384), (4096, 768), (65, 129)]):
         def body(name, T=T, d=d):
@@ -779,6 +823,15 @@ def run_bench(torch, lib, dv, quick, reps, warmup, peaks):
                 S())
 
         timed("mssa", shape, "crate-ml fused (f32)", ours, flops, nbytes, "fp32")
+        Pb, Ob, dOb, dPb = P.to(torch.bfloat16), O.to(torch.bfloat16), dO.to(torch.bfloat16), dP.to(torch.bfloat16)
+
+        def ours_bf16():
+            lib("crate_cuda_mssa_forward_bf16", ptr(Pb), ptr(Ob), ptr(L), B, N, H, p, scale, causal, None, S())
+            lib("crate_cuda_mssa_backward_bf16", ptr(Pb), ptr(Ob), ptr(L), ptr(dOb), ptr(dPb), B, N, H, p, scale, causal,
+                None, S())
+
+        timed("mssa", shape, "crate-ml fused (bf16)", ours_bf16, flops, 2 * (6 * B * N * H * p) + 4 * 3 * B * H * N,
+              "bf16")
         Pl = P.clone().requires_grad_()
 
         def mm_softmax():

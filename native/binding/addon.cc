@@ -70,6 +70,7 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
         m["deviceFreeBytes"] = static_cast<double>(st.device_free_bytes);
         m["deviceTotalBytes"] = static_cast<double>(st.device_total_bytes);
         m["oomRetries"] = static_cast<double>(st.num_oom_retries);
+        m["hostSyncs"] = static_cast<double>(st.num_host_syncs);
       }
     }
     o[names[d]] = m;

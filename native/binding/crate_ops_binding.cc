@@ -136,14 +136,21 @@ Napi::Value MssaForward(const Napi::CallbackInfo& info) {
   Storage* km = a.storage_or_null(9, "keyMask");
   sizes_nonneg(a, {B, N, H, p});
   const DType dt = P->dtype;
+  const DType sdt = dt == DType::bf16 ? DType::f32 : dt;  // the saved L of bf16 P is f32
   a.expect(P, "P", dt, B * N * H * p);
   a.expect(O, "O", dt, B * N * H * p);
-  expect_opt(a, L, "L", dt, B * H * N);
+  expect_opt(a, L, "L", sdt, B * H * N);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "P", dt);
+    if (dt != DType::f32 && dt != DType::bf16) cuda_unsupported_dtype(a, "P", dt, "f32, bf16");
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
+    if (dt == DType::bf16) {
+      cuda_check(
+          a, api.crate_cuda_mssa_forward_bf16(P->as<uint16_t>(), O->as<uint16_t>(), ptr<float>(L), B, N, H, p,
+                                              static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(
         a, api.crate_cuda_mssa_forward_f32(P->as<float>(), O->as<float>(), ptr<float>(L), B, N, H, p,
                                            static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
@@ -170,17 +177,24 @@ Napi::Value MssaBackward(const Napi::CallbackInfo& info) {
   Storage* km = a.storage_or_null(11, "keyMask");
   sizes_nonneg(a, {B, N, H, p});
   const DType dt = P->dtype;
+  const DType sdt = dt == DType::bf16 ? DType::f32 : dt;  // the saved L of bf16 P is f32
   const int64_t n = B * N * H * p;
   a.expect(P, "P", dt, n);
   a.expect(O, "O", dt, n);
-  a.expect(L, "L", dt, B * H * N);
+  a.expect(L, "L", sdt, B * H * N);
   a.expect(dO, "dO", dt, n);
   a.expect(dP, "dP", dt, n);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "P", dt);
+    if (dt != DType::f32 && dt != DType::bf16) cuda_unsupported_dtype(a, "P", dt, "f32, bf16");
     const CudaApi& api = cuda_api(a);
     DeviceBuf dmask(a, api, km ? static_cast<size_t>(B * N) : 0);
     if (km) key_mask_to_device(a, api, km, B * N, dmask.p);
+    if (dt == DType::bf16) {
+      cuda_check(a, api.crate_cuda_mssa_backward_bf16(
+                        P->as<uint16_t>(), O->as<uint16_t>(), L->as<float>(), dO->as<uint16_t>(), dP->as<uint16_t>(), B,
+                        N, H, p, static_cast<float>(scale), causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
+      return info.Env().Undefined();
+    }
     cuda_check(a, api.crate_cuda_mssa_backward_f32(P->as<float>(), O->as<float>(), L->as<float>(), dO->as<float>(),
                                                    dP->as<float>(), B, N, H, p, static_cast<float>(scale),
                                                    causal ? 1 : 0, dmask.as<uint8_t>(), nullptr));
@@ -413,8 +427,12 @@ Napi::Value LogdetCholNumel(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(r));
 }
 
+// dtype of alpha, R and dR: Z's, except f32 for bf16 Z (CUDA only).
+DType rate_scalar_dtype(DType z) { return z == DType::bf16 ? DType::f32 : z; }
+
 // heads = 0: Z (batch, m, n), alpha (batch), R (batch).
 // heads > 0: X (B=batch, N=m, H=heads, p=n) in (B, N, H*p) layout; alpha and R (B, H).
+// cuda: Z f32 or bf16 (alpha, R, dR f32 then); both layouts have fused kernels.
 Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
   Args a(info, "codingRate");
   Storage* Z = a.storage(0, "Z");
@@ -424,19 +442,29 @@ Napi::Value LogdetForward(const Napi::CallbackInfo& info) {
   int64_t batch = a.i64(4, "batch"), m = a.i64(5, "m"), n = a.i64(6, "n"), heads = a.i64(7, "heads");
   sizes_nonneg(a, {batch, m, n, heads});
   const DType dt = Z->dtype;
+  const DType sdt = rate_scalar_dtype(dt);
   const int64_t items = heads > 0 ? batch * heads : batch;
   a.expect(Z, "Z", dt, batch * m * n * (heads > 0 ? heads : 1));
-  a.expect(alpha, "alpha", dt, items);
-  a.expect(R, "R", dt, items);
+  a.expect(alpha, "alpha", sdt, items);
+  a.expect(R, "R", sdt, items);
   const size_t need = chol_numel(a, items, m, n);
   if (chol) a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
   if (a.on_cuda()) {
-    cuda_f32_only(a, "Z", dt);
-    if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
+    if (dt != DType::bf16) cuda_f32_only(a, "Z", dt);
     const CudaApi& api = cuda_api(a);
     DeviceBuf tmp(a, api, chol ? 0 : need * sizeof(double));
-    cuda_check(a, api.crate_cuda_logdet_gram_forward_f32(Z->as<float>(), alpha->as<float>(), R->as<float>(), batch, m,
-                                                         n, chol ? chol->as<double>() : tmp.as<double>(), nullptr));
+    double* C = chol ? chol->as<double>() : tmp.as<double>();
+    const float* al = alpha->as<float>();
+    float* r = R->as<float>();
+    if (dt == DType::bf16) {
+      const uint16_t* z = Z->as<uint16_t>();
+      cuda_check(a, heads > 0 ? api.crate_cuda_logdet_gram_heads_forward_bf16(z, al, r, batch, m, heads, n, C, nullptr)
+                              : api.crate_cuda_logdet_gram_forward_bf16(z, al, r, batch, m, n, C, nullptr));
+    } else {
+      const float* z = Z->as<float>();
+      cuda_check(a, heads > 0 ? api.crate_cuda_logdet_gram_heads_forward_f32(z, al, r, batch, m, heads, n, C, nullptr)
+                              : api.crate_cuda_logdet_gram_forward_f32(z, al, r, batch, m, n, C, nullptr));
+    }
     return info.Env().Undefined();
   }
   DISPATCH_FLOAT(a, dt, T, run_kernel(a, [&] {
@@ -460,29 +488,33 @@ Napi::Value LogdetBackward(const Napi::CallbackInfo& info) {
   int64_t batch = a.i64(5, "batch"), m = a.i64(6, "m"), n = a.i64(7, "n"), heads = a.i64(8, "heads");
   sizes_nonneg(a, {batch, m, n, heads});
   const DType dt = Z->dtype;
+  const DType sdt = rate_scalar_dtype(dt);
   const int64_t items = heads > 0 ? batch * heads : batch;
   const int64_t numel = batch * m * n * (heads > 0 ? heads : 1);
   a.expect(Z, "Z", dt, numel);
-  a.expect(alpha, "alpha", dt, items);
-  a.expect(dR, "dR", dt, items);
+  a.expect(alpha, "alpha", sdt, items);
+  a.expect(dR, "dR", sdt, items);
   a.expect(dZ, "dZ", dt, numel);
   const size_t need = chol_numel(a, items, m, n);
   if (chol) a.expect(chol, "chol", DType::f64, static_cast<int64_t>(need));
   if (a.on_cuda()) {
-    cuda_f32_only(a, "Z", dt);
-    if (heads > 0) a.fail("the per-head coding rate has no CUDA kernel yet (use logdetGram on (B·H, N, p))");
+    if (dt != DType::bf16) cuda_f32_only(a, "Z", dt);
     const CudaApi& api = cuda_api(a);
-    if (!chol) {
-      // no saved factor: recompute it with a forward pass into scratch
-      DeviceBuf tmp(a, api, need * sizeof(double));
-      DeviceBuf r(a, api, static_cast<size_t>(items) * sizeof(float));
-      cuda_check(a, api.crate_cuda_logdet_gram_forward_f32(Z->as<float>(), alpha->as<float>(), r.as<float>(), batch, m,
-                                                           n, tmp.as<double>(), nullptr));
-      cuda_check(a, api.crate_cuda_logdet_gram_backward_f32(Z->as<float>(), alpha->as<float>(), dR->as<float>(),
-                                                            dZ->as<float>(), batch, m, n, tmp.as<double>(), nullptr));
+    // chol NULL (no saved factor): the backward refactors in its own scratch, one call, one sync
+    const double* C = chol ? chol->as<double>() : nullptr;
+    const float *al = alpha->as<float>(), *g = dR->as<float>();
+    if (dt == DType::bf16) {
+      const uint16_t* z = Z->as<uint16_t>();
+      uint16_t* dz = dZ->as<uint16_t>();
+      cuda_check(a, heads > 0
+                        ? api.crate_cuda_logdet_gram_heads_backward_bf16(z, al, g, dz, batch, m, heads, n, C, nullptr)
+                        : api.crate_cuda_logdet_gram_backward_bf16(z, al, g, dz, batch, m, n, C, nullptr));
     } else {
-      cuda_check(a, api.crate_cuda_logdet_gram_backward_f32(Z->as<float>(), alpha->as<float>(), dR->as<float>(),
-                                                            dZ->as<float>(), batch, m, n, chol->as<double>(), nullptr));
+      const float* z = Z->as<float>();
+      float* dz = dZ->as<float>();
+      cuda_check(a, heads > 0
+                        ? api.crate_cuda_logdet_gram_heads_backward_f32(z, al, g, dz, batch, m, heads, n, C, nullptr)
+                        : api.crate_cuda_logdet_gram_backward_f32(z, al, g, dz, batch, m, n, C, nullptr));
     }
     return info.Env().Undefined();
   }

@@ -37,7 +37,9 @@ class Args;
   X(crate_cuda_fill_bf16) X(crate_cuda_reduce_bf16) X(crate_cuda_strided_copy_bf16) X(crate_cuda_gather_bf16)       \
   X(crate_cuda_index_add_bf16) X(crate_cuda_layernorm_forward_bf16) X(crate_cuda_layernorm_backward_bf16)       \
   X(crate_cuda_softmax_forward_bf16) X(crate_cuda_softmax_backward_bf16) X(crate_cuda_cross_entropy_forward_bf16) \
-  X(crate_cuda_cross_entropy_backward_bf16)                                                                    \
+  X(crate_cuda_cross_entropy_backward_bf16) \
+  X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
+  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16) \
   X(crate_cuda_matmul_bf16) X(crate_cuda_random_bf16) X(crate_cuda_adamw_step_bf16) X(crate_cuda_ista_forward_bf16) \
   X(crate_cuda_ista_backward_bf16) X(crate_cuda_ista_overcomplete_forward_bf16)                                 \
   X(crate_cuda_ista_overcomplete_backward_bf16) X(crate_cuda_ista_tied_forward_bf16)                             \

@@ -725,6 +725,8 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   int64_t rows = a.i64(4, "rows"), classes = a.i64(5, "classes");
   double smoothing = a.f64(6, "labelSmoothing");
   int64_t ignore = a.i64(7, "ignoreIndex");
+  // false: the caller counts on the device (cuda: no read back, no stream sync; returns -1)
+  const bool count_to_host = a.boolean(8, "countToHost");
   if (rows < 0 || classes < 1) a.fail("bad sizes");
   a.expect(x, "logits", x->dtype, rows * classes);
   a.expect(t, "target", DType::i32, rows);
@@ -744,7 +746,10 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
                          : api.crate_cuda_cross_entropy_forward_f32(x->as<float>(), t->as<int32_t>(), loss->as<float>(),
                                                                     lse->as<float>(), static_cast<int64_t*>(dcount),
                                                                     rows, classes, smoothing, ignore, nullptr);
-    if (st == CRATE_OK) st = api.crate_cuda_memcpy(&counted, dcount, sizeof(int64_t), 1, nullptr);
+    if (!count_to_host)
+      counted = -1;
+    else if (st == CRATE_OK)
+      st = api.crate_cuda_memcpy(&counted, dcount, sizeof(int64_t), 1, nullptr);
     if (st != CRATE_OK) {
       api.crate_cuda_free(dcount, nullptr);
       cuda_check(a, st);

@@ -6,6 +6,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -64,6 +65,15 @@ crate_status guard(const char* fn, F&& body) noexcept {
     return CRATE_ERR_INTERNAL;
   }
 }
+
+/** Waits for `stream` (cudaStreamSynchronize): every blocking wait of the host on the device in
+ * this library goes through here or read_back, so crate_cuda_memory_stats.num_host_syncs counts
+ * them (the hot path of a training step should make ~1 per step). */
+void host_sync(cudaStream_t stream, const char* what);
+extern std::atomic<uint64_t> host_syncs;  // the count (runtime.cu)
+
+/** Copies `bytes` device -> host on `stream` and waits for it (one counted host sync). */
+void read_back(void* host, const void* dev, size_t bytes, cudaStream_t stream, const char* what);
 
 /** Stream-ordered device scratch from the caching allocator, freed (on the same stream) when it
  * goes out of scope. Throws Error(CRATE_ERR_OUT_OF_MEMORY) when the request cannot be met. */

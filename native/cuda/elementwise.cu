@@ -593,8 +593,7 @@ CRATE_API crate_status crate_cuda_find_nonfinite_f32(const float* x, int64_t n, 
     find_nonfinite_kernel<<<grid_for(vec ? n / 4 : n, kBlock), kBlock, 0, stream>>>(x, n, vec, d_first);
     check_launch("find_nonfinite", stream);
     unsigned long long h = ~0ull;
-    check(cudaMemcpyAsync(&h, d_first, sizeof(h), cudaMemcpyDeviceToHost, stream), "find_nonfinite");
-    check(cudaStreamSynchronize(stream), "find_nonfinite");
+    read_back(&h, d_first, sizeof(h), stream, "find_nonfinite");
     *host_result = h == ~0ull ? -1 : static_cast<int64_t>(h);
   });
 }

@@ -207,12 +207,10 @@ void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t oute
   }
   check_launch(op, stream);
   unsigned long long pos = ~0ull;
-  check(cudaMemcpyAsync(&pos, bad, sizeof(pos), cudaMemcpyDeviceToHost, stream), op);
-  check(cudaStreamSynchronize(stream), op);
+  read_back(&pos, bad, sizeof(pos), stream, op);
   if (pos != ~0ull) {
     int32_t v = 0;
-    check(cudaMemcpyAsync(&v, idx + pos, sizeof(v), cudaMemcpyDeviceToHost, stream), op);
-    check(cudaStreamSynchronize(stream), op);
+    read_back(&v, idx + pos, sizeof(v), stream, op);
     CRATE_CUDA_REQUIRE(false, op,
                        "index " + std::to_string(v) + " at position " + std::to_string(pos) + " is out of range [0, " +
                            std::to_string(dim) + ")");

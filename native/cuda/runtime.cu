@@ -627,6 +627,18 @@ void check_launch(const char* what, cudaStream_t stream) {
   if (sync_mode()) check(cudaStreamSynchronize(stream), (std::string(what) + " (CRATE_SYNC=1)").c_str());
 }
 
+std::atomic<uint64_t> host_syncs{0};
+
+void host_sync(cudaStream_t stream, const char* what) {
+  host_syncs.fetch_add(1, std::memory_order_relaxed);
+  check(cudaStreamSynchronize(stream), what);
+}
+
+void read_back(void* host, const void* dev, size_t bytes, cudaStream_t stream, const char* what) {
+  check(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, stream), what);
+  host_sync(stream, what);
+}
+
 cudaStream_t resolve_stream(void* stream) {
   if (stream != nullptr) return static_cast<cudaStream_t>(stream);
   return device_stream(current_device());
@@ -725,6 +737,7 @@ CRATE_API crate_status crate_cuda_memory_stats_get(crate_cuda_memory_stats* out)
     CRATE_CUDA_REQUIRE(out != nullptr, "out", "must not be NULL");
     std::memset(out, 0, sizeof(*out));
     crate::cuda::allocator().stats(out);
+    out->num_host_syncs = static_cast<int64_t>(crate::cuda::host_syncs.load(std::memory_order_relaxed));
     size_t free_b = 0, total_b = 0;
     const cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
     if (e == cudaSuccess) {
@@ -759,11 +772,10 @@ CRATE_API crate_status crate_cuda_memcpy(void* dst, const void* src, size_t byte
         crate::cuda::pinned().give_back_after(pin, cls, s);
       } else {
         check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (host->device)");
-        check(cudaStreamSynchronize(s), "cudaStreamSynchronize (host->device)");
+        crate::cuda::host_sync(s, "cudaStreamSynchronize (host->device)");
       }
     } else if (kind == 1) {
-      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync (device->host)");
-      check(cudaStreamSynchronize(s), "cudaStreamSynchronize (device->host)");
+      crate::cuda::read_back(dst, src, bytes, s, "cudaMemcpyAsync (device->host)");
     } else {
       check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync (device->device)");
     }
@@ -806,7 +818,7 @@ CRATE_API crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, s
 
 CRATE_API crate_status crate_cuda_synchronize(void* stream) {
   return guard("crate_cuda_synchronize",
-               [&] { check(cudaStreamSynchronize(crate::cuda::resolve_stream(stream)), "cudaStreamSynchronize"); });
+               [&] { crate::cuda::host_sync(crate::cuda::resolve_stream(stream), "cudaStreamSynchronize"); });
 }
 
 }  // extern "C"

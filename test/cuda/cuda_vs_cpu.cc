@@ -85,7 +85,9 @@
   X(crate_cuda_tssa_causal_forward_f32) X(crate_cuda_tssa_causal_backward_f32)                     \
   X(crate_cuda_layernorm_forward_f32) X(crate_cuda_layernorm_backward_f32)                         \
   X(crate_cuda_softmax_forward_f32) X(crate_cuda_softmax_backward_f32)                             \
-  X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)                 \
+  X(crate_cuda_cross_entropy_forward_f32) X(crate_cuda_cross_entropy_backward_f32)                   \
+  X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
+  X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16) \
   X(crate_cuda_gemm_bf16_bf16) X(crate_cuda_ista_forward_bf16) X(crate_cuda_ista_backward_bf16)    \
   X(crate_cuda_ista_overcomplete_forward_bf16) X(crate_cuda_ista_overcomplete_backward_bf16)       \
   X(crate_cuda_ista_tied_forward_bf16) X(crate_cuda_ista_tied_backward_bf16)
@@ -963,6 +965,220 @@ void mssa_cases() {
   mssa_case(1, 1024, 1, 16, 1, "none");
 }
 
+// ==================================================================================== MSSA bf16
+//
+// The bf16 kernels against the CPU f64 kernels run on the bf16-rounded inputs (P, dO exactly
+// representable in both), element-wise. The kernels compute scores, softmax statistics and
+// accumulations in f32 from exact bf16 products, and round three things to bf16 (unit roundoff
+// u = 2^-8: 8 significant bits; half an ulp is 2^-8 relative at worst, 2^-9 only just below a
+// power of two): the probabilities A (forward) and E = scale (dS + dS^T), A^T (backward) before
+// their products, as FlashAttention-2 does; the O the backward reads (D = rowsum(dO o O) then
+// uses the rounded O); and every output once. Hence, with W_ik = sum_j A_ij |P_jk| (>= |O_ik|):
+//   O:  |O - O64| <= u |O64| + (u + s) W                     (output rounding; A rounded in A V)
+//   dP: |dP - dP64| <= u |dP64| + (u + s) (M_E + M_V + M_D) with
+//       M_E = sum_i (|e1_ji| + |e2_ji|) |P_ik|, e1_ji = scale A_ji (dA_ji - D_j),
+//             e2_ji = scale A_ij (dA_ij - D_i), dA_qk = dO_q . P_k   (E = e1 + e2, rounded),
+//       M_V = sum_i A_ij |dO_ik|                                 (A^T dO with A rounded),
+//       M_D = scale sum_i (A_ji Du_j + A_ij Du_i) |P_ik|, Du_i = sum_k |dO_ik O_ik|  (D from the
+//             rounded O: |D' - D_i| <= u Du_i, entering E times scale A);
+//   s = 2^-10 (a quarter of u) is the slack for everything at the f32 level: scores from p exact
+//   products summed in f32 (relative ~p 2^-24 <= 2^-17 of sum |q||k|), expf, the f32 and
+//   tensor-core accumulations, D, the f32-rounded L the backward gets.
+//   L (f32, never rounded to bf16): |L - L64| <= 2^-24 (4 p scale max_j sum_k |P_ik P_jk| +
+//       2 (N + 8) + 2 |L64|): a score error of at most 2 gamma_p (tensor-core accumulation) moves
+//       both the max and log l; the N-term f32 row sum and exp/log add (N + 8) ulps.
+// -inf (rows with no valid key) must match exactly, and O = dP = 0 exactly where W = M = 0.
+// The reference's A, W, M come from a plain f64 loop here, whose O and L must also agree with
+// crate_mssa_forward_f64 to 1e-9 (a check of the loop, not of the kernel).
+
+/** f64 -> bf16 via f32 (the double rounding adds at most 2^-24 relative: inside the slack). */
+uint16_t f64_to_bf16_bits(double v) { return f32_to_bf16(static_cast<float>(v)); }
+
+/** Element-wise |cu - ref| <= tol[i] (tol from the derivation above). */
+void check_bound(const char* what, const std::vector<float>& cu, const std::vector<double>& ref,
+                 const std::vector<double>& tol) {
+  size_t bad = 0, nonfinite = 0, first = 0;
+  double worst = 0, max_err = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double r = ref[i], c = cu[i];
+    if (std::isinf(r)) {
+      if (c != r) {
+        if (!bad && !nonfinite) first = i;
+        ++bad;
+      }
+      continue;
+    }
+    if (!std::isfinite(c)) {
+      if (!bad && !nonfinite) first = i;
+      ++nonfinite;
+      continue;
+    }
+    const double e = std::fabs(c - r);
+    max_err = std::max(max_err, e);
+    const double t = tol[i] * opt.tol_scale;
+    if (!(e <= t)) {
+      if (!bad && !nonfinite) first = i;
+      ++bad;
+    }
+    if (t > 0) worst = std::max(worst, e / t);
+  }
+  note(fmt("%s max err %.2e, worst err/tol %.3f", what, max_err, worst));
+  if (bad || nonfinite)
+    fail(fmt("%s: %zu values out of tolerance, %zu non-finite (first at %zu: cuda %.9g, f64 %.9g, tol %.3g)", what, bad,
+             nonfinite, first, static_cast<double>(cu[first]), ref[first], tol[first] * opt.tol_scale));
+}
+
+std::vector<float> bf16_values(const std::vector<uint16_t>& v) {
+  std::vector<float> o(v.size());
+  for (size_t i = 0; i < v.size(); ++i) o[i] = bf16_to_f32(v[i]);
+  return o;
+}
+
+void mssa_bf16_case(int64_t B, int64_t N, int64_t H, int64_t p, int causal, const std::string& mask_kind) {
+  const std::string name = fmt("mssa bf16 B=%lld N=%lld H=%lld p=%lld causal=%d mask=%s", (long long)B, (long long)N,
+                               (long long)H, (long long)p, causal, mask_kind.c_str());
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nP = static_cast<size_t>(B * N * H * p), nL = static_cast<size_t>(B * H * N);
+    const int64_t HP = H * p;
+    std::vector<uint16_t> P16(nP), G16(nP);
+    for (auto& x : P16) x = f32_to_bf16(static_cast<float>(r.normal()));
+    const std::vector<float> Pf = bf16_values(P16);
+    const std::vector<double> P64 = to64(Pf);
+    const std::vector<uint8_t> mask = key_mask(r, B, N, mask_kind);
+    const uint8_t* hm = mask_kind == "none" ? nullptr : mask.data();
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p)));
+    const double sc = scale, u = std::ldexp(1.0, -8), slack = std::ldexp(1.0, -10), e24 = std::ldexp(1.0, -24);
+    std::vector<double> O64(nP), L64(nL);
+    CPU(crate_mssa_forward_f64, P64.data(), O64.data(), L64.data(), B, N, H, p, sc, causal, hm);
+
+    // the plain f64 loop: A (per head), W, the L tolerance; then (below) the backward's M
+    std::vector<double> A(static_cast<size_t>(B * H * N * N), 0.0), tolO(nP), tolL(nL);
+    const auto at = [&](int64_t b, int64_t i, int64_t h, int64_t k) {
+      return static_cast<size_t>((b * N + i) * HP + h * p + k);
+    };
+    double loop_err = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        double* Ah = A.data() + static_cast<size_t>((b * H + h) * N * N);
+        for (int64_t i = 0; i < N; ++i) {
+          double m = -INFINITY, Mi = 0;
+          std::vector<double> srow(static_cast<size_t>(N), -INFINITY);
+          for (int64_t j = 0; j < N; ++j) {
+            if ((hm && !hm[b * N + j]) || (causal && j > i)) continue;
+            double s = 0, sa = 0;
+            for (int64_t k = 0; k < p; ++k) {
+              s += P64[at(b, i, h, k)] * P64[at(b, j, h, k)];
+              sa += std::fabs(P64[at(b, i, h, k)] * P64[at(b, j, h, k)]);
+            }
+            srow[j] = sc * s;
+            m = std::max(m, srow[j]);
+            Mi = std::max(Mi, sa);
+          }
+          double l = 0;
+          for (int64_t j = 0; j < N; ++j) l += (srow[j] == -INFINITY) ? 0.0 : std::exp(srow[j] - m);
+          for (int64_t j = 0; j < N; ++j)
+            Ah[i * N + j] = (m == -INFINITY || srow[j] == -INFINITY) ? 0.0 : std::exp(srow[j] - m) / l;
+          const double L = m == -INFINITY ? -INFINITY : m + std::log(l);
+          const size_t li = static_cast<size_t>((b * H + h) * N + i);
+          if (!(L == L64[li])) loop_err = std::max(loop_err, std::fabs(L - L64[li]));
+          tolL[li] = e24 * (4.0 * p * sc * Mi + 2.0 * (N + 8) + 2.0 * std::fabs(L));
+          for (int64_t k = 0; k < p; ++k) {
+            double o = 0, w = 0;
+            for (int64_t j = 0; j < N; ++j) {
+              o += Ah[i * N + j] * P64[at(b, j, h, k)];
+              w += Ah[i * N + j] * std::fabs(P64[at(b, j, h, k)]);
+            }
+            loop_err = std::max(loop_err, std::fabs(o - O64[at(b, i, h, k)]));
+            tolO[at(b, i, h, k)] = u * std::fabs(O64[at(b, i, h, k)]) + (u + slack) * w;
+          }
+        }
+      }
+    if (!(loop_err <= 1e-9))
+      throw Failure{fmt("harness: the plain f64 loop disagrees with crate_mssa_forward_f64 by %.3g", loop_err)};
+
+    DBuf dP = din("P", P16), dO = dout<uint16_t>("O", nP), dL = dout<float>("L", nL);
+    DBuf dM = din("key_mask", mask);
+    const uint8_t* dm = hm ? dM.as<uint8_t>() : nullptr;
+    CU(crate_cuda_mssa_forward_bf16, dP.as<uint16_t>(), dO.as<uint16_t>(), dL.as<float>(), B, N, H, p, scale, causal,
+       dm, nullptr);
+    check_bound("O", bf16_values(down<uint16_t>(dO)), O64, tolO);
+    check_bound("L", down<float>(dL), L64, tolL);
+
+    // backward: the kernel gets bf16(O64) and f32(L64); the reference the exact O64, L64
+    for (auto& x : G16) x = f32_to_bf16(static_cast<float>(r.normal()));
+    const std::vector<double> G64 = to64(bf16_values(G16));
+    std::vector<uint16_t> Oi16(nP);
+    for (size_t i = 0; i < nP; ++i) Oi16[i] = f64_to_bf16_bits(O64[i]);
+    const std::vector<float> Li = to32(L64);
+    std::vector<double> dP64(nP), tolP(nP, 0.0);
+    CPU(crate_mssa_backward_f64, P64.data(), O64.data(), L64.data(), G64.data(), dP64.data(), B, N, H, p, sc, causal,
+        hm);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const double* Ah = A.data() + static_cast<size_t>((b * H + h) * N * N);
+        std::vector<double> D(static_cast<size_t>(N)), Du(static_cast<size_t>(N));
+        for (int64_t i = 0; i < N; ++i) {
+          double d = 0, da = 0;
+          for (int64_t k = 0; k < p; ++k) {
+            d += G64[at(b, i, h, k)] * O64[at(b, i, h, k)];
+            da += std::fabs(G64[at(b, i, h, k)] * O64[at(b, i, h, k)]);
+          }
+          D[i] = d;
+          Du[i] = da;
+        }
+        // dA[q][k] = dO_q . P_k
+        std::vector<double> dA(static_cast<size_t>(N * N));
+        for (int64_t q = 0; q < N; ++q)
+          for (int64_t kk = 0; kk < N; ++kk) {
+            double s = 0;
+            for (int64_t k = 0; k < p; ++k) s += G64[at(b, q, h, k)] * P64[at(b, kk, h, k)];
+            dA[q * N + kk] = s;
+          }
+        for (int64_t j = 0; j < N; ++j) {
+          std::vector<double> cP(static_cast<size_t>(N)), cG(static_cast<size_t>(N));  // weights of |P_i|, |dO_i|
+          for (int64_t i = 0; i < N; ++i) {
+            const double a_ji = Ah[j * N + i], a_ij = Ah[i * N + j];
+            const double e1 = sc * a_ji * (dA[j * N + i] - D[j]), e2 = sc * a_ij * (dA[i * N + j] - D[i]);
+            cP[i] = std::fabs(e1) + std::fabs(e2) + sc * (a_ji * Du[j] + a_ij * Du[i]);  // M_E and M_D
+            cG[i] = a_ij;                                                                // M_V
+          }
+          for (int64_t k = 0; k < p; ++k) {
+            double M = 0;
+            for (int64_t i = 0; i < N; ++i)
+              M += cP[i] * std::fabs(P64[at(b, i, h, k)]) + cG[i] * std::fabs(G64[at(b, i, h, k)]);
+            tolP[at(b, j, h, k)] = u * std::fabs(dP64[at(b, j, h, k)]) + (u + slack) * M;
+          }
+        }
+      }
+    DBuf dOi = din("O(in)", Oi16), dLi = din("L(in)", Li), dG = din("dO", G16), ddP = dout<uint16_t>("dP", nP);
+    CU(crate_cuda_mssa_backward_bf16, dP.as<uint16_t>(), dOi.as<uint16_t>(), dLi.as<float>(), dG.as<uint16_t>(),
+       ddP.as<uint16_t>(), B, N, H, p, scale, causal, dm, nullptr);
+    check_bound("dP", bf16_values(down<uint16_t>(ddP)), dP64, tolP);
+  });
+}
+
+void mssa_bf16_cases() {
+  // p = 16, 40 (padded to 48), 64, 128; N straddling the tiles (forward 64, backward 64 / 32)
+  if (opt.small) {
+    mssa_bf16_case(2, 33, 2, 16, 0, "none");
+    mssa_bf16_case(2, 65, 1, 40, 1, "some");
+    mssa_bf16_case(1, 7, 2, 64, 1, "none");
+    mssa_bf16_case(2, 33, 1, 128, 0, "some");
+    return;
+  }
+  const int64_t ps[4] = {16, 40, 64, 128};
+  int i = 0;
+  for (int64_t N : {1, 31, 33, 64, 65, 97, 129}) {
+    for (int causal : {0, 1}) mssa_bf16_case(2, N, 2, ps[(i + causal) % 4], causal, (i + causal) % 2 ? "some" : "none");
+    ++i;
+  }
+  mssa_bf16_case(1, 200, 2, 64, 1, "some");
+  mssa_bf16_case(1, 200, 1, 128, 0, "none");
+  mssa_bf16_case(3, 129, 1, 40, 0, "some");
+  mssa_bf16_case(1, 256, 1, 16, 1, "none");
+}
+
 // ========================================================================================= ISTA
 
 void ista_case(int64_t T, int64_t d, float eta, float lambd, bool skip_dW) {
@@ -1637,6 +1853,228 @@ void logdet_case(int64_t batch, int64_t m, int64_t n, bool null_chol) {
   });
 }
 
+// Per-head: X (B, N, H*p), item (b, h) = X[b, :, h*p:(h+1)*p] read in place; the CPU heads kernels
+// (f64 and f32) are the references, as for the batched entries.
+void logdet_heads_case(int64_t B, int64_t N, int64_t H, int64_t p, bool null_chol) {
+  const std::string name = fmt("logdet_gram heads B=%lld N=%lld H=%lld p=%lld%s", (long long)B, (long long)N,
+                               (long long)H, (long long)p, null_chol ? " backward chol=NULL" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const int64_t items = B * H, k = std::min(N, p);
+    const size_t nX = static_cast<size_t>(B * N * H * p), nC = static_cast<size_t>(items * k * k);
+    const std::vector<float> X = randn(r, nX);
+    std::vector<float> alpha = uniform(r, static_cast<size_t>(items), 0.05, 1.0);
+    for (auto& a : alpha) a = static_cast<float>(a * 64.0 / std::max(N, p));
+    const std::vector<double> X64 = to64(X), a64 = to64(alpha);
+    std::vector<double> R64(items), C64(nC), C32(nC);
+    std::vector<float> R32(items);
+    CPU(crate_logdet_gram_heads_forward_f64, X64.data(), a64.data(), R64.data(), B, N, H, p, C64.data());
+    CPU(crate_logdet_gram_heads_forward_f32, X.data(), alpha.data(), R32.data(), B, N, H, p, C32.data());
+    DBuf dX = din("X", X), da = din("alpha", alpha), dR = dout<float>("R", items), dC = dout<double>("chol", nC);
+    CU(crate_cuda_logdet_gram_heads_forward_f32, dX.as<float>(), da.as<float>(), dR.as<float>(), B, N, H, p,
+       dC.as<double>(), nullptr);
+    check_out("R", down<float>(dR), R32, R64, Tol::f64i);
+    const std::vector<double> Cc = down<double>(dC);
+    check_out("chol", to32(Cc), to32(C32), C64, Tol::f64i);
+    const std::vector<float> gR = uniform(r, static_cast<size_t>(items), -1.0, 1.0);
+    const std::vector<double> gR64 = to64(gR);
+    std::vector<double> gX64(nX);
+    std::vector<float> gX32(nX);
+    CPU(crate_logdet_gram_heads_backward_f64, X64.data(), a64.data(), gR64.data(), gX64.data(), B, N, H, p, C64.data());
+    CPU(crate_logdet_gram_heads_backward_f32, X.data(), alpha.data(), gR.data(), gX32.data(), B, N, H, p,
+        null_chol ? nullptr : C64.data());
+    DBuf dCi = din("chol(in)", C64), dgR = din("dR", gR), dgX = dout<float>("dX", nX);
+    CU(crate_cuda_logdet_gram_heads_backward_f32, dX.as<float>(), da.as<float>(), dgR.as<float>(), dgX.as<float>(), B,
+       N, H, p, null_chol ? nullptr : dCi.as<double>(), nullptr);
+    check_out("dX", down<float>(dgX), gX32, gX64, Tol::f64ig);
+  });
+}
+
+// bf16 storage (H = 0: the batched entries on Z (B, m=N, n=p); H > 0: the heads entries). The
+// references are the CPU kernels on the exact f64 / f32 values of the bf16 inputs. R and the
+// factor are f32 / f64 outputs of an f64 computation, as for f32 inputs (same criterion). dZ is
+// rounded once from f64 to bf16, so each element must be within half a bf16 ulp of the f64
+// reference, <= 2^-8 |ref| (2^-9 of the leading binade's value, up to 2^-8 at its bottom), plus
+// 1e-9 max|ref| for the difference between two f64 computations (it can move a value across a
+// rounding tie; only then does the second term matter).
+void logdet_bf16_case(int64_t B, int64_t N, int64_t H, int64_t p, bool null_chol) {
+  const bool heads = H > 0;
+  const std::string name = heads ? fmt("logdet_gram bf16 heads B=%lld N=%lld H=%lld p=%lld%s", (long long)B,
+                                       (long long)N, (long long)H, (long long)p, null_chol ? " backward chol=NULL" : "")
+                                 : fmt("logdet_gram bf16 batch=%lld m=%lld n=%lld%s", (long long)B, (long long)N,
+                                       (long long)p, null_chol ? " backward chol=NULL" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const int64_t items = heads ? B * H : B, k = std::min(N, p);
+    const size_t nZ = static_cast<size_t>(items * N * p), nC = static_cast<size_t>(items * k * k);
+    std::vector<uint16_t> Zh(nZ);
+    std::vector<float> Zf(nZ);
+    for (size_t i = 0; i < nZ; ++i) {
+      Zh[i] = f32_to_bf16(static_cast<float>(r.normal()));
+      Zf[i] = bf16_to_f32(Zh[i]);  // exact
+    }
+    std::vector<float> alpha = uniform(r, static_cast<size_t>(items), 0.05, 1.0);
+    for (auto& a : alpha) a = static_cast<float>(a * 64.0 / std::max(N, p));
+    const std::vector<double> Z64 = to64(Zf), a64 = to64(alpha);
+    std::vector<double> R64(items), C64(nC), C32(nC);
+    std::vector<float> R32(items);
+    if (heads) {
+      CPU(crate_logdet_gram_heads_forward_f64, Z64.data(), a64.data(), R64.data(), B, N, H, p, C64.data());
+      CPU(crate_logdet_gram_heads_forward_f32, Zf.data(), alpha.data(), R32.data(), B, N, H, p, C32.data());
+    } else {
+      CPU(crate_logdet_gram_forward_f64, Z64.data(), a64.data(), R64.data(), B, N, p, C64.data());
+      CPU(crate_logdet_gram_forward_f32, Zf.data(), alpha.data(), R32.data(), B, N, p, C32.data());
+    }
+    DBuf dZ = din("Z", Zh), da = din("alpha", alpha), dR = dout<float>("R", items), dC = dout<double>("chol", nC);
+    if (heads)
+      CU(crate_cuda_logdet_gram_heads_forward_bf16, dZ.as<uint16_t>(), da.as<float>(), dR.as<float>(), B, N, H, p,
+         dC.as<double>(), nullptr);
+    else
+      CU(crate_cuda_logdet_gram_forward_bf16, dZ.as<uint16_t>(), da.as<float>(), dR.as<float>(), B, N, p,
+         dC.as<double>(), nullptr);
+    check_out("R", down<float>(dR), R32, R64, Tol::f64i);
+    check_out("chol", to32(down<double>(dC)), to32(C32), C64, Tol::f64i);
+    const std::vector<float> gR = uniform(r, static_cast<size_t>(items), -1.0, 1.0);
+    const std::vector<double> gR64 = to64(gR);
+    std::vector<double> gZ64(nZ);
+    if (heads)
+      CPU(crate_logdet_gram_heads_backward_f64, Z64.data(), a64.data(), gR64.data(), gZ64.data(), B, N, H, p,
+          C64.data());
+    else
+      CPU(crate_logdet_gram_backward_f64, Z64.data(), a64.data(), gR64.data(), gZ64.data(), B, N, p, C64.data());
+    DBuf dCi = din("chol(in)", C64), dgR = din("dR", gR), dgZ = dout<uint16_t>("dZ", nZ);
+    const double* cin = null_chol ? nullptr : dCi.as<double>();
+    if (heads)
+      CU(crate_cuda_logdet_gram_heads_backward_bf16, dZ.as<uint16_t>(), da.as<float>(), dgR.as<float>(),
+         dgZ.as<uint16_t>(), B, N, H, p, cin, nullptr);
+    else
+      CU(crate_cuda_logdet_gram_backward_bf16, dZ.as<uint16_t>(), da.as<float>(), dgR.as<float>(), dgZ.as<uint16_t>(),
+         B, N, p, cin, nullptr);
+    const std::vector<uint16_t> got = down<uint16_t>(dgZ);
+    double scale = 0;
+    for (double v : gZ64) scale = std::max(scale, std::fabs(v));
+    size_t bad = 0, worst = 0, exact = 0;
+    double worst_rel = 0;
+    for (size_t i = 0; i < nZ; ++i) {
+      const double c = bf16_to_f32(got[i]), ref = gZ64[i], d = std::fabs(c - ref);
+      const double bound = std::ldexp(std::fabs(ref), -8) + 1e-9 * scale;
+      exact += got[i] == f32_to_bf16(static_cast<float>(ref));  // approximately "rounded once" (f32 first)
+      if (!(d <= bound)) {
+        if (!bad) worst = i;
+        ++bad;
+      }
+      if (scale > 0) worst_rel = std::max(worst_rel, d / std::max(std::fabs(ref), 1e-30 * scale));
+    }
+    note(fmt("dZ bf16: max rel err %.2e (one rounding <= 3.9e-03), %zu/%zu equal to the rounded f64", worst_rel, exact,
+             nZ));
+    if (bad)
+      fail(fmt("dZ bf16: %zu elements off by more than one bf16 rounding (first at %zu: %.9g vs f64 %.9g)", bad, worst,
+               static_cast<double>(bf16_to_f32(got[worst])), gZ64[worst]));
+  });
+}
+
+// Errors: the first failing item in batch order, with the CPU's status and message (after the
+// function-name prefix), through the heads, batched and bf16 entries.
+void logdet_error_cases() {
+  auto tail = [](const std::string& m) {
+    const size_t c = m.find(": ");
+    return c == std::string::npos ? m : m.substr(c + 2);
+  };
+  auto same = [&](const char* what, crate_status cu, crate_status cpu, const std::string& cpu_msg) {
+    const std::string cm = cuda_msg();
+    note(fmt("%s: %s", what, tail(cpu_msg).c_str()));
+    if (cpu == CRATE_OK) fail(fmt("%s: the CPU reference reported no error (the case is broken)", what));
+    if (cu != cpu) fail(fmt("%s: CUDA %s, CPU %s (%s)", what, status_name(cu), status_name(cpu), cm.c_str()));
+    if (tail(cm) != tail(cpu_msg)) fail(fmt("%s: CUDA says '%s', the CPU '%s'", what, cm.c_str(), cpu_msg.c_str()));
+  };
+  run_case("logdet_gram heads errors: first failing item, status and message as the CPU", [&] {
+    Rng r = case_rng();
+    const int64_t B = 2, N = 5, H = 3, p = 4, items = B * H;
+    const size_t nX = static_cast<size_t>(B * N * H * p);
+    auto at = [&](int64_t b, int64_t n, int64_t h, int64_t j) {
+      return static_cast<size_t>(((b * N + n) * H + h) * p + j);
+    };
+    std::vector<float> X = randn(r, nX);
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    X[at(1, 2, 1, 3)] = nan;  // item 4 = (b=1, h=1): NaN at row 2 ...
+    X[at(1, 3, 1, 0)] = inf;  // ... and an Inf after it (row-major): NaN decides
+    X[at(1, 0, 2, 0)] = inf;  // item 5: an Inf earlier in memory than item 4's NaN, later in item order
+    std::vector<float> alpha(static_cast<size_t>(items), 0.5f);
+    alpha[5] = -1.f;  // a later item: not reported
+    std::vector<uint16_t> Xh(nX);
+    for (size_t i = 0; i < nX; ++i) Xh[i] = std::isnan(X[i]) ? 0x7FC0 : f32_to_bf16(X[i]);
+    std::vector<float> Xw(nX);
+    for (size_t i = 0; i < nX; ++i) Xw[i] = bf16_to_f32(Xh[i]);
+    std::vector<float> R(items), dRh(items, 1.f), dXh(nX);
+    DBuf dX = din("X", X), dXb = din("Xbf16", Xh), da = din("alpha", alpha), dR = dout<float>("R", items),
+         dg = din("dR", dRh), dgX = dout<float>("dX", nX), dgXb = dout<uint16_t>("dXbf16", nX);
+    crate_status cpu = crate_logdet_gram_heads_forward_f32(X.data(), alpha.data(), R.data(), B, N, H, p, nullptr);
+    std::string cm = crate_last_error();
+    same("heads f32 forward",
+         CU_ST(crate_cuda_logdet_gram_heads_forward_f32, dX.as<float>(), da.as<float>(), dR.as<float>(), B, N, H, p,
+               nullptr, nullptr),
+         cpu, cm);
+    same("heads bf16 forward",
+         CU_ST(crate_cuda_logdet_gram_heads_forward_bf16, dXb.as<uint16_t>(), da.as<float>(), dR.as<float>(), B, N, H,
+               p, nullptr, nullptr),
+         crate_logdet_gram_heads_forward_f32(Xw.data(), alpha.data(), R.data(), B, N, H, p, nullptr),
+         crate_last_error());
+    cpu = crate_logdet_gram_heads_backward_f32(X.data(), alpha.data(), dRh.data(), dXh.data(), B, N, H, p, nullptr);
+    cm = crate_last_error();
+    same("heads f32 backward (chol NULL)",
+         CU_ST(crate_cuda_logdet_gram_heads_backward_f32, dX.as<float>(), da.as<float>(), dg.as<float>(),
+               dgX.as<float>(), B, N, H, p, nullptr, nullptr),
+         cpu, cm);
+    // finite X: alpha <= 0 at item 1 = (b=0, h=1) is the first failure (INVALID_ARGUMENT); a NaN dR
+    // at item 2 and alpha[5] come later
+    std::vector<float> Xok = randn(r, nX), alpha2(static_cast<size_t>(items), 0.5f), dR2(items, 1.f);
+    alpha2[1] = 0.f;
+    alpha2[5] = nan;
+    dR2[2] = nan;
+    DBuf dXok = din("Xok", Xok), da2 = din("alpha2", alpha2), dg2 = din("dR2", dR2);
+    cpu = crate_logdet_gram_heads_forward_f32(Xok.data(), alpha2.data(), R.data(), B, N, H, p, nullptr);
+    cm = crate_last_error();
+    same("heads alpha = 0",
+         CU_ST(crate_cuda_logdet_gram_heads_forward_f32, dXok.as<float>(), da2.as<float>(), dR.as<float>(), B, N, H, p,
+               nullptr, nullptr),
+         cpu, cm);
+    std::vector<float> alpha3(static_cast<size_t>(items), 0.5f);
+    DBuf da3 = din("alpha3", alpha3);
+    cpu = crate_logdet_gram_heads_backward_f32(Xok.data(), alpha3.data(), dR2.data(), dXh.data(), B, N, H, p, nullptr);
+    cm = crate_last_error();
+    same("heads dR NaN",
+         CU_ST(crate_cuda_logdet_gram_heads_backward_f32, dXok.as<float>(), da3.as<float>(), dg2.as<float>(),
+               dgX.as<float>(), B, N, H, p, nullptr, nullptr),
+         cpu, cm);
+    // the batched bf16 entry names Z[i]: Z (6, 5, 4) = the same bytes, item 3 has the first NaN
+    std::vector<uint16_t> Zh(nX);
+    for (size_t i = 0; i < nX; ++i) Zh[i] = f32_to_bf16(Xok[i]);
+    Zh[3 * 20 + 7] = 0x7F80;  // +Inf in item 3
+    Zh[4 * 20 + 0] = 0xFFC0;  // NaN in item 4
+    std::vector<float> Zw(nX);
+    for (size_t i = 0; i < nX; ++i) Zw[i] = bf16_to_f32(Zh[i]);
+    DBuf dZb = din("Zbf16", Zh);
+    cpu = crate_logdet_gram_backward_f32(Zw.data(), alpha3.data(), dRh.data(), dXh.data(), items, N, p, nullptr);
+    cm = crate_last_error();
+    same("batched bf16 backward",
+         CU_ST(crate_cuda_logdet_gram_backward_bf16, dZb.as<uint16_t>(), da3.as<float>(), dg.as<float>(),
+               dgXb.as<uint16_t>(), items, N, p, nullptr, nullptr),
+         cpu, cm);
+    cpu = crate_logdet_gram_heads_forward_f32(Xok.data(), alpha3.data(), R.data(), B, N, -1, p, nullptr);
+    cm = crate_last_error();
+    same("heads H = -1",
+         CU_ST(crate_cuda_logdet_gram_heads_forward_f32, dXok.as<float>(), da3.as<float>(), dR.as<float>(), B, N, -1, p,
+               nullptr, nullptr),
+         cpu, cm);
+    if (CU_ST(crate_cuda_status) != CRATE_OK) fail("an error poisoned the context");
+    // empty problems are no-ops
+    CU(crate_cuda_logdet_gram_heads_forward_f32, dXok.as<float>(), da3.as<float>(), dR.as<float>(), B, N, 0, p, nullptr,
+       nullptr);
+    CU(crate_cuda_logdet_gram_heads_forward_bf16, dXb.as<uint16_t>(), da3.as<float>(), dR.as<float>(), 0, N, H, p,
+       nullptr, nullptr);
+  });
+}
+
 void logdet_cases() {
   struct S {
     int64_t b, m, n;
@@ -1649,6 +2087,23 @@ void logdet_cases() {
   for (const S& s : shapes) logdet_case(s.b, s.m, s.n, false);
   logdet_case(2, 33, 65, true);
   if (!opt.small) logdet_case(2, 129, 64, true);
+  struct SH {
+    int64_t B, N, H, p;
+  };
+  // p > 32 and not a multiple of 32; N < p (the N-side Gram) and N > p; H = 1
+  const std::vector<SH> hs = opt.small
+                                 ? std::vector<SH>{{1, 3, 2, 5}, {2, 9, 3, 37}, {2, 41, 2, 35}}
+                                 : std::vector<SH>{{1, 3, 2, 5},   {2, 9, 3, 37},   {2, 41, 2, 35}, {1, 70, 1, 33},
+                                                   {3, 20, 4, 64}, {2, 197, 3, 64}, {1, 40, 2, 97}};
+  for (const SH& s : hs) logdet_heads_case(s.B, s.N, s.H, s.p, false);
+  logdet_heads_case(2, 33, 3, 40, true);
+  const std::vector<SH> bs = opt.small ? std::vector<SH>{{2, 7, 0, 33}, {2, 33, 0, 7}, {2, 9, 3, 37}, {1, 41, 2, 35}}
+                                       : std::vector<SH>{{2, 7, 0, 33}, {2, 33, 0, 7},  {2, 65, 0, 129},
+                                                         {2, 9, 3, 37}, {1, 41, 2, 35}, {2, 197, 3, 64}};
+  for (const SH& s : bs) logdet_bf16_case(s.B, s.N, s.H, s.p, false);
+  logdet_bf16_case(2, 33, 2, 40, true);
+  logdet_bf16_case(2, 40, 0, 33, true);
+  logdet_error_cases();
 }
 
 // ========================================================================================= TSSA
@@ -2178,11 +2633,14 @@ void leak_cases(const crate_cuda_memory_stats& base) {
   ista16_oc_case(false, 33, 33, 67, 0.1f, 0.1f, kSavedNone, kGradY | kGradD | kGradD1);
   ista16_oc_case(true, 33, 33, 67, 0.1f, 0.1f, kSavedFirst, kGradY | kGradD);
   mssa_case(2, 65, 2, 64, 1, "some");
+  mssa_bf16_case(2, 65, 2, 40, 1, "some");
   ista_case(65, 63, 0.1f, 0.1f, false);
   ista_oc_case(false, 65, 33, 133, 0.1f, 0.1f, kSavedNone, kGradY | kGradD | kGradD1);
   ista_oc_case(true, 65, 33, 133, 0.1f, 0.1f, kSavedFirst, kGradY | kGradD);
   logdet_case(2, 33, 65, false);
   logdet_case(2, 33, 65, true);
+  logdet_heads_case(2, 9, 3, 37, true);
+  logdet_bf16_case(2, 9, 3, 37, true);
   tssa_case(2, 33, 2, 32, true);
   tssa_case(2, 33, 2, 32, false);
   tssa_causal_case(2, 33, 2, 32, 40, true, true);
@@ -2398,6 +2856,7 @@ int main(int argc, char** argv) {
   if (g.crate_cuda_memory_stats_get) g.crate_cuda_memory_stats_get(&base);
   gemm_cases();
   mssa_cases();
+  mssa_bf16_cases();
   ista_cases();
   ista_oc_cases();
   ista16_cases();

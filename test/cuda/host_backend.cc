@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -34,6 +35,12 @@ std::string g_sticky;                  // non-empty: the "context" is poisoned
 std::map<uintptr_t, size_t> g_live;    // ptr -> rounded size
 std::multimap<size_t, void*> g_cache;  // rounded size -> free block
 crate_cuda_memory_stats g_stats{};
+// The blocking waits the real library would make at the copies and synchronize calls (its entry
+// points' own device-side checks are not modelled: the fake's kernels run on the host).
+void count_host_sync() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  ++g_stats.num_host_syncs;
+}
 bool g_own = false;
 std::string g_backend = "cublasLt 0 (host fake)";
 
@@ -104,6 +111,48 @@ crate_status gemm(const char* fn, int ta, int tb, int64_t M, int64_t N, int64_t 
 }
 crate_status wrap(crate_status st) {
   if (st != CRATE_OK) t_err = crate_last_error();
+  return st;
+}
+// bf16 coding rate: Z widened to f64 (exact), alpha / dR f32 -> f64, the CPU f64 kernel, R -> f32
+// and dZ rounded once to bf16 (via f32 rounded to odd), as the CUDA kernels (f64 inside).
+std::vector<double> wide(const uint16_t* x, int64_t n) {
+  std::vector<double> v(x && n > 0 ? static_cast<size_t>(n) : 0);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = bf(x[i]);
+  return v;
+}
+std::vector<double> wide(const float* x, int64_t n) {
+  return x && n > 0 ? std::vector<double>(x, x + n) : std::vector<double>();
+}
+uint16_t bf16_of(double v) {  // round to nearest even, once; NaN stays NaN
+  float f = static_cast<float>(v);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (v == v && std::isfinite(f) && static_cast<double>(f) != v && (u & 1u) == 0) {
+    f = std::nextafter(f, v > static_cast<double>(f) ? INFINITY : -INFINITY);
+    std::memcpy(&u, &f, 4);
+  }
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+// items / numel of a call (0 for invalid sizes: the CPU kernel then reports them).
+crate_status rate_fwd_bf16(const uint16_t* Z, const float* alpha, float* R, int64_t items, int64_t numel,
+                           const std::function<crate_status(const double*, const double*, double*)>& cpu) {
+  const std::vector<double> z = wide(Z, numel), a = wide(alpha, items);
+  std::vector<double> r(R && items > 0 ? static_cast<size_t>(items) : 0);
+  const crate_status st = wrap(cpu(Z ? z.data() : nullptr, alpha ? a.data() : nullptr, R ? r.data() : nullptr));
+  if (st == CRATE_OK)
+    for (size_t i = 0; i < r.size(); ++i) R[i] = static_cast<float>(r[i]);
+  return st;
+}
+crate_status rate_bwd_bf16(
+    const uint16_t* Z, const float* alpha, const float* dR, uint16_t* dZ, int64_t items, int64_t numel,
+    const std::function<crate_status(const double*, const double*, const double*, double*)>& cpu) {
+  const std::vector<double> z = wide(Z, numel), a = wide(alpha, items), g = wide(dR, items);
+  std::vector<double> dz(dZ && numel > 0 ? static_cast<size_t>(numel) : 0);
+  const crate_status st =
+      wrap(cpu(Z ? z.data() : nullptr, alpha ? a.data() : nullptr, dR ? g.data() : nullptr, dZ ? dz.data() : nullptr));
+  if (st == CRATE_OK)
+    for (size_t i = 0; i < dz.size(); ++i) dZ[i] = bf16_of(dz[i]);
   return st;
 }
 }  // namespace
@@ -183,6 +232,7 @@ crate_status crate_cuda_memcpy(void* dst, const void* src, size_t bytes, int kin
   GUARD("crate_cuda_memcpy");
   if (kind < 0 || kind > 2) return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_memcpy: kind must be 0, 1 or 2");
   std::memcpy(dst, src, bytes);
+  if (kind == 1 && bytes > 0) count_host_sync();  // a device->host copy waits for the stream
   return CRATE_OK;
 }
 crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, size_t bytes, void* stream,
@@ -194,7 +244,10 @@ crate_status crate_cuda_memcpy_d2h_async(void* dst, const void* src, size_t byte
   }).detach();
   return CRATE_OK;
 }
-crate_status crate_cuda_synchronize(void* stream) { return sticky_check("crate_cuda_synchronize"); }
+crate_status crate_cuda_synchronize(void* stream) {
+  count_host_sync();
+  return sticky_check("crate_cuda_synchronize");
+}
 
 crate_status crate_cuda_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
@@ -232,6 +285,53 @@ crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const 
                                           const uint8_t* key_mask, void* stream) {
   GUARD("crate_cuda_mssa_backward_f32");
   return wrap(crate_mssa_backward_f32(P, O, L, dO, dP, B, N, H, p, scale, causal, key_mask));
+}
+// bf16 MSSA: the bf16 operands widened to f32, the CPU f32 kernel, the outputs rounded to bf16
+// (nearest even); L stays f32. (The real kernels also round the probabilities before their
+// products: the fake is the more accurate, which the tests' bf16 tolerances allow.)
+namespace {
+std::vector<float> mssa_widen(const uint16_t* x, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = bf(x[i]);
+  return v;
+}
+void mssa_round(const std::vector<float>& v, uint16_t* y) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    y[i] = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<uint16_t>((u >> 16) | 0x40u)
+                                           : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+bool mssa_sizes_ok(int64_t B, int64_t N, int64_t H, int64_t p) {
+  return B >= 0 && N >= 0 && H >= 1 && p >= 1 && B <= (1 << 20) && N <= (1 << 24) && H <= (1 << 16) && p <= (1 << 16);
+}
+}  // namespace
+crate_status crate_cuda_mssa_forward_bf16(const uint16_t* P, uint16_t* O, float* L, int64_t B, int64_t N, int64_t H,
+                                          int64_t p, float scale, int causal, const uint8_t* key_mask, void* stream) {
+  GUARD("crate_cuda_mssa_forward_bf16");
+  if (!mssa_sizes_ok(B, N, H, p) || !P || !O)  // the CPU kernel's argument errors
+    return wrap(crate_mssa_forward_f32(nullptr, nullptr, L, B, N, H, p, scale, causal, key_mask));
+  const int64_t n = B * N * H * p;
+  const std::vector<float> Pf = mssa_widen(P, n);
+  std::vector<float> Of(static_cast<size_t>(n));
+  crate_status st = wrap(crate_mssa_forward_f32(Pf.data(), Of.data(), L, B, N, H, p, scale, causal, key_mask));
+  if (st == CRATE_OK) mssa_round(Of, O);
+  return st;
+}
+crate_status crate_cuda_mssa_backward_bf16(const uint16_t* P, const uint16_t* O, const float* L, const uint16_t* dO,
+                                           uint16_t* dP, int64_t B, int64_t N, int64_t H, int64_t p, float scale,
+                                           int causal, const uint8_t* key_mask, void* stream) {
+  GUARD("crate_cuda_mssa_backward_bf16");
+  if (!mssa_sizes_ok(B, N, H, p) || !P || !O || !dO || !dP)
+    return wrap(crate_mssa_backward_f32(nullptr, nullptr, L, nullptr, nullptr, B, N, H, p, scale, causal, key_mask));
+  const int64_t n = B * N * H * p;
+  const std::vector<float> Pf = mssa_widen(P, n), Of = mssa_widen(O, n), Gf = mssa_widen(dO, n);
+  std::vector<float> dPf(static_cast<size_t>(n));
+  crate_status st = wrap(
+      crate_mssa_backward_f32(Pf.data(), Of.data(), L, Gf.data(), dPf.data(), B, N, H, p, scale, causal, key_mask));
+  if (st == CRATE_OK) mssa_round(dPf, dP);
+  return st;
 }
 crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d, float eta,
                                          float lambd, void* stream) {
@@ -280,6 +380,55 @@ crate_status crate_cuda_logdet_gram_backward_f32(const float* Z, const float* al
                                                  void* stream) {
   GUARD("crate_cuda_logdet_gram_backward_f32");
   return wrap(crate_logdet_gram_backward_f32(Z, alpha, dR, dZ, batch, m, n, chol));
+}
+crate_status crate_cuda_logdet_gram_heads_forward_f32(const float* X, const float* alpha, float* R, int64_t B,
+                                                      int64_t N, int64_t H, int64_t p, double* chol, void* stream) {
+  GUARD("crate_cuda_logdet_gram_heads_forward_f32");
+  return wrap(crate_logdet_gram_heads_forward_f32(X, alpha, R, B, N, H, p, chol));
+}
+crate_status crate_cuda_logdet_gram_heads_backward_f32(const float* X, const float* alpha, const float* dR, float* dX,
+                                                       int64_t B, int64_t N, int64_t H, int64_t p, const double* chol,
+                                                       void* stream) {
+  GUARD("crate_cuda_logdet_gram_heads_backward_f32");
+  return wrap(crate_logdet_gram_heads_backward_f32(X, alpha, dR, dX, B, N, H, p, chol));
+}
+crate_status crate_cuda_logdet_gram_forward_bf16(const uint16_t* Z, const float* alpha, float* R, int64_t batch,
+                                                 int64_t m, int64_t n, double* chol, void* stream) {
+  GUARD("crate_cuda_logdet_gram_forward_bf16");
+  const bool ok = batch >= 0 && m >= 0 && n >= 0;
+  return rate_fwd_bf16(Z, alpha, R, ok ? batch : 0, ok ? batch * m * n : 0,
+                       [&](const double* z, const double* a, double* r) {
+                         return crate_logdet_gram_forward_f64(z, a, r, batch, m, n, chol);
+                       });
+}
+crate_status crate_cuda_logdet_gram_backward_bf16(const uint16_t* Z, const float* alpha, const float* dR, uint16_t* dZ,
+                                                  int64_t batch, int64_t m, int64_t n, const double* chol,
+                                                  void* stream) {
+  GUARD("crate_cuda_logdet_gram_backward_bf16");
+  const bool ok = batch >= 0 && m >= 0 && n >= 0;
+  return rate_bwd_bf16(Z, alpha, dR, dZ, ok ? batch : 0, ok ? batch * m * n : 0,
+                       [&](const double* z, const double* a, const double* g, double* dz) {
+                         return crate_logdet_gram_backward_f64(z, a, g, dz, batch, m, n, chol);
+                       });
+}
+crate_status crate_cuda_logdet_gram_heads_forward_bf16(const uint16_t* X, const float* alpha, float* R, int64_t B,
+                                                       int64_t N, int64_t H, int64_t p, double* chol, void* stream) {
+  GUARD("crate_cuda_logdet_gram_heads_forward_bf16");
+  const bool ok = B >= 0 && N >= 0 && H >= 0 && p >= 0;
+  return rate_fwd_bf16(X, alpha, R, ok ? B * H : 0, ok ? B * N * H * p : 0,
+                       [&](const double* x, const double* a, double* r) {
+                         return crate_logdet_gram_heads_forward_f64(x, a, r, B, N, H, p, chol);
+                       });
+}
+crate_status crate_cuda_logdet_gram_heads_backward_bf16(const uint16_t* X, const float* alpha, const float* dR,
+                                                        uint16_t* dX, int64_t B, int64_t N, int64_t H, int64_t p,
+                                                        const double* chol, void* stream) {
+  GUARD("crate_cuda_logdet_gram_heads_backward_bf16");
+  const bool ok = B >= 0 && N >= 0 && H >= 0 && p >= 0;
+  return rate_bwd_bf16(X, alpha, dR, dX, ok ? B * H : 0, ok ? B * N * H * p : 0,
+                       [&](const double* x, const double* a, const double* g, double* dx) {
+                         return crate_logdet_gram_heads_backward_f64(x, a, g, dx, B, N, H, p, chol);
+                       });
 }
 crate_status crate_cuda_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi, float* colnorm,
                                          float* mstat, int64_t B, int64_t N, int64_t H, int64_t p, void* stream) {

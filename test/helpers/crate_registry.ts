@@ -51,6 +51,18 @@ function logdetRef(z: Ref, alpha: number): Ref {
   return { data: out, shape: z.shape.slice(0, -2) };
 }
 
+/** logdetRef per head of X (B, N, H·p): the heads gathered to (B·H, N, p) in plain loops. */
+function logdetHeadsRef(x: Ref, alpha: number, H: number): Ref {
+  const [B, N, HP] = x.shape as [number, number, number];
+  const p = HP / H;
+  const z = new Float64Array(x.data.length);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let i = 0; i < N; i++)
+        for (let j = 0; j < p; j++) z[((b * H + h) * N + i) * p + j] = x.data[(b * N + i) * HP + h * p + j] as number;
+  return { data: logdetRef({ data: z, shape: [B * H, N, p] }, alpha).data, shape: [B, H] };
+}
+
 function tssaCausalRef(w: Ref, temp: Ref, den: Ref, H: number): Ref {
   const [B, T, HP] = w.shape as [number, number, number];
   const p = HP / H;
@@ -167,6 +179,17 @@ export const CRATE_REGISTRY: OpSpec[] = [
     ],
     run: ([Z], a) => C.logdetGram(Z as Tensor, a),
     ref: ([Z], a) => logdetRef(Z as Ref, a),
+    tol: { f64: 1e-10, f32: 1e-5 },
+  },
+  {
+    name: 'codingRate logdet per head (fused)',
+    cases: [
+      { label: 'N>p 2x9x(3*5)', inputs: [{ shape: [2, 9, 15] }], args: { alpha: 0.7, heads: 3 } },
+      { label: 'N<p 2x4x(2*9)', inputs: [{ shape: [2, 4, 18] }], args: { alpha: 2.0, heads: 2 } },
+      { label: 'p=37 1x6x(2*37)', inputs: [{ shape: [1, 6, 74] }], args: { alpha: 0.3, heads: 2 } },
+    ],
+    run: ([X], a) => C.logdetGramHeads(X as Tensor, a.alpha, a.heads),
+    ref: ([X], a) => logdetHeadsRef(X as Ref, a.alpha, a.heads),
     tol: { f64: 1e-10, f32: 1e-5 },
   },
   {

@@ -16,7 +16,7 @@ import { kaimingUniform, normal, xavierUniform } from '../nn/init.js';
 import { ConvPatchEmbed, LayerNorm, Linear, ModuleList, patchify } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { rand, tensor } from '../ops/creation.js';
-import { add, affine, mul, rsqrt, square, sub, where } from '../ops/elementwise.js';
+import { add, affine, div, mul, rsqrt, square, sub, where } from '../ops/elementwise.js';
 import { linear } from '../ops/matmul.js';
 import { mean, sum, variance } from '../ops/reduce.js';
 import { concat, expand, permute, reshape, slice } from '../ops/shape.js';
@@ -441,6 +441,11 @@ export class CrateMAE extends Module {
         target = mul(sub(target, mu), rsqrt(add(v, 1e-6)));
       }
       const perPatch = mean(square(sub(pred, target)), -1); // (B, N)
+      if (mask.device !== 'cpu') {
+        // cuda: divided on the device (no stream sync per step); a mask that removes no patch
+        // gives 0 / 0 = NaN, which the trainer reports as a non-finite loss
+        return div(sum(mul(perPatch, mask)), sum(mask));
+      }
       const nMasked = sum(mask).item();
       if (!(nMasked > 0)) throw new Error('CrateMAE: the mask removes no patch; the loss averages over masked patches');
       return affine(sum(mul(perPatch, mask)), 1 / nMasked, 0);

@@ -166,7 +166,7 @@ export class BatchNorm2d extends Module {
               this.running_var.copy_(
                 add(affine(this.running_var, 1 - m, 0), affine(v, (m * n) / Math.max(n - 1, 1), 0)),
               );
-              this.num_batches_tracked.fill_(this.num_batches_tracked.item() + 1);
+              this.num_batches_tracked.copy_(add(this.num_batches_tracked, 1)); // on the device: no sync
             }),
           );
         } else {

@@ -4,13 +4,12 @@
 // native backward. The same math built from primitive ops is in crate_composite.ts.
 // bf16 CUDA tensors: the ISTA family (Y and its dictionaries all bf16: a pure-bf16 model; mixed
 // bf16/f32 operands are refused, no f32 master dictionaries here since autocast keeps activations
-// f32) with bf16 outputs, saved iterates and gradients; MSSA, the coding rate and TSSA take f32.
+// f32) with bf16 outputs, saved iterates and gradients (MSSA and the coding rate: see their docs;
+// TSSA takes f32).
 import { record } from '../autograd.js';
-import { tidy } from '../memory.js';
 import { native } from '../native.js';
 import { empty, formatShape, type Tensor } from '../tensor.js';
 import type { MssaOptions } from './crate_composite.js';
-import { permute, reshape } from './shape.js';
 import { checkFloat, checkSame, checkTensor } from './util.js';
 
 export type { MssaOptions } from './crate_composite.js';
@@ -32,7 +31,8 @@ function check3(op: string, t: Tensor, name: string, heads: number | null): [num
 /**
  * Fused multi-head subspace self-attention on the shared projection P = X·Uᵀ (B, N, H·p):
  * out = concat_h softmax(scale·P_h P_hᵀ + mask) P_h, flash-style (no N×N matrix in memory).
- * Rows whose keys are all masked give 0 (and zero gradient).
+ * Rows whose keys are all masked give 0 (and zero gradient). bf16 P runs on cuda (bf16 tensor-core
+ * tile products, f32 softmax statistics and accumulation; O and the gradient bf16).
  */
 export function mssa(P: Tensor, o: MssaOptions): Tensor {
   const op = 'mssa';
@@ -50,7 +50,8 @@ export function mssa(P: Tensor, o: MssaOptions): Tensor {
     }
   }
   const O = empty(P.shape, P.dtype, P.device);
-  const L = empty([B, H, N], P.dtype, P.device);
+  // bf16 P (cuda): O and the gradient are bf16, the saved logsumexp L stays f32
+  const L = empty([B, H, N], P.dtype === 'bf16' ? 'f32' : P.dtype, P.device);
   native.mssaForward(P._h(op), O._h(op), L._h(op), B, N, H, p, scale, causal, km?._h(op) ?? null);
   return record<Tensor[]>(
     O,
@@ -197,16 +198,29 @@ export function istaTied(Y: Tensor, W: Tensor, eta = 0.1, lambda = 0.1): Tensor 
   return overcomplete('istaTied', 1, Y, W, null, eta, lambda);
 }
 
+/** dtype of the coding rate's α and R (and dR): Z's, f32 for bf16 Z. */
+function rateDtype(Z: Tensor): Tensor['dtype'] {
+  return Z.dtype === 'bf16' ? 'f32' : Z.dtype;
+}
+
 function alphaTensor(op: string, alpha: number | Tensor, like: Tensor, shape: number[]): [Tensor, boolean] {
+  const dt = rateDtype(like);
   if (typeof alpha === 'number') {
     if (!(alpha > 0) || !Number.isFinite(alpha))
       throw new RangeError(`${op}: alpha must be a finite number > 0, got ${alpha}`);
-    const a = empty(shape, like.dtype, like.device);
+    const a = empty(shape, dt, like.device);
     native.fill(a._h(op), alpha);
     return [a, true];
   }
   checkTensor(op, alpha, 'alpha');
-  checkSame(op, like, alpha, ['Z', 'alpha']);
+  if (dt !== like.dtype) {
+    if (alpha.device !== like.device)
+      throw new Error(`${op}: 'Z' is on ${like.device} but 'alpha' is on ${alpha.device}`);
+    if (alpha.dtype !== dt)
+      throw new TypeError(
+        `${op}: alpha must be ${dt} for ${like.dtype} Z, got ${alpha.dtype}; cast it with .to('${dt}')`,
+      );
+  } else checkSame(op, like, alpha, ['Z', 'alpha']);
   if (alpha.numel !== shape.reduce((x, y) => x * y, 1)) {
     throw new Error(`${op}: alpha must have ${formatShape(shape)} values, got ${formatShape(alpha.shape)}`);
   }
@@ -217,6 +231,7 @@ function alphaTensor(op: string, alpha: number | Tensor, like: Tensor, shape: nu
  * Batched coding rate R_b = ½·logdet(I + α_b·Z_b Z_bᵀ) for Z (batch..., m, n), Gram on the smaller
  * side, Cholesky in f64; α a number or a tensor with one value per matrix. Output (batch...).
  * Gradient α·(I + αZZᵀ)⁻¹Z by triangular solves. NaN/Inf input → error (code CRATE_NUMERICAL).
+ * bf16 Z (cuda): f64 inside, the output (and a tensor α) f32, the gradient bf16.
  */
 export function logdetGram(Z: Tensor, alpha: number | Tensor): Tensor {
   const op = 'codingRate';
@@ -230,20 +245,13 @@ export function logdetGram(Z: Tensor, alpha: number | Tensor): Tensor {
 }
 
 /**
- * Per-head coding rate on the (B, N, H·p) layout of a projection (no transpose): out (B, H) with
- * R_bh = ½·logdet(I + α_bh·Z_bh Z_bhᵀ), Z_bh = X[b, :, h·p:(h+1)·p] (N×p).
+ * Per-head coding rate on the (B, N, H·p) layout of a projection (no transpose, on the CPU and on
+ * CUDA): out (B, H) with R_bh = ½·logdet(I + α_bh·Z_bh Z_bhᵀ), Z_bh = X[b, :, h·p:(h+1)·p] (N×p).
+ * bf16 X (cuda) as in logdetGram.
  */
 export function logdetGramHeads(X: Tensor, alpha: number | Tensor, heads: number): Tensor {
   const op = 'codingRateHeads';
   const [B, N, HP] = check3(op, X, 'X', heads);
-  if (X.device === 'cuda') {
-    // no per-head CUDA kernel: gather the heads to (B·H, N, p) and use the batched one
-    return tidy(() => {
-      const Z = reshape(permute(reshape(X, [B, N, heads, HP / heads]), [0, 2, 1, 3]), [B * heads, N, HP / heads]);
-      const a = typeof alpha === 'number' ? alpha : reshape(alpha, [B * heads]);
-      return reshape(logdetGram(Z, a), [B, heads]);
-    });
-  }
   return logdetCall(op, X, alpha, [B, heads], B, N, HP / heads, heads);
 }
 
@@ -258,7 +266,7 @@ function logdetCall(
   heads: number,
 ): Tensor {
   const [a, ownA] = alphaTensor(op, alpha, Z, outShape);
-  const R = empty(outShape, Z.dtype, Z.device);
+  const R = empty(outShape, rateDtype(Z), Z.device);
   const items = heads > 0 ? batch * heads : batch;
   const chol = empty([native.logdetCholNumel(items, m, n) as number], 'f64', Z.device, false, true);
   try {

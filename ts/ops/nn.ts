@@ -3,8 +3,9 @@
 import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { empty, formatShape, numelOf, type Tensor } from '../tensor.js';
-import { bernoulli } from './creation.js';
-import { affine, mul } from './elementwise.js';
+import { bernoulli, full, scalar } from './creation.js';
+import { affine, cast, div, maximum, mul, ne } from './elementwise.js';
+import { sum } from './reduce.js';
 import { permute } from './shape.js';
 import { checkFloat, checkNumber, checkSame, checkTensor, normAxis } from './util.js';
 
@@ -166,6 +167,9 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   const lossDtype = statsDtype(logits);
   const lossRow = empty(lead, lossDtype, logits.device);
   const lse = empty([rows], lossDtype, logits.device);
+  // cuda: the loss sum and the row count stay on the device (no stream sync inside the step); the
+  // cpu sums the row losses in f64 on the host (free there)
+  const onDevice = logits.device !== 'cpu';
   const counted = native.crossEntropy(
     logits._h(op),
     target._h(op),
@@ -175,11 +179,27 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     classes,
     smoothing,
     ignore,
+    !onDevice,
   );
   let out: Tensor;
-  let scale = 1;
+  let scale = 1; // cpu: 1/count (mean) or 1
+  let rowScale: Tensor | null = null; // cuda (mean, sum): the per-row weight of g, a device scalar
   if (reduction === 'none') {
     out = lossRow;
+  } else if (onDevice) {
+    out = sum(lossRow);
+    lossRow.dispose();
+    if (reduction === 'mean') {
+      const isCounted = ne(target, ignore);
+      const flags = cast(isCounted, lossDtype);
+      const count = sum(flags);
+      const total = out;
+      out = div(total, count); // every row ignored: 0 / 0 = NaN, as on the cpu
+      const one = scalar(1, { device: logits.device, dtype: lossDtype });
+      const countAtLeast1 = maximum(count, one);
+      rowScale = div(one, countAtLeast1);
+      for (const t of [isCounted, flags, count, total, one, countAtLeast1]) t.dispose();
+    } else rowScale = scalar(1, { device: logits.device, dtype: lossDtype });
   } else {
     const d = lossRow.dataSync();
     let s = 0;
@@ -189,23 +209,30 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     native.fill(out._h(op), counted === 0 && reduction === 'mean' ? Number.NaN : s * scale);
     lossRow.dispose();
   }
+  const saved: Tensor[] = rowScale ? [logits, target, lse, rowScale] : [logits, target, lse];
   return record(
     out,
     op,
     [logits],
-    (g, [sl, st, slse]) => {
-      // per-row upstream weight: g (none) or g * scale broadcast (mean/sum)
+    (g, [sl, st, slse, sScale]) => {
+      // per-row upstream weight: g (none), g * scale broadcast (mean/sum)
       let gRow: Tensor;
       if (reduction === 'none') gRow = g;
-      else {
+      else if (sScale) {
+        const gs = mul(g, sScale as Tensor);
+        const ones = full([rows], 1, { device: logits.device, dtype: lossDtype });
+        gRow = mul(ones, gs);
+        gs.dispose();
+        ones.dispose();
+      } else {
         gRow = empty([rows], lossDtype, logits.device);
         native.fill(gRow._h(op), (g.dataSync()[0] as number) * scale);
       }
       const dx = empty(logits.shape, logits.dtype, logits.device);
       native.crossEntropyBackward(
-        sl._h(op),
-        st._h(op),
-        slse._h(op),
+        (sl as Tensor)._h(op),
+        (st as Tensor)._h(op),
+        (slse as Tensor)._h(op),
         gRow._h(op),
         dx._h(op),
         rows,
@@ -216,8 +243,8 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
       if (gRow !== g) gRow.dispose();
       return [dx];
     },
-    [logits, target, lse],
-    [lse],
+    saved,
+    rowScale ? [lse, rowScale] : [lse],
   );
 }
 

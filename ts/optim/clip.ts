@@ -3,7 +3,7 @@
 // maxNorm / (norm + 1e-6). A non-finite norm is returned without touching the gradients.
 import { noGrad } from '../autograd.js';
 import { tidy } from '../memory.js';
-import { abs, add, affine, maximum, square } from '../ops/elementwise.js';
+import { abs, add, affine, cast, maximum, square } from '../ops/elementwise.js';
 import { max, sum } from '../ops/reduce.js';
 import type { Tensor } from '../tensor.js';
 
@@ -22,16 +22,20 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { 
   if (grads.length === 0) return 0;
   return noGrad(() =>
     tidy(() => {
-      // One reduction per gradient, accumulated in f64 (on the CPU for CUDA gradients).
+      // One reduction per gradient. CPU partials accumulate in f64; CUDA partials accumulate on
+      // the device in f32 (bf16 gradients widened first) and are read once: one stream sync per
+      // call, not one per parameter.
       let acc: Tensor | null = null;
+      let accDevice: Tensor | null = null;
+      const combine = (a: Tensor | null, r: Tensor) => (a === null ? r : normType === 2 ? add(a, r) : maximum(a, r));
       for (const g of grads) {
         if (g.numel === 0) continue;
-        const r = normType === 2 ? sum(square(g)) : max(abs(g));
-        // f64 lives on the CPU only: a CUDA partial (one scalar) is read over first
-        const rc = r.device === 'cpu' ? r : r.to('cpu');
-        const r64 = rc.dtype === 'f64' ? rc : rc.to('f64');
-        acc = acc === null ? r64 : normType === 2 ? add(acc, r64) : maximum(acc, r64);
+        const gw = g.dtype === 'bf16' ? cast(g, 'f32') : g;
+        const r = normType === 2 ? sum(square(gw)) : max(abs(gw));
+        if (r.device !== 'cpu') accDevice = combine(accDevice, r);
+        else acc = combine(acc, r.dtype === 'f64' ? r : r.to('f64'));
       }
+      if (accDevice !== null) acc = combine(acc, accDevice.to('cpu').to('f64'));
       const total = acc === null ? 0 : acc.item();
       const norm = normType === 2 ? Math.sqrt(total) : total;
       if (!Number.isFinite(norm)) return norm;

@@ -2,6 +2,7 @@
 // authors take them (CRATE vis_utils/crate_hook.py): forward hooks on each attention block's
 // shared projection (the MSSA/TSSA input subspace coordinates) give the coding rate R^c of the
 // tokens per head, and hooks on each ISTA block's output give the sparsity (fraction of zeros).
+// The measurement runs where the model runs (the per-head log-det has CUDA kernels).
 // Layers are numbered in module order (for CRATE-MAE: encoder layers, then decoder layers).
 // For the overcomplete and tied ISTA blocks (CRATE-α, causal CRATE) the block output is the
 // decoded dictionary product, so its measured sparsity is that of the output, not of the code.
@@ -14,10 +15,6 @@ import type { Module } from '../nn/module.js';
 import { measureCodingRate, measureSparsity } from '../objectives/coding_rate.js';
 import type { Tensor } from '../tensor.js';
 import type { LayerStat } from '../viz/plot.js';
-
-/** The measurement runs on the CPU (the per-head log-det has no CUDA kernel); the copy is freed
- * by the tidy() around the diagnostic forward pass. */
-const onCpu = (t: Tensor): Tensor => (t.device === 'cpu' ? t : t.to('cpu'));
 
 interface Probe {
   /** the module whose output is the per-head projection (B, N, H·p) */
@@ -61,7 +58,7 @@ export function layerDiagnostics(model: Module, forward: () => unknown): LayerSt
     const s = stats[i] as LayerStat;
     removers.push(
       p.proj.registerForwardHook((_m, _in, out) => {
-        const r = measureCodingRate(onCpu(out as Tensor), p.heads, 0.01);
+        const r = measureCodingRate(out as Tensor, p.heads, 0.01);
         s.rc = r.mean;
         s.rcStd = r.std;
       }),
@@ -69,7 +66,7 @@ export function layerDiagnostics(model: Module, forward: () => unknown): LayerSt
     if (p.ista) {
       removers.push(
         p.ista.registerForwardHook((_m, _in, out) => {
-          const r = measureSparsity(onCpu(out as Tensor));
+          const r = measureSparsity(out as Tensor);
           s.sparsity = r.mean;
           s.sparsityStd = r.std;
         }),

@@ -220,14 +220,14 @@ export async function train(partial: Partial<TrainConfig>, hooks: TrainHooks = {
       for (const g of opt.paramGroups) g.lr = lr;
       const loss = withAmp(() => {
         const l = task.loss(b, epoch);
-        const v = l.item();
-        if (Number.isFinite(v)) {
-          if (c.accumulate > 1) {
-            const scaled = l.mul(1 / c.accumulate);
-            scaled.backward();
-          } else l.backward();
-        }
-        return v;
+        // backward is queued before the loss is read, so that on cuda the device runs it while the
+        // host waits (one stream sync per step, at the end). A non-finite loss gives non-finite
+        // gradients that are never applied: the step stops below and zeroes them.
+        if (c.accumulate > 1) {
+          const scaled = l.mul(1 / c.accumulate);
+          scaled.backward();
+        } else l.backward();
+        return l.item();
       });
       b.dispose();
       if (!Number.isFinite(loss)) {

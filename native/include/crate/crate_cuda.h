@@ -41,6 +41,9 @@ typedef struct crate_cuda_memory_stats {
   int64_t num_allocs;        /* crate_cuda_malloc calls served */
   int64_t num_device_allocs; /* cudaMalloc calls made (cache misses) */
   int64_t num_oom_retries;   /* times the cache was emptied to satisfy a request */
+  int64_t num_host_syncs;    /* blocking waits of the host on the device so far (process-wide):
+                                device->host copies, large host->device copies, synchronize, and
+                                the entry points that read a device-side check back */
 } crate_cuda_memory_stats;
 
 CRATE_API const char* crate_cuda_last_error(void);
@@ -109,6 +112,19 @@ CRATE_API crate_status crate_cuda_mssa_forward_f32(const float* P, float* O, flo
 CRATE_API crate_status crate_cuda_mssa_backward_f32(const float* P, const float* O, const float* L, const float* dO,
                                                     float* dP, int64_t B, int64_t N, int64_t H, int64_t p, float scale,
                                                     int causal, const uint8_t* key_mask, void* stream);
+/* bf16 MSSA: P, O, dO, dP bf16 (uint16_t bit patterns), L (B, H, N) f32 (the saved logsumexp),
+ * otherwise as the f32 entries. Tile products on bf16 tensor cores (sm_80+) with f32
+ * accumulation; scores, softmax statistics, the O / dP accumulators and the D = rowsum(dO o O)
+ * scratch are f32; the probabilities (and the backward's dS) are rounded to bf16 before their
+ * products, as in FlashAttention-2; each output is rounded once. Expected error: about 2^-8
+ * relative to sum_j A_ij |P_j| (see native/cuda/mssa.cu). */
+CRATE_API crate_status crate_cuda_mssa_forward_bf16(const uint16_t* P, uint16_t* O, float* L, int64_t B, int64_t N,
+                                                    int64_t H, int64_t p, float scale, int causal,
+                                                    const uint8_t* key_mask, void* stream);
+CRATE_API crate_status crate_cuda_mssa_backward_bf16(const uint16_t* P, const uint16_t* O, const float* L,
+                                                     const uint16_t* dO, uint16_t* dP, int64_t B, int64_t N, int64_t H,
+                                                     int64_t p, float scale, int causal, const uint8_t* key_mask,
+                                                     void* stream);
 
 CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d,
                                                    float eta, float lambd, void* stream);
@@ -168,12 +184,38 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_bf16(const uint16_t* Y, con
                                                           float eta, void* stream);
 
 /* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) bytes (device memory) that the
- * forward fills and the backward reads, as on the CPU. */
+ * forward fills and the backward reads (NULL: the backward refactors), as on the CPU. Each call
+ * synchronizes the stream once: NaN/Inf, alpha <= 0 and not-PD are part of its status. */
 CRATE_API crate_status crate_cuda_logdet_gram_forward_f32(const float* Z, const float* alpha, float* R, int64_t batch,
                                                           int64_t m, int64_t n, double* chol, void* stream);
 CRATE_API crate_status crate_cuda_logdet_gram_backward_f32(const float* Z, const float* alpha, const float* dR,
                                                            float* dZ, int64_t batch, int64_t m, int64_t n,
                                                            const double* chol, void* stream);
+/* Per-head coding rate (coding_rate.h's crate_logdet_gram_heads_*): item (b, h) is the N x p block
+ * X[b, :, h*p:(h+1)*p] of X (B, N, H*p), read in place (no permute copy); alpha, R, dR (B, H);
+ * dX (B, N, H*p) overwritten; chol (B*H, k, k), k = min(N, p). Errors name the item as the CPU
+ * does ("X[b=1, h=0] contains NaN"). */
+CRATE_API crate_status crate_cuda_logdet_gram_heads_forward_f32(const float* X, const float* alpha, float* R, int64_t B,
+                                                                int64_t N, int64_t H, int64_t p, double* chol,
+                                                                void* stream);
+CRATE_API crate_status crate_cuda_logdet_gram_heads_backward_f32(const float* X, const float* alpha, const float* dR,
+                                                                 float* dX, int64_t B, int64_t N, int64_t H, int64_t p,
+                                                                 const double* chol, void* stream);
+/* bf16 storage: Z / X and dZ / dX bf16 (uint16_t bit patterns), alpha, R and dR f32, f64 inside
+ * (the Gram of the exact bf16 values, as the f32 entries); dZ rounded once from f64 to bf16. */
+CRATE_API crate_status crate_cuda_logdet_gram_forward_bf16(const uint16_t* Z, const float* alpha, float* R,
+                                                           int64_t batch, int64_t m, int64_t n, double* chol,
+                                                           void* stream);
+CRATE_API crate_status crate_cuda_logdet_gram_backward_bf16(const uint16_t* Z, const float* alpha, const float* dR,
+                                                            uint16_t* dZ, int64_t batch, int64_t m, int64_t n,
+                                                            const double* chol, void* stream);
+CRATE_API crate_status crate_cuda_logdet_gram_heads_forward_bf16(const uint16_t* X, const float* alpha, float* R,
+                                                                 int64_t B, int64_t N, int64_t H, int64_t p,
+                                                                 double* chol, void* stream);
+CRATE_API crate_status crate_cuda_logdet_gram_heads_backward_bf16(const uint16_t* X, const float* alpha,
+                                                                  const float* dR, uint16_t* dX, int64_t B, int64_t N,
+                                                                  int64_t H, int64_t p, const double* chol,
+                                                                  void* stream);
 
 CRATE_API crate_status crate_cuda_tssa_forward_f32(const float* W, const float* temp, float* Y, float* Pi,
                                                    float* colnorm, float* mstat, int64_t B, int64_t N, int64_t H,
