@@ -473,15 +473,19 @@ describe.skipIf(cudaMissing)('bf16 row ops and index ops on cuda', () => {
   });
 });
 
-describe.skipIf(cudaMissing)('bf16 on cuda: clear errors where there is no bf16 kernel', () => {
-  test('mssa and matmul (outside autocast) on bf16 name the op, the argument, the dtype and the device', () => {
+describe.skipIf(cudaMissing)('bf16 on cuda: every op takes it; clear errors where a dtype does not fit', () => {
+  test('the CRATE ops, matmul and random take bf16; bf16 TSSA parameters and SGD on bf16 are refused by name', () => {
     C.tidy(() => {
       const x = randBf16([2, 4, 8], 91).t;
-      const msg = (op: string, arg: string) =>
-        new RegExp(`${op}.*argument '${arg}' has dtype bf16, which is not supported on cuda by this op \\(f32\\)`);
-      expect(C.mssa(x, { heads: 2 }).dtype).toBe('bf16'); // bf16 MSSA kernels: test/bf16_mssa_cuda.test.ts
-      expect(() => C.matmul(x, C.transpose(x))).toThrow(msg('matmul', 'a'));
-      expect(() => C.randn([3], { dtype: 'bf16', device: 'cuda' })).toThrow(/bf16.*cuda/);
+      expect(C.mssa(x, { heads: 2 }).dtype).toBe('bf16'); // test/bf16_mssa_cuda.test.ts
+      expect(C.matmul(x, C.transpose(x)).dtype).toBe('bf16'); // test/bf16_ista_cuda.test.ts
+      expect(C.randn([3], { dtype: 'bf16', device: 'cuda' }).dtype).toBe('bf16');
+      const temp32 = C.ones([2], { device: 'cuda' });
+      expect(C.tssa(x, temp32, 2).dtype).toBe('bf16'); // test/bf16_tssa_cuda.test.ts
+      expect(() => C.tssa(x, randBf16([2], 94).t, 2)).toThrow(/tssa: 'temp' is bf16 but must be f32 when 'W' is bf16/);
+      const p = randBf16([3], 95).t;
+      p.requiresGrad = true;
+      expect(() => new C.optim.SGD([p], { lr: 0.1 })).toThrow(/param 0 is bf16 on cuda.*SGD has no bf16 update/);
     });
   });
 

@@ -121,6 +121,13 @@ SIGS = {
     "crate_cuda_softmax_backward_bf16": (INT, [P, P, P, I64, I64, INT, P]),
     "crate_cuda_cross_entropy_forward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
     "crate_cuda_cross_entropy_backward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
+    "crate_cuda_gemm_bf16_bf16": (INT, [INT, INT, I64, I64, I64, F32, P, I64, P, I64, F32, P, I64, I64, I64, I64, I64, P]),
+    "crate_cuda_ista_forward_bf16": (INT, [P, P, P, I64, I64, F32, F32, P]),
+    "crate_cuda_ista_backward_bf16": (INT, [P, P, P, P, P, P, I64, I64, F32, P]),
+    "crate_cuda_ista_overcomplete_forward_bf16": (INT, [P, P, P, P, P, P, P, I64, I64, I64, F32, F32, P]),
+    "crate_cuda_ista_overcomplete_backward_bf16": (INT, [P, P, P, P, P, P, P, P, P, P, I64, I64, I64, F32, P]),
+    "crate_cuda_ista_tied_forward_bf16": (INT, [P, P, P, P, P, P, I64, I64, I64, F32, F32, P]),
+    "crate_cuda_ista_tied_backward_bf16": (INT, [P, P, P, P, P, P, P, P, I64, I64, I64, F32, P]),
 }
 STATUS = {0: "CRATE_OK", 1: "CRATE_ERR_INVALID_ARGUMENT", 2: "CRATE_ERR_NUMERICAL", 3: "CRATE_ERR_OUT_OF_MEMORY",
           4: "CRATE_ERR_CUDA", 5: "CRATE_ERR_INTERNAL"}

@@ -222,6 +222,12 @@ Napi::Value IstaForward(const Napi::CallbackInfo& info) {
   a.expect(W, "W", dt, d * d);
   a.expect(Z, "Z", dt, T_ * d);
   if (a.on_cuda()) {
+    if (dt == DType::bf16) {
+      cuda_check(
+          a, cuda_api(a).crate_cuda_ista_forward_bf16(Y->as<uint16_t>(), W->as<uint16_t>(), Z->as<uint16_t>(), T_, d,
+                                                      static_cast<float>(eta), static_cast<float>(lambda), nullptr));
+      return info.Env().Undefined();
+    }
     cuda_f32_only(a, "Y", dt);
     cuda_check(a,
                cuda_api(a).crate_cuda_ista_forward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(), T_, d,
@@ -254,6 +260,12 @@ Napi::Value IstaBackward(const Napi::CallbackInfo& info) {
   a.expect(dY, "dY", dt, T_ * d);
   a.expect(dW, "dW", dt, d * d);
   if (a.on_cuda()) {
+    if (dt == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_ista_backward_bf16(
+                        Y->as<uint16_t>(), W->as<uint16_t>(), Z->as<uint16_t>(), dZ->as<uint16_t>(), dY->as<uint16_t>(),
+                        dW->as<uint16_t>(), T_, d, static_cast<float>(eta), nullptr));
+      return info.Env().Undefined();
+    }
     cuda_f32_only(a, "Y", dt);
     cuda_check(a, cuda_api(a).crate_cuda_ista_backward_f32(Y->as<float>(), W->as<float>(), Z->as<float>(),
                                                            dZ->as<float>(), dY->as<float>(), dW->as<float>(), T_, d,
@@ -299,9 +311,20 @@ Napi::Value IstaOvercompleteForward(const Napi::CallbackInfo& info) {
   expect_opt(a, S2, "A2", dt, T_ * m);
   expect_opt(a, R, "R", dt, T_ * d);
   if (a.on_cuda()) {
-    cuda_f32_only(a, "Y", dt);
     const CudaApi& api = cuda_api(a);
     const float e = static_cast<float>(eta), l = static_cast<float>(lambda);
+    if (dt == DType::bf16) {
+      using u16 = uint16_t;
+      if (mode == 0)
+        cuda_check(a, api.crate_cuda_ista_overcomplete_forward_bf16(Y->as<u16>(), D->as<u16>(), D1->as<u16>(),
+                                                                    out->as<u16>(), ptr<u16>(S1), ptr<u16>(S2),
+                                                                    ptr<u16>(R), T_, d, m, e, l, nullptr));
+      else
+        cuda_check(a, api.crate_cuda_ista_tied_forward_bf16(Y->as<u16>(), D->as<u16>(), out->as<u16>(), ptr<u16>(S1),
+                                                            ptr<u16>(S2), ptr<u16>(R), T_, d, m, e, l, nullptr));
+      return info.Env().Undefined();
+    }
+    cuda_f32_only(a, "Y", dt);
     if (mode == 0)
       cuda_check(a, api.crate_cuda_ista_overcomplete_forward_f32(Y->as<float>(), D->as<float>(), D1->as<float>(),
                                                                  out->as<float>(), ptr<float>(S1), ptr<float>(S2),
@@ -355,8 +378,21 @@ Napi::Value IstaOvercompleteBackward(const Napi::CallbackInfo& info) {
     a.expect(dD1, "dD1", dt, d * m);
   }
   if (a.on_cuda()) {
-    cuda_f32_only(a, "Y", dt);
     const CudaApi& api = cuda_api(a);
+    if (dt == DType::bf16) {
+      using u16 = uint16_t;
+      const float e = static_cast<float>(eta);
+      if (mode == 0)
+        cuda_check(a, api.crate_cuda_ista_overcomplete_backward_bf16(
+                          Y->as<u16>(), D->as<u16>(), D1->as<u16>(), S1->as<u16>(), S2->as<u16>(), R->as<u16>(),
+                          dOut->as<u16>(), dY->as<u16>(), dD->as<u16>(), dD1->as<u16>(), T_, d, m, e, nullptr));
+      else
+        cuda_check(a, api.crate_cuda_ista_tied_backward_bf16(Y->as<u16>(), D->as<u16>(), S1->as<u16>(), S2->as<u16>(),
+                                                             R->as<u16>(), dOut->as<u16>(), dY->as<u16>(),
+                                                             dD->as<u16>(), T_, d, m, e, nullptr));
+      return info.Env().Undefined();
+    }
+    cuda_f32_only(a, "Y", dt);
     if (mode == 0)
       cuda_check(a, api.crate_cuda_ista_overcomplete_backward_f32(
                         Y->as<float>(), D->as<float>(), D1->as<float>(), S1->as<float>(), S2->as<float>(),

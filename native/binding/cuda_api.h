@@ -41,7 +41,11 @@ class Args;
   X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
   X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16) \
   X(crate_cuda_tssa_forward_bf16) X(crate_cuda_tssa_backward_bf16) X(crate_cuda_tssa_causal_forward_bf16)       \
-  X(crate_cuda_tssa_causal_backward_bf16)
+  X(crate_cuda_tssa_causal_backward_bf16) \
+  X(crate_cuda_matmul_bf16) X(crate_cuda_random_bf16) X(crate_cuda_adamw_step_bf16) X(crate_cuda_ista_forward_bf16) \
+  X(crate_cuda_ista_backward_bf16) X(crate_cuda_ista_overcomplete_forward_bf16)                                 \
+  X(crate_cuda_ista_overcomplete_backward_bf16) X(crate_cuda_ista_tied_forward_bf16)                             \
+  X(crate_cuda_ista_tied_backward_bf16)
 // clang-format on
 
 struct CudaApi {

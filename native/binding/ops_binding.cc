@@ -179,6 +179,12 @@ Napi::Value Random(const Napi::CallbackInfo& info) {
   if (kind < 0 || kind > 2) a.fail("unknown random kind");
   a.expect(y, "out", y->dtype, y->numel);
   if (a.on_cuda()) {
+    if (y->dtype == DType::bf16) {  // the f32 stream, each value rounded once
+      cuda_check(a, cuda_api(a).crate_cuda_random_bf16(static_cast<int>(kind), y->as<uint16_t>(), y->numel,
+                                                       static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), p0,
+                                                       p1, nullptr));
+      return info.Env().Undefined();
+    }
     cuda_f32_only(a, "out", y->dtype);
     cuda_check(a, cuda_api(a).crate_cuda_random_f32(static_cast<int>(kind), y->as<float>(), y->numel,
                                                     static_cast<uint64_t>(seed), static_cast<uint64_t>(offset), p0, p1,
@@ -522,6 +528,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const int64_t M = m.M, N = m.N, K = m.K;
   const bool tA = m.tA, tB = m.tB;
   if (a.on_cuda()) {
+    if (x->dtype == DType::bf16) {  // bf16 out: f32 accumulation, one rounding
+      cuda_check(a, cuda_api(a).crate_cuda_matmul_bf16(
+                        x->as<uint16_t>(), y->as<uint16_t>(), o->as<uint16_t>(), bshape.data(), astr.data(),
+                        bstr.data(), static_cast<int>(bshape.size()), M, N, K, tA ? 1 : 0, tB ? 1 : 0, nullptr));
+      return info.Env().Undefined();
+    }
     cuda_f32_only(a, "a", x->dtype);
     cuda_check(a, cuda_api(a).crate_cuda_matmul_f32(x->as<float>(), y->as<float>(), o->as<float>(), bshape.data(),
                                                     astr.data(), bstr.data(), static_cast<int>(bshape.size()), M, N, K,
@@ -797,12 +809,18 @@ Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
          wd = a.f64(8, "weightDecay"), bc1 = a.f64(9, "bc1"), bc2 = a.f64(10, "bc2");
   const DType dt = p->dtype;
   const int64_t n = p->numel;
+  const DType state_dt = dt == DType::bf16 ? DType::f32 : dt;  // bf16 parameters keep f32 moments
   a.expect(p, "param", dt, n);
   a.expect(g, "grad", dt, n);
-  a.expect(m, "exp_avg", dt, n);
-  a.expect(v, "exp_avg_sq", dt, n);
+  a.expect(m, "exp_avg", state_dt, n);
+  a.expect(v, "exp_avg_sq", state_dt, n);
   if (!(bc1 > 0) || !(bc2 > 0)) a.fail("bias corrections must be > 0");
   if (a.on_cuda()) {
+    if (dt == DType::bf16) {
+      cuda_check(a, cuda_api(a).crate_cuda_adamw_step_bf16(p->as<uint16_t>(), g->as<uint16_t>(), m->as<float>(),
+                                                           v->as<float>(), n, lr, b1, b2, eps, wd, bc1, bc2, nullptr));
+      return info.Env().Undefined();
+    }
     cuda_f32_only(a, "param", dt);
     cuda_check(a, cuda_api(a).crate_cuda_adamw_step_f32(p->as<float>(), g->as<float>(), m->as<float>(), v->as<float>(),
                                                         n, lr, b1, b2, eps, wd, bc1, bc2, nullptr));

@@ -1,7 +1,8 @@
 // common.cuh: what every CUDA translation unit of libcrate_cuda.so shares: the error model
 // (C++ exceptions inside, crate_status + thread-local message at the C ABI, sticky-error
 // poisoning), stream resolution, CRATE_SYNC, stream-ordered scratch from the caching allocator,
-// and the internal GEMM entry the CRATE kernels call. Implemented in runtime.cu and gemm.cu.
+// and the internal GEMM entries (f32, bf16 -> f32, bf16 -> bf16) the CRATE kernels call. Implemented in runtime.cu and
+// gemm.cu.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -98,6 +99,14 @@ class Scratch {
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
               int64_t stride_b, int64_t stride_c, bool allow_tf32, cudaStream_t stream);
+/** bf16 inputs (uint16_t bits), f32 accumulation: f32 C (crate_cuda_gemm_bf16), or bf16 C
+ * (crate_cuda_gemm_bf16_bf16: alpha * acc + beta * C rounded once on store); throw on error. */
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
+               int64_t stride_b, int64_t stride_c, cudaStream_t stream);
+void gemm_bf16_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                    int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C, int64_t ldc, int64_t batch,
+                    int64_t stride_a, int64_t stride_b, int64_t stride_c, cudaStream_t stream);
 
 /** Grid size for n items at `block` per block, capped for grid-stride loops. */
 inline unsigned grid_for(int64_t n, int block, int64_t cap = 65535LL * 32) {

@@ -1,5 +1,7 @@
 // gemm.cu: the CUDA GEMM. C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], row-major, strided
-// batch, f32 or bf16 inputs, f32 accumulation and output.
+// batch, f32 or bf16 inputs, f32 accumulation; f32 output, or bf16 output for bf16 inputs (the
+// f32 result alpha * acc + beta * C rounded once to nearest even on store: cuBLASLt / cuBLAS with
+// a bf16 C/D type, or the own kernels' epilogue; C read as bf16 when beta != 0).
 //
 // Backends, in order:
 //   1. cuBLASLt, loaded at run time (cublas_loader.h). Row-major C (M x N, ldc) is column-major
@@ -40,6 +42,7 @@ namespace crate::cuda {
 namespace {
 
 enum class InType { f32, bf16 };
+enum class OutType { f32, bf16 };
 
 struct GemmParams {
   int64_t M, N, K;
@@ -47,7 +50,7 @@ struct GemmParams {
   int64_t lda, sa;
   const void* B;
   int64_t ldb, sb;
-  float* C;
+  void* C;  // float*, or uint16_t* (bf16 bits) for OutType::bf16
   int64_t ldc, sc;
   float alpha, beta;
 };
@@ -106,11 +109,19 @@ using AMap = TileMap<TA ? BM : BK, TA ? BK : BM, V, kThreads>;
 template <bool TB, int BK, int BN, int V, int kThreads>
 using BMap = TileMap<TB ? BK : BN, TB ? BN : BK, V, kThreads>;
 
-__device__ __forceinline__ void store_c(const GemmParams& p, float* C, int64_t m, int64_t n, float acc) {
-  float* c = C + m * p.ldc + n;
+__device__ __forceinline__ float load_c(const float* c) { return *c; }
+__device__ __forceinline__ float load_c(const uint16_t* c) { return __uint_as_float(static_cast<uint32_t>(*c) << 16); }
+__device__ __forceinline__ void put_c(float* c, float v) { *c = v; }
+__device__ __forceinline__ void put_c(uint16_t* c, float v) {  // one rounding, nearest even
+  *c = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+template <typename TC>
+__device__ __forceinline__ void store_c(const GemmParams& p, TC* C, int64_t m, int64_t n, float acc) {
+  TC* c = C + m * p.ldc + n;
   float v = p.alpha * acc;
-  if (p.beta != 0.0f) v = fmaf(p.beta, *c, v);  // beta == 0: C is not read (may hold NaN)
-  *c = v;
+  if (p.beta != 0.0f) v = fmaf(p.beta, load_c(c), v);  // beta == 0: C is not read (may hold NaN)
+  put_c(c, v);
 }
 
 // ------------------------------------------------------------------ SIMT kernel
@@ -120,7 +131,7 @@ constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 8, kSimtThreads = 256;
 // 256 threads as 16 x 16; thread (ty, tx) owns rows ty + 16 i and columns tx + 16 j (i, j < 4):
 // shared-memory reads are broadcasts (A) or consecutive (B), and the stores to C coalesce.
 // Global loads for tile t + 1 are issued before the FMAs of tile t.
-template <typename T, bool TA, bool TB>
+template <typename T, typename TC, bool TA, bool TB>
 __global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(GemmParams p) {
   constexpr int BM = kSimtBM, BN = kSimtBN, BK = kSimtBK;
   __shared__ float As[BK][BM + 4];
@@ -131,7 +142,7 @@ __global__ void __launch_bounds__(kSimtThreads) gemm_simt_kernel(GemmParams p) {
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BN;
   const T* A = static_cast<const T*>(p.A) + static_cast<int64_t>(blockIdx.z) * p.sa;
   const T* B = static_cast<const T*>(p.B) + static_cast<int64_t>(blockIdx.z) * p.sb;
-  float* C = p.C + static_cast<int64_t>(blockIdx.z) * p.sc;
+  TC* C = static_cast<TC*>(p.C) + static_cast<int64_t>(blockIdx.z) * p.sc;
 
   using AM = AMap<TA, BM, BK, 1, kSimtThreads>;
   using BMp = BMap<TB, BK, BN, 1, kSimtThreads>;
@@ -226,7 +237,7 @@ struct WmmaTraits<float> {
 // through shared memory with zero fill at the edges (so any M, N, K works); the accumulators go
 // through shared memory (aliasing the input tiles) for the bounds-checked alpha/beta epilogue.
 // Fragment pointers are 32-byte aligned and ldm values are multiples of 16 bytes, as wmma needs.
-template <typename T, bool TA, bool TB>
+template <typename T, typename TC, bool TA, bool TB>
 __global__ void __launch_bounds__(kWmmaThreads) gemm_wmma_kernel(GemmParams p) {
 #if CRATE_WMMA_OK
   using Tr = WmmaTraits<T>;
@@ -249,7 +260,7 @@ __global__ void __launch_bounds__(kWmmaThreads) gemm_wmma_kernel(GemmParams p) {
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BN;
   const T* A = static_cast<const T*>(p.A) + static_cast<int64_t>(blockIdx.z) * p.sa;
   const T* B = static_cast<const T*>(p.B) + static_cast<int64_t>(blockIdx.z) * p.sb;
-  float* C = p.C + static_cast<int64_t>(blockIdx.z) * p.sc;
+  TC* C = static_cast<TC*>(p.C) + static_cast<int64_t>(blockIdx.z) * p.sc;
 
   using AM = AMap<TA, BM, BK, Tr::V, kWmmaThreads>;
   using BMp = BMap<TB, BK, BN, Tr::V, kWmmaThreads>;
@@ -334,15 +345,15 @@ int compute_major(int dev) {
   return v;
 }
 
-template <typename T, bool TA, bool TB>
+template <typename T, typename TC, bool TA, bool TB>
 void launch_one(const GemmParams& q, dim3 grid, bool tensor_cores, cudaStream_t s) {
   if (tensor_cores)
-    gemm_wmma_kernel<T, TA, TB><<<grid, kWmmaThreads, 0, s>>>(q);
+    gemm_wmma_kernel<T, TC, TA, TB><<<grid, kWmmaThreads, 0, s>>>(q);
   else
-    gemm_simt_kernel<T, TA, TB><<<grid, kSimtThreads, 0, s>>>(q);
+    gemm_simt_kernel<T, TC, TA, TB><<<grid, kSimtThreads, 0, s>>>(q);
 }
 
-template <typename T>
+template <typename T, typename TC>
 void own_gemm(bool ta, bool tb, GemmParams p, int64_t batch, bool tensor_cores, cudaStream_t s) {
   static_assert(kSimtBM == kWmmaBM && kSimtBN == kWmmaBN, "one tiling for the launcher");
   constexpr int64_t kMaxZ = 65535;
@@ -356,24 +367,27 @@ void own_gemm(bool ta, bool tb, GemmParams p, int64_t batch, bool tensor_cores, 
       q.N = std::min(kMaxNChunk, p.N - n_start);
       q.A = A + z0 * p.sa;
       q.B = B + z0 * p.sb + (tb ? n_start * p.ldb : n_start);
-      q.C = p.C + z0 * p.sc + n_start;
+      q.C = static_cast<TC*>(p.C) + z0 * p.sc + n_start;
       const dim3 grid(static_cast<unsigned>((p.M + kWmmaBM - 1) / kWmmaBM),
                       static_cast<unsigned>((q.N + kWmmaBN - 1) / kWmmaBN), static_cast<unsigned>(zc));
-      if (!ta && !tb) launch_one<T, false, false>(q, grid, tensor_cores, s);
-      if (!ta && tb) launch_one<T, false, true>(q, grid, tensor_cores, s);
-      if (ta && !tb) launch_one<T, true, false>(q, grid, tensor_cores, s);
-      if (ta && tb) launch_one<T, true, true>(q, grid, tensor_cores, s);
+      if (!ta && !tb) launch_one<T, TC, false, false>(q, grid, tensor_cores, s);
+      if (!ta && tb) launch_one<T, TC, false, true>(q, grid, tensor_cores, s);
+      if (ta && !tb) launch_one<T, TC, true, false>(q, grid, tensor_cores, s);
+      if (ta && tb) launch_one<T, TC, true, true>(q, grid, tensor_cores, s);
       check_launch(tensor_cores ? "own GEMM (tensor-core kernel)" : "own GEMM (SIMT kernel)", s);
     }
   }
 }
 
-void own_dispatch(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32, cudaStream_t s) {
+void own_dispatch(InType in, OutType out, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32,
+                  cudaStream_t s) {
   const bool sm80 = compute_major(current_device()) >= 8;
-  if (in == InType::bf16)
-    own_gemm<uint16_t>(ta, tb, p, batch, sm80, s);
+  if (in == InType::bf16 && out == OutType::bf16)
+    own_gemm<uint16_t, uint16_t>(ta, tb, p, batch, sm80, s);
+  else if (in == InType::bf16)
+    own_gemm<uint16_t, float>(ta, tb, p, batch, sm80, s);
   else
-    own_gemm<float>(ta, tb, p, batch, sm80 && allow_tf32, s);
+    own_gemm<float, float>(ta, tb, p, batch, sm80 && allow_tf32, s);
 }
 
 // ------------------------------------------------------------------ library state
@@ -492,7 +506,8 @@ void append_key(std::string& k, const V& v) {
 }
 
 /** cuBLASLt; false when it has no algorithm for this problem (the caller runs the own GEMM). */
-bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32, cudaStream_t s) {
+bool lt_gemm(InType in, OutType out, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32,
+             cudaStream_t s) {
   const blas::Api& a = blas::api();
   const int dev = current_device();
   thread_local std::vector<blas::LtHandle> handles;
@@ -500,7 +515,8 @@ bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bo
   if (h == nullptr) return false;
 
   const int dt = in == InType::f32 ? blas::kR32F : blas::kR16BF;
-  const size_t es = in == InType::f32 ? 4 : 2;
+  const int dt_c = out == OutType::f32 ? blas::kR32F : blas::kR16BF;
+  const size_t es = in == InType::f32 ? 4 : 2, es_c = out == OutType::f32 ? 4 : 2;
   const int compute = (in == InType::f32 && allow_tf32) ? blas::kCompute32FFastTF32 : blas::kCompute32F;
   // Column-major view: Cᵀ (N x M) = op(B)ᵀ (N x K) * op(A)ᵀ (K x M). Lt's A is our B, Lt's B our A.
   const int32_t op_a = tb ? blas::kOpT : blas::kOpN;
@@ -516,7 +532,7 @@ bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bo
   // Stored shapes (column-major rows x cols before the op).
   lib_check(a.ltMatrixLayoutCreate(&o.la, dt, tb ? K : N, tb ? N : K, p.ldb), "cublasLtMatrixLayoutCreate(A)");
   lib_check(a.ltMatrixLayoutCreate(&o.lb, dt, ta ? M : K, ta ? K : M, p.lda), "cublasLtMatrixLayoutCreate(B)");
-  lib_check(a.ltMatrixLayoutCreate(&o.lc, blas::kR32F, N, M, p.ldc), "cublasLtMatrixLayoutCreate(C)");
+  lib_check(a.ltMatrixLayoutCreate(&o.lc, dt_c, N, M, p.ldc), "cublasLtMatrixLayoutCreate(C)");
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
     const int64_t strides[3] = {p.sb, p.sa, p.sc};
@@ -532,12 +548,12 @@ bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bo
 
   const uint32_t al_a = alignment(p.B, p.sb, es, batch);
   const uint32_t al_b = alignment(p.A, p.sa, es, batch);
-  const uint32_t al_c = alignment(p.C, p.sc, 4, batch);
+  const uint32_t al_c = alignment(p.C, p.sc, es_c, batch);
   std::string key;
   key.reserve(128);
-  for (int64_t v : {static_cast<int64_t>(dev), static_cast<int64_t>(dt), static_cast<int64_t>(compute),
-                    static_cast<int64_t>(op_a), static_cast<int64_t>(op_b), p.M, p.N, p.K, p.lda, p.ldb, p.ldc, batch,
-                    batch > 1 ? p.sa : 0, batch > 1 ? p.sb : 0, batch > 1 ? p.sc : 0})
+  for (int64_t v : {static_cast<int64_t>(dev), static_cast<int64_t>(dt), static_cast<int64_t>(dt_c),
+                    static_cast<int64_t>(compute), static_cast<int64_t>(op_a), static_cast<int64_t>(op_b), p.M, p.N,
+                    p.K, p.lda, p.ldb, p.ldc, batch, batch > 1 ? p.sa : 0, batch > 1 ? p.sb : 0, batch > 1 ? p.sc : 0})
     append_key(key, v);
   append_key(key, al_a);
   append_key(key, al_b);
@@ -592,7 +608,8 @@ bool lt_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bo
 
 // ------------------------------------------------------------------ cuBLAS
 
-bool blas_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32, cudaStream_t s) {
+bool blas_gemm(InType in, OutType out, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32,
+               cudaStream_t s) {
   const blas::Api& a = blas::api();
   const int dev = current_device();
   thread_local std::vector<blas::Handle> handles;
@@ -604,7 +621,8 @@ bool blas_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, 
   const blas::Status st = a.gemmStridedBatchedEx(
       h, tb ? blas::kOpT : blas::kOpN, ta ? blas::kOpT : blas::kOpN, static_cast<int>(p.N), static_cast<int>(p.M),
       static_cast<int>(p.K), &p.alpha, p.B, dt, static_cast<int>(p.ldb), p.sb, p.A, dt, static_cast<int>(p.lda), p.sa,
-      &p.beta, p.C, blas::kR32F, static_cast<int>(p.ldc), p.sc, static_cast<int>(batch), compute, blas::kGemmDefault);
+      &p.beta, p.C, out == OutType::f32 ? blas::kR32F : blas::kR16BF, static_cast<int>(p.ldc), p.sc,
+      static_cast<int>(batch), compute, blas::kGemmDefault);
   if (st == blas::kStatusNotSupported) return false;
   lib_check(st, "cublasGemmStridedBatchedEx");
   check_launch("cublasGemmStridedBatchedEx", s);
@@ -614,7 +632,7 @@ bool blas_gemm(InType in, bool ta, bool tb, const GemmParams& p, int64_t batch, 
 // ------------------------------------------------------------------ dispatch
 
 void validate(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb,
-              const float* C, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc) {
+              const void* C, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc) {
   auto s = [](int64_t v) { return std::to_string(v); };
   CRATE_CUDA_REQUIRE(M >= 0, "M", "must be >= 0, got " + s(M));
   CRATE_CUDA_REQUIRE(N >= 0, "N", "must be >= 0, got " + s(N));
@@ -643,9 +661,9 @@ void validate(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A, 
 
 bool fits_int(int64_t v) { return v <= INT_MAX; }
 
-void gemm_any(InType in, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
-              const void* B, int64_t ldb, float beta, float* C, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
-              int64_t sc, bool allow_tf32, void* stream) {
+void gemm_any(InType in, OutType out, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+              int64_t lda, const void* B, int64_t ldb, float beta, void* C, int64_t ldc, int64_t batch, int64_t sa,
+              int64_t sb, int64_t sc, bool allow_tf32, void* stream) {
   validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch, sa, sb, sc);
   if (M == 0 || N == 0 || batch == 0) return;
   const cudaStream_t s = resolve_stream(stream);  // after validation: bad arguments never touch CUDA
@@ -653,7 +671,7 @@ void gemm_any(InType in, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
                alpha, beta};
   if (K == 0 || alpha == 0.0f) {  // C = beta * C; A and B are not read
     p.K = 0;
-    own_dispatch(in, ta, tb, p, batch, allow_tf32, s);
+    own_dispatch(in, out, ta, tb, p, batch, allow_tf32, s);
     return;
   }
   const blas::Api& a = blas::api();
@@ -661,9 +679,10 @@ void gemm_any(InType in, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
       (a.lt || a.blas) && !g_force_own.load(std::memory_order_relaxed) && !g_lib_broken.load(std::memory_order_relaxed);
   if (lib && fits_int(M) && fits_int(N) && fits_int(K) && fits_int(lda) && fits_int(ldb) && fits_int(ldc) &&
       fits_int(batch)) {
-    if (a.lt ? lt_gemm(in, ta, tb, p, batch, allow_tf32, s) : blas_gemm(in, ta, tb, p, batch, allow_tf32, s)) return;
+    if (a.lt ? lt_gemm(in, out, ta, tb, p, batch, allow_tf32, s) : blas_gemm(in, out, ta, tb, p, batch, allow_tf32, s))
+      return;
   }
-  own_dispatch(in, ta, tb, p, batch, allow_tf32, s);
+  own_dispatch(in, out, ta, tb, p, batch, allow_tf32, s);
 }
 
 }  // namespace
@@ -671,8 +690,22 @@ void gemm_any(InType in, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
               int64_t stride_b, int64_t stride_c, bool allow_tf32, cudaStream_t stream) {
-  gemm_any(InType::f32, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b,
-           stride_c, allow_tf32, static_cast<void*>(stream));
+  gemm_any(InType::f32, OutType::f32, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a,
+           stride_b, stride_c, allow_tf32, static_cast<void*>(stream));
+}
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, int64_t batch, int64_t stride_a,
+               int64_t stride_b, int64_t stride_c, cudaStream_t stream) {
+  gemm_any(InType::bf16, OutType::f32, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a,
+           stride_b, stride_c, false, static_cast<void*>(stream));
+}
+
+void gemm_bf16_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                    int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C, int64_t ldc, int64_t batch,
+                    int64_t stride_a, int64_t stride_b, int64_t stride_c, cudaStream_t stream) {
+  gemm_any(InType::bf16, OutType::bf16, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a,
+           stride_b, stride_c, false, static_cast<void*>(stream));
 }
 
 }  // namespace crate::cuda
@@ -686,8 +719,9 @@ CRATE_API crate_status crate_cuda_gemm_f32(int trans_a, int trans_b, int64_t M, 
                                            float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
                                            int64_t stride_c, int allow_tf32, void* stream) {
   return crate::cuda::guard("crate_cuda_gemm_f32", [&] {
-    crate::cuda::gemm_any(crate::cuda::InType::f32, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda, B, ldb, beta, C,
-                          ldc, batch, stride_a, stride_b, stride_c, allow_tf32 != 0, stream);
+    crate::cuda::gemm_any(crate::cuda::InType::f32, crate::cuda::OutType::f32, trans_a != 0, trans_b != 0, M, N, K,
+                          alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b, stride_c, allow_tf32 != 0,
+                          stream);
   });
 }
 
@@ -696,8 +730,18 @@ CRATE_API crate_status crate_cuda_gemm_bf16(int trans_a, int trans_b, int64_t M,
                                             float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
                                             int64_t stride_c, void* stream) {
   return crate::cuda::guard("crate_cuda_gemm_bf16", [&] {
-    crate::cuda::gemm_any(crate::cuda::InType::bf16, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda, B, ldb, beta,
-                          C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
+    crate::cuda::gemm_any(crate::cuda::InType::bf16, crate::cuda::OutType::f32, trans_a != 0, trans_b != 0, M, N, K,
+                          alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_gemm_bf16_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                                 const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                                                 float beta, uint16_t* C, int64_t ldc, int64_t batch, int64_t stride_a,
+                                                 int64_t stride_b, int64_t stride_c, void* stream) {
+  return crate::cuda::guard("crate_cuda_gemm_bf16_bf16", [&] {
+    crate::cuda::gemm_any(crate::cuda::InType::bf16, crate::cuda::OutType::bf16, trans_a != 0, trans_b != 0, M, N, K,
+                          alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
   });
 }
 

@@ -53,6 +53,21 @@
 // in-place pass applies the residual / step / threshold / ReLU / mask (one read + one write of the
 // output plus the operand it adds). ReLU keeps NaN like the CPU (x < 0 ? 0 : x), so a NaN in an
 // input propagates to the outputs; the masks are `a > 0 ? g : 0`, exactly the CPU's.
+//
+// bf16 storage (the *_bf16 entries; every tensor bf16, dictionaries included: a pure-bf16 model;
+// f32 dictionaries with bf16 activations are not offered, the TS layer refuses mixed dtypes): the
+// same GEMM chains as bf16 tensor-core GEMMs (gemm_bf16, f32 accumulation) into an f32 scratch,
+// then one f32 epilogue pass that rounds once to bf16 on store; GEMMs with no epilogue (out, E,
+// dY, dD1) write bf16 directly (gemm_bf16_bf16). Differences from the f32 structure: the plain
+// ISTA's K is used as I + K' (K' = eta (W - W^T W) in bf16, the identity added in f32 by the
+// epilogue: a bf16 K would lose 2^-8 on its diagonal); every GEMM operand that is an intermediate
+// (U, V, Sym, E, the iterates, R, G*) is stored rounded to bf16, and the saved iterates are
+// exactly those rounded values; parameter gradients (dW, dD) and dM accumulate their GEMMs in an
+// f32 scratch and are rounded once; the second iterate cannot reuse the first's buffer through
+// the GEMM's beta = 1 (the accumulator is f32), so the epilogue adds it (in place when unsaved).
+// Epilogues are scalar (2-byte loads): memory-bound passes, not tuned.
+#include <cuda_bf16.h>
+
 #include <memory>
 #include <string>
 
@@ -161,10 +176,15 @@ __global__ void __launch_bounds__(kBlock) relu_mask_kernel(float* __restrict__ G
   for (int64_t i = tail + i0; i < n; i += stride) G[i] = Z[i] > 0.f ? dZ[i] : 0.f;
 }
 
-// Sym = dM + dM^T and dW = dM (d x d), through a 32 x 33 shared tile so both reads coalesce.
-// Block (32, 8); grid (ceil(d/32), ceil(d/32)) tiles, looped when d/32 exceeds the grid limit.
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(uint16_t* p, float v) { *p = __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+
+// Sym = dM + dM^T and dW = dM (d x d; dW may be NULL), through a 32 x 33 shared tile so both reads
+// coalesce. Block (32, 8); grid (ceil(d/32), ceil(d/32)) tiles, looped when d/32 exceeds the grid
+// limit. TS: float, or uint16_t (bf16 Sym, rounded once).
+template <class TS>
 __global__ void __launch_bounds__(kBlock)
-    sym_kernel(const float* __restrict__ dM, float* __restrict__ Sym, float* __restrict__ dW, int64_t d) {
+    sym_kernel(const float* __restrict__ dM, TS* __restrict__ Sym, float* __restrict__ dW, int64_t d) {
   __shared__ float tile[32][33];
   const int64_t nt = (d + 31) / 32;
   for (int64_t tr = blockIdx.y; tr < nt; tr += gridDim.y) {
@@ -179,8 +199,8 @@ __global__ void __launch_bounds__(kBlock)
         const int64_t i = tr * 32 + y, j = tc * 32 + threadIdx.x;
         if (i < d && j < d) {
           const float v = dM[i * d + j];
-          Sym[i * d + j] = v + tile[threadIdx.x][y];  // dM[i][j] + dM[j][i]
-          dW[i * d + j] = v;
+          put(&Sym[i * d + j], v + tile[threadIdx.x][y]);  // dM[i][j] + dM[j][i]
+          if (dW) dW[i * d + j] = v;
         }
       }
       __syncthreads();
@@ -365,6 +385,105 @@ std::unique_ptr<Scratch> scratch_if(bool need, int64_t n, cudaStream_t st) {
   return need ? std::make_unique<Scratch>(static_cast<size_t>(n) * sizeof(float), st) : nullptr;
 }
 
+// ------------------------------------------------------------------ bf16 storage (the *_bf16 entries)
+// Every GEMM takes bf16 operands (tensor cores, f32 accumulation) and writes either an f32 scratch
+// that one epilogue pass turns into the bf16 result (f32 math, one rounding on store), or, where
+// no epilogue follows, the bf16 result directly (gemm_bf16_bf16). f32 accumulators that several
+// GEMMs add into (dW, dD, dM) stay f32 until the final rounding.
+
+__device__ __forceinline__ float ldf(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ldf(const uint16_t* p, int64_t i) {
+  return __uint_as_float(static_cast<uint32_t>(p[i]) << 16);
+}
+__device__ __forceinline__ uint16_t rnd(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+
+enum Ep { kEpReluShift, kEpReluAddShift, kEpAxpy, kEpMask, kEpCopy };
+
+// out = bf16(f(acc, add)): kEpReluShift ReLU(acc - thr); kEpReluAddShift ReLU(acc + add - thr);
+// kEpAxpy acc + a add; kEpMask add > 0 ? acc : 0; kEpCopy acc. `out` may alias `add` (each
+// element is read and written by one thread), so neither is __restrict__.
+template <int Op, class TA>
+__global__ void __launch_bounds__(kBlock)
+    ep_bf16_kernel(const TA* __restrict__ acc, const uint16_t* add, uint16_t* out, int64_t n, float a, float thr) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float x = ldf(acc, i);
+    float r;
+    if constexpr (Op == kEpReluShift)
+      r = relu_nan(x - thr);
+    else if constexpr (Op == kEpReluAddShift)
+      r = relu_nan(x + ldf(add, i) - thr);
+    else if constexpr (Op == kEpAxpy)
+      r = x + a * ldf(add, i);
+    else if constexpr (Op == kEpMask)
+      r = ldf(add, i) > 0.f ? x : 0.f;
+    else
+      r = x;
+    out[i] = rnd(r);
+  }
+}
+
+template <int Op, class TA>
+void ep16(const TA* acc, const uint16_t* add, uint16_t* out, int64_t n, float a, float thr, cudaStream_t st) {
+  ep_bf16_kernel<Op, TA><<<grid_for(n, kBlock), kBlock, 0, st>>>(acc, add, out, n, a, thr);
+  check_launch("ista ep_bf16_kernel", st);
+}
+
+// dY = bf16(acc + (G + eta V))  (the small-T backward; acc = -eta V W, V the f32 G W^T).
+__global__ void __launch_bounds__(kBlock)
+    dy_small_bf16_kernel(const float* __restrict__ acc, const uint16_t* __restrict__ G, const float* __restrict__ V,
+                         uint16_t* __restrict__ dY, float eta, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    dY[i] = rnd(acc[i] + (ldf(G, i) + eta * V[i]));
+}
+
+// The backward's inner step with bf16 storage: g = A > 0 ? acc + Gout : 0 (acc = -eta E D, f32),
+// Gin = bf16(g), and Gout = bf16(Gout + g) when sum (g unrounded: one rounding per stored value).
+__global__ void __launch_bounds__(kBlock)
+    step_mask_bf16_kernel(const float* __restrict__ acc, uint16_t* __restrict__ Gin, uint16_t* __restrict__ Gout,
+                          const uint16_t* __restrict__ A, int64_t n, int sum) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float o = ldf(Gout, i);
+    const float g = ldf(A, i) > 0.f ? acc[i] + o : 0.f;
+    Gin[i] = rnd(g);
+    if (sum) Gout[i] = rnd(o + g);
+  }
+}
+
+using u16 = uint16_t;
+
+// C (f32) = alpha op(A) op(B) + beta C, bf16 operands.
+void gemm16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const u16* A, int64_t lda, const u16* B,
+            int64_t ldb, float beta, float* C, int64_t ldc, cudaStream_t st) {
+  gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, 0, 0, 0, st);
+}
+// C (bf16) = bf16(alpha op(A) op(B)), bf16 operands, f32 accumulation, one rounding.
+void gemm16o(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const u16* A, int64_t lda, const u16* B,
+             int64_t ldb, u16* C, int64_t ldc, cudaStream_t st) {
+  gemm_bf16_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.f, C, ldc, 1, 0, 0, 0, st);
+}
+
+size_t f32_bytes(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }
+size_t bf16_bytes(int64_t n) { return static_cast<size_t>(n) * sizeof(u16); }
+
+// K' = bf16(eta (W - W^T W)) (d x d): K = I + K', so Y K = Y + Y K' (the identity is applied in
+// f32 by the epilogue instead of being rounded into a bf16 K, whose diagonal would lose 2^-8).
+void form_kp16(const u16* W, u16* Kp, int64_t d, float eta, cudaStream_t st) {
+  Scratch ka(f32_bytes(d * d), st);
+  gemm16(true, false, d, d, d, -eta, W, d, W, d, 0.f, ka.as<float>(), d, st);  // -eta W^T W
+  ep16<kEpAxpy>(ka.as<float>(), W, Kp, d * d, eta, 0.f, st);                   // + eta W
+}
+
+void zero16(u16* p, int64_t n, const char* what, cudaStream_t st) {
+  if (p && n > 0) check(cudaMemsetAsync(p, 0, bf16_bytes(n), st), what);
+}
+
+std::unique_ptr<Scratch> scratch16_if(bool need, int64_t n, cudaStream_t st) {
+  return need ? std::make_unique<Scratch>(bf16_bytes(n), st) : nullptr;
+}
+
 }  // namespace
 }  // namespace crate::cuda
 
@@ -450,7 +569,7 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
       float* Sym = K;
       const int64_t nt = (d + 31) / 32;
       const dim3 grid(static_cast<unsigned>(nt < 65535 ? nt : 65535), static_cast<unsigned>(nt < 65535 ? nt : 65535));
-      sym_kernel<<<grid, dim3(32, 8), 0, st>>>(dM, Sym, dW, d);
+      sym_kernel<float><<<grid, dim3(32, 8), 0, st>>>(dM, Sym, dW, d);
       check_launch("ista sym_kernel", st);
       gemm(false, false, d, d, d, -1.f, W, d, Sym, d, 1.f, dW, d, st);  // dW = dM - W (dM + dM^T)
     }
@@ -615,6 +734,253 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const f
       gemm(true, false, m, d, T, eta, G0, m, Y, d, 1.f, dW, d, st);   // dW += eta G0^T Y
     }
     if (dY) gemm(false, false, T, d, m, eta, G1, m, W, d, 0.f, dY, d, st);  // dY = eta (G1 + G0) W
+  });
+}
+
+// ------------------------------------------------------------------ bf16 storage
+// Y, W / D / D1, outputs, saved iterates (A*, R) and gradients bf16 (uint16_t bits); the same
+// chain of GEMMs as the f32 entries, each a bf16 tensor-core GEMM with f32 accumulation followed by
+// an f32 epilogue that rounds once on store. A saved iterate is the rounded value the next GEMM
+// consumed, so the backward differentiates the computation that ran (masks from the same values).
+
+CRATE_API crate_status crate_cuda_ista_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* Z, int64_t T,
+                                                    int64_t d, float eta, float lambd, void* stream) {
+  return guard("crate_cuda_ista_forward_bf16", [&] {
+    const char* fn = "ista_forward";
+    check_dims(fn, T, d);
+    if (T == 0) return;
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    CRATE_CUDA_REQUIRE(Z, fn, "Z must not be null");
+    cudaStream_t st = resolve_stream(stream);
+    const float thr = eta * lambd;
+    const int64_t n = T * d;
+    Scratch accs(f32_bytes(n), st);
+    float* acc = accs.as<float>();
+    if (T >= d) {
+      Scratch ks(bf16_bytes(d * d), st);
+      form_kp16(W, ks.as<u16>(), d, eta, st);
+      gemm16(false, false, T, d, d, 1.f, Y, d, ks.as<u16>(), d, 0.f, acc, d, st);  // acc = Y K'
+      ep16<kEpReluAddShift>(acc, Y, Z, n, 0.f, thr, st);                           // Z = ReLU(acc + Y - thr)
+    } else {
+      Scratch us(bf16_bytes(n), st);
+      u16* U = us.as<u16>();
+      gemm16(false, true, T, d, d, -1.f, Y, d, W, d, 0.f, acc, d, st);  // acc = -Y W^T
+      ep16<kEpAxpy>(acc, Y, U, n, 1.f, 0.f, st);                        // U = Y - Y W^T
+      gemm16(false, false, T, d, d, eta, U, d, W, d, 0.f, acc, d, st);  // acc = eta U W
+      ep16<kEpReluAddShift>(acc, Y, Z, n, 0.f, thr, st);                // Z = ReLU(acc + Y - thr)
+    }
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_backward_bf16(const uint16_t* Y, const uint16_t* W, const uint16_t* Z,
+                                                     const uint16_t* dZ, uint16_t* dY, uint16_t* dW, int64_t T,
+                                                     int64_t d, float eta, void* stream) {
+  return guard("crate_cuda_ista_backward_bf16", [&] {
+    const char* fn = "ista_backward";
+    check_dims(fn, T, d);
+    if (!dY && !dW) return;
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    cudaStream_t st = resolve_stream(stream);
+    if (T == 0) {
+      zero16(dW, d * d, "ista_backward memset dW", st);
+      return;
+    }
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(Z, fn, "Z must not be null");
+    CRATE_CUDA_REQUIRE(dZ, fn, "dZ must not be null");
+    const int64_t n = T * d;
+    Scratch gs(bf16_bytes(n), st);
+    u16* G = gs.as<u16>();
+    ep16<kEpMask>(dZ, Z, G, n, 0.f, 0.f, st);  // G = Z > 0 ? dZ : 0 (exact)
+    if (dY) {
+      Scratch accs(f32_bytes(n), st);
+      float* acc = accs.as<float>();
+      if (T >= d) {
+        Scratch ks(bf16_bytes(d * d), st);
+        form_kp16(W, ks.as<u16>(), d, eta, st);
+        gemm16(false, true, T, d, d, 1.f, G, d, ks.as<u16>(), d, 0.f, acc, d, st);  // acc = G K'^T
+        ep16<kEpAxpy>(acc, G, dY, n, 1.f, 0.f, st);                                 // dY = G + G K'^T
+      } else {
+        Scratch vs(f32_bytes(n), st), vb(bf16_bytes(n), st);
+        float* V = vs.as<float>();
+        gemm16(false, true, T, d, d, 1.f, G, d, W, d, 0.f, V, d, st);                         // V = G W^T
+        ep16<kEpCopy>(V, nullptr, vb.as<u16>(), n, 0.f, 0.f, st);                             // V as a GEMM operand
+        gemm16(false, false, T, d, d, -eta, vb.as<u16>(), d, W, d, 0.f, acc, d, st);          // acc = -eta V W
+        dy_small_bf16_kernel<<<grid_for(n, kBlock), kBlock, 0, st>>>(acc, G, V, dY, eta, n);  // + G + eta V
+        check_launch("ista dy_small_bf16_kernel", st);
+      }
+    }
+    if (dW) {
+      Scratch ms(f32_bytes(d * d), st), ss(bf16_bytes(d * d), st);
+      float* dM = ms.as<float>();
+      gemm16(true, false, d, d, T, eta, Y, d, G, d, 0.f, dM, d, st);  // dM = eta Y^T G
+      const int64_t nt = (d + 31) / 32;
+      const dim3 grid(static_cast<unsigned>(nt < 65535 ? nt : 65535), static_cast<unsigned>(nt < 65535 ? nt : 65535));
+      sym_kernel<u16><<<grid, dim3(32, 8), 0, st>>>(dM, ss.as<u16>(), nullptr, d);  // Sym = bf16(dM + dM^T)
+      check_launch("ista sym_kernel", st);
+      gemm16(false, false, d, d, d, -1.f, W, d, ss.as<u16>(), d, 1.f, dM, d, st);  // dM -= W Sym (f32)
+      ep16<kEpCopy>(dM, nullptr, dW, d * d, 0.f, 0.f, st);                         // dW = bf16(dM)
+    }
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_overcomplete_forward_bf16(const uint16_t* Y, const uint16_t* D,
+                                                                 const uint16_t* D1, uint16_t* out, uint16_t* A1,
+                                                                 uint16_t* A2, uint16_t* R, int64_t T, int64_t d,
+                                                                 int64_t m, float eta, float lambd, void* stream) {
+  return guard("crate_cuda_ista_overcomplete_forward_bf16", [&] {
+    const char* fn = "ista_overcomplete_forward";
+    check_tdm(fn, T, d, m);
+    if (T == 0) return;
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(D, fn, "D must not be null");
+    CRATE_CUDA_REQUIRE(D1, fn, "D1 must not be null");
+    CRATE_CUDA_REQUIRE(out, fn, "out must not be null");
+    cudaStream_t st = resolve_stream(stream);
+    const int64_t ntm = T * m, ntd = T * d;
+    auto slot_a = scratch16_if(!A1 || !A2, ntm, st);
+    auto slot_r = scratch16_if(!R, ntd, st);
+    u16* a1 = A1 ? A1 : slot_a->as<u16>();  // (T, m)
+    u16* a2 = A2 ? A2 : slot_a->as<u16>();  // (T, m); may be a1 (the epilogue runs in place)
+    u16* r = R ? R : slot_r->as<u16>();     // (T, d)
+    Scratch accs(f32_bytes(T * (m > d ? m : d)), st);
+    float* acc = accs.as<float>();
+    const float thr = eta * lambd;
+    gemm16(false, false, T, m, d, eta, Y, d, D, m, 0.f, acc, m, st);   // acc = eta Y D
+    ep16<kEpReluShift>(acc, nullptr, a1, ntm, 0.f, thr, st);           // A1 = ReLU(acc - eta lambda)
+    gemm16(false, true, T, d, m, 1.f, a1, m, D, m, 0.f, acc, d, st);   // acc = A1 D^T
+    ep16<kEpAxpy>(acc, Y, r, ntd, -1.f, 0.f, st);                      // R = acc - Y
+    gemm16(false, false, T, m, d, -eta, r, d, D, m, 0.f, acc, m, st);  // acc = -eta R D
+    ep16<kEpReluAddShift>(acc, a1, a2, ntm, 0.f, thr, st);             // A2 = ReLU(acc + A1 - eta lambda)
+    gemm16o(false, true, T, d, m, 1.f, a2, m, D1, m, out, d, st);      // out = A2 D1^T
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_overcomplete_backward_bf16(const uint16_t* Y, const uint16_t* D,
+                                                                  const uint16_t* D1, const uint16_t* A1,
+                                                                  const uint16_t* A2, const uint16_t* R,
+                                                                  const uint16_t* dOut, uint16_t* dY, uint16_t* dD,
+                                                                  uint16_t* dD1, int64_t T, int64_t d, int64_t m,
+                                                                  float eta, void* stream) {
+  return guard("crate_cuda_ista_overcomplete_backward_bf16", [&] {
+    const char* fn = "ista_overcomplete_backward";
+    check_tdm(fn, T, d, m);
+    if (!dY && !dD && !dD1) return;
+    cudaStream_t st = resolve_stream(stream);
+    if (T == 0) {
+      zero16(dD, d * m, "ista_overcomplete_backward memset dD", st);
+      zero16(dD1, d * m, "ista_overcomplete_backward memset dD1", st);
+      return;
+    }
+    CRATE_CUDA_REQUIRE(dOut, fn, "dOut must not be null");
+    CRATE_CUDA_REQUIRE(A2, fn, "A2 must not be null");
+    if (dY || dD) {
+      CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+      CRATE_CUDA_REQUIRE(D, fn, "D must not be null");
+      CRATE_CUDA_REQUIRE(D1, fn, "D1 must not be null");
+      CRATE_CUDA_REQUIRE(A1, fn, "A1 must not be null");
+      CRATE_CUDA_REQUIRE(R, fn, "R must not be null");
+    }
+    if (dD1) gemm16o(true, false, d, m, T, 1.f, dOut, d, A2, m, dD1, m, st);  // dD1 = dOut^T A2
+    if (!dY && !dD) return;
+    const int64_t ntm = T * m;
+    Scratch accs(f32_bytes(ntm), st), g2s(bf16_bytes(ntm), st), g1s(bf16_bytes(ntm), st), es(bf16_bytes(T * d), st);
+    float* acc = accs.as<float>();
+    u16* G2 = g2s.as<u16>();  // (T, m): G2, later G1 + G2
+    u16* G1 = g1s.as<u16>();  // (T, m)
+    u16* E = es.as<u16>();    // (T, d) = G2 D^T
+    auto dDs = std::unique_ptr<Scratch>(dD ? new Scratch(f32_bytes(d * m), st) : nullptr);
+    float* dDacc = dD ? dDs->as<float>() : nullptr;                              // (d, m) f32
+    gemm16(false, false, T, m, d, 1.f, dOut, d, D1, m, 0.f, acc, m, st);         // acc = dOut D1
+    ep16<kEpMask>(acc, A2, G2, ntm, 0.f, 0.f, st);                               // G2 = acc o [A2 > 0]
+    gemm16o(false, true, T, d, m, 1.f, G2, m, D, m, E, d, st);                   // E = G2 D^T
+    if (dD) gemm16(true, false, d, m, T, -eta, R, d, G2, m, 0.f, dDacc, m, st);  // dD = -eta R^T G2
+    gemm16(false, false, T, m, d, -eta, E, d, D, m, 0.f, acc, m, st);            // acc = -eta E D
+    step_mask_bf16_kernel<<<grid_for(ntm, kBlock), kBlock, 0, st>>>(acc, G1, G2, A1, ntm, dY ? 1 : 0);
+    check_launch("ista step_mask_bf16_kernel", st);  // G1 = (G2 + acc) o [A1 > 0]; G2 += G1
+    if (dD) {
+      gemm16(true, false, d, m, T, -eta, E, d, A1, m, 1.f, dDacc, m, st);  // dD += -eta E^T A1
+      gemm16(true, false, d, m, T, eta, Y, d, G1, m, 1.f, dDacc, m, st);   // dD += eta Y^T G1
+      ep16<kEpCopy>(dDacc, nullptr, dD, d * m, 0.f, 0.f, st);
+    }
+    if (dY) gemm16o(false, true, T, d, m, eta, G2, m, D, m, dY, d, st);  // dY = eta (G1 + G2) D^T
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_tied_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* out,
+                                                         uint16_t* A0, uint16_t* A1, uint16_t* R, int64_t T, int64_t d,
+                                                         int64_t m, float eta, float lambd, void* stream) {
+  return guard("crate_cuda_ista_tied_forward_bf16", [&] {
+    const char* fn = "ista_tied_forward";
+    check_tdm(fn, T, d, m);
+    if (T == 0) return;
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    CRATE_CUDA_REQUIRE(out, fn, "out must not be null");
+    cudaStream_t st = resolve_stream(stream);
+    const int64_t ntm = T * m, ntd = T * d;
+    auto slot_a = scratch16_if(!A0 || !A1, ntm, st);
+    auto slot_r = scratch16_if(!R, ntd, st);
+    u16* a0 = A0 ? A0 : slot_a->as<u16>();  // (T, m)
+    u16* a1 = A1 ? A1 : slot_a->as<u16>();  // (T, m); may be a0
+    u16* r = R ? R : slot_r->as<u16>();     // (T, d)
+    Scratch accs(f32_bytes(T * (m > d ? m : d)), st);
+    float* acc = accs.as<float>();
+    const float thr = eta * lambd;
+    gemm16(false, true, T, m, d, eta, Y, d, W, d, 0.f, acc, m, st);     // acc = eta Y W^T
+    ep16<kEpReluShift>(acc, nullptr, a0, ntm, 0.f, thr, st);            // A0 = ReLU(acc - eta lambda)
+    gemm16(false, false, T, d, m, -1.f, a0, m, W, d, 0.f, acc, d, st);  // acc = -A0 W
+    ep16<kEpAxpy>(acc, Y, r, ntd, 1.f, 0.f, st);                        // R = acc + Y
+    gemm16(false, true, T, m, d, eta, r, d, W, d, 0.f, acc, m, st);     // acc = eta R W^T
+    ep16<kEpReluAddShift>(acc, a0, a1, ntm, 0.f, thr, st);              // A1 = ReLU(acc + A0 - eta lambda)
+    gemm16o(false, false, T, d, m, 1.f, a1, m, W, d, out, d, st);       // out = A1 W
+  });
+}
+
+CRATE_API crate_status crate_cuda_ista_tied_backward_bf16(const uint16_t* Y, const uint16_t* W, const uint16_t* A0,
+                                                          const uint16_t* A1, const uint16_t* R, const uint16_t* dOut,
+                                                          uint16_t* dY, uint16_t* dW, int64_t T, int64_t d, int64_t m,
+                                                          float eta, void* stream) {
+  return guard("crate_cuda_ista_tied_backward_bf16", [&] {
+    const char* fn = "ista_tied_backward";
+    check_tdm(fn, T, d, m);
+    if (!dY && !dW) return;
+    cudaStream_t st = resolve_stream(stream);
+    if (T == 0) {
+      zero16(dW, m * d, "ista_tied_backward memset dW", st);
+      return;
+    }
+    CRATE_CUDA_REQUIRE(Y, fn, "Y must not be null");
+    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    CRATE_CUDA_REQUIRE(A0, fn, "A0 must not be null");
+    CRATE_CUDA_REQUIRE(A1, fn, "A1 must not be null");
+    CRATE_CUDA_REQUIRE(R, fn, "R must not be null");
+    CRATE_CUDA_REQUIRE(dOut, fn, "dOut must not be null");
+    const int64_t ntm = T * m;
+    Scratch accs(f32_bytes(ntm), st), g1s(bf16_bytes(ntm), st), g0s(bf16_bytes(ntm), st), es(bf16_bytes(T * d), st);
+    float* acc = accs.as<float>();
+    u16* G1 = g1s.as<u16>();  // (T, m): G1, later G1 + G0
+    u16* G0 = g0s.as<u16>();  // (T, m)
+    u16* E = es.as<u16>();    // (T, d) = G1 W
+    auto dWs = std::unique_ptr<Scratch>(dW ? new Scratch(f32_bytes(m * d), st) : nullptr);
+    float* dWacc = dW ? dWs->as<float>() : nullptr;                     // (m, d) f32
+    gemm16(false, true, T, m, d, 1.f, dOut, d, W, d, 0.f, acc, m, st);  // acc = dOut W^T
+    ep16<kEpMask>(acc, A1, G1, ntm, 0.f, 0.f, st);                      // G1 = acc o [A1 > 0]
+    gemm16o(false, false, T, d, m, 1.f, G1, m, W, d, E, d, st);         // E = G1 W
+    if (dW) {
+      gemm16(true, false, m, d, T, 1.f, A1, m, dOut, d, 0.f, dWacc, d, st);  // dW = A1^T dOut
+      gemm16(true, false, m, d, T, eta, G1, m, R, d, 1.f, dWacc, d, st);     // dW += eta G1^T R
+    }
+    gemm16(false, true, T, m, d, -eta, E, d, W, d, 0.f, acc, m, st);  // acc = -eta E W^T
+    step_mask_bf16_kernel<<<grid_for(ntm, kBlock), kBlock, 0, st>>>(acc, G0, G1, A0, ntm, dY ? 1 : 0);
+    check_launch("ista step_mask_bf16_kernel", st);  // G0 = (G1 + acc) o [A0 > 0]; G1 += G0
+    if (dW) {
+      gemm16(true, false, m, d, T, -eta, A0, m, E, d, 1.f, dWacc, d, st);  // dW += -eta A0^T E
+      gemm16(true, false, m, d, T, eta, G0, m, Y, d, 1.f, dWacc, d, st);   // dW += eta G0^T Y
+      ep16<kEpCopy>(dWacc, nullptr, dW, m * d, 0.f, 0.f, st);
+    }
+    if (dY) gemm16o(false, false, T, d, m, eta, G1, m, W, d, dY, d, st);  // dY = eta (G1 + G0) W
   });
 }
 

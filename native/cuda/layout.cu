@@ -1,5 +1,6 @@
 // layout.cu: CUDA twins of native/cpu/layout.cc (strided_copy, gather, index_add) and of
-// native/cpu/matmul.cc (batched matmul with broadcast batch dims, on the library GEMM).
+// native/cpu/matmul.cc (batched matmul with broadcast batch dims, on the library GEMM; bf16 A, B
+// and C through the bf16 -> bf16 GEMM: f32 accumulation, one rounding per output).
 //
 // strided_copy canonicalises the iteration space on the host (size-1 dims dropped, dims merged
 // where both the source and the destination strides allow) and then runs a stream-ordered
@@ -355,57 +356,89 @@ CRATE_API crate_status crate_cuda_index_add_bf16(const uint16_t* g, const int32_
   });
 }
 
+namespace crate::cuda {
+namespace {
+// The batched matmul of crate_cuda_matmul_f32 / _bf16 over a GEMM
+// gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch, sa, sb, sc, stream) with alpha 1, beta 0.
+template <class T, class Gemm>
+void matmul_any(const char* op, const T* A, const T* B, T* C, const int64_t* batch_shape, const int64_t* a_bstr,
+                const int64_t* b_bstr, int nbatch, int64_t M, int64_t N, int64_t K, int trans_a, int trans_b,
+                void* stream_, Gemm gemm) {
+  CRATE_CUDA_REQUIRE(
+      M >= 0 && N >= 0 && K >= 0, op,
+      "negative matrix size (M " + std::to_string(M) + ", N " + std::to_string(N) + ", K " + std::to_string(K) + ")");
+  const int64_t batch = checked_numel(op, batch_shape, nbatch);
+  if (batch == 0 || M == 0 || N == 0) return;
+  require_strides(op, a_bstr, nbatch, "a_bstr");
+  require_strides(op, b_bstr, nbatch, "b_bstr");
+  require_ptr(op, C, "C");
+  cudaStream_t stream = resolve_stream(stream_);
+  if (K == 0) {  // empty inner product: C = 0
+    check(cudaMemsetAsync(C, 0, static_cast<size_t>(batch * M * N) * sizeof(T), stream), op);
+    return;
+  }
+  require_ptr(op, A, "A");
+  require_ptr(op, B, "B");
+  const bool ta = trans_a != 0, tb = trans_b != 0;
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  const BatchCanon c = canonical_batch(batch_shape, a_bstr, b_bstr, nbatch);
+  const int nb = static_cast<int>(c.shape.size());
+  if (nb == 0) {
+    gemm(ta, tb, M, N, K, A, lda, B, ldb, C, N, 1, 0, 0, 0, stream);
+    return;
+  }
+  // One strided-batched GEMM over the innermost canonical batch dim, a host loop over the rest.
+  const int64_t inner = c.shape[nb - 1], sa = c.as[nb - 1], sb = c.bs[nb - 1];
+  if (nb == 1 && sb == 0 && sa == M * K && !ta) {
+    // B shared by every batch and A's batches contiguous: fold the batch into M (one GEMM).
+    gemm(false, tb, inner * M, N, K, A, lda, B, ldb, C, N, 1, 0, 0, 0, stream);
+    return;
+  }
+  int64_t outer = 1;
+  for (int d = 0; d < nb - 1; ++d) outer *= c.shape[d];
+  std::vector<int64_t> idx(std::max(nb - 1, 1), 0);
+  for (int64_t ob = 0; ob < outer; ++ob) {
+    int64_t ao = 0, bo = 0;
+    for (int d = 0; d < nb - 1; ++d) {
+      ao += idx[d] * c.as[d];
+      bo += idx[d] * c.bs[d];
+    }
+    gemm(ta, tb, M, N, K, A + ao, lda, B + bo, ldb, C + ob * inner * M * N, N, inner, sa, sb, M * N, stream);
+    for (int d = nb - 2; d >= 0; --d) {
+      if (++idx[d] < c.shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+}  // namespace
+}  // namespace crate::cuda
+
 CRATE_API crate_status crate_cuda_matmul_f32(const float* A, const float* B, float* C, const int64_t* batch_shape,
                                              const int64_t* a_bstr, const int64_t* b_bstr, int nbatch, int64_t M,
                                              int64_t N, int64_t K, int trans_a, int trans_b, int allow_tf32,
                                              void* stream_) {
   return guard("crate_cuda_matmul_f32", [&] {
-    const char* op = "matmul";
-    CRATE_CUDA_REQUIRE(
-        M >= 0 && N >= 0 && K >= 0, op,
-        "negative matrix size (M " + std::to_string(M) + ", N " + std::to_string(N) + ", K " + std::to_string(K) + ")");
-    const int64_t batch = checked_numel(op, batch_shape, nbatch);
-    if (batch == 0 || M == 0 || N == 0) return;
-    require_strides(op, a_bstr, nbatch, "a_bstr");
-    require_strides(op, b_bstr, nbatch, "b_bstr");
-    require_ptr(op, C, "C");
-    cudaStream_t stream = resolve_stream(stream_);
-    if (K == 0) {  // empty inner product: C = 0
-      check(cudaMemsetAsync(C, 0, static_cast<size_t>(batch * M * N) * sizeof(float), stream), op);
-      return;
-    }
-    require_ptr(op, A, "A");
-    require_ptr(op, B, "B");
-    const bool ta = trans_a != 0, tb = trans_b != 0, tf32 = allow_tf32 != 0;
-    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
-    const BatchCanon c = canonical_batch(batch_shape, a_bstr, b_bstr, nbatch);
-    const int nb = static_cast<int>(c.shape.size());
-    if (nb == 0) {
-      gemm_f32(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, N, 1, 0, 0, 0, tf32, stream);
-      return;
-    }
-    // One strided-batched GEMM over the innermost canonical batch dim, a host loop over the rest.
-    const int64_t inner = c.shape[nb - 1], sa = c.as[nb - 1], sb = c.bs[nb - 1];
-    if (nb == 1 && sb == 0 && sa == M * K && !ta) {
-      // B shared by every batch and A's batches contiguous: fold the batch into M (one GEMM).
-      gemm_f32(false, tb, inner * M, N, K, 1.f, A, lda, B, ldb, 0.f, C, N, 1, 0, 0, 0, tf32, stream);
-      return;
-    }
-    int64_t outer = 1;
-    for (int d = 0; d < nb - 1; ++d) outer *= c.shape[d];
-    std::vector<int64_t> idx(std::max(nb - 1, 1), 0);
-    for (int64_t ob = 0; ob < outer; ++ob) {
-      int64_t ao = 0, bo = 0;
-      for (int d = 0; d < nb - 1; ++d) {
-        ao += idx[d] * c.as[d];
-        bo += idx[d] * c.bs[d];
-      }
-      gemm_f32(ta, tb, M, N, K, 1.f, A + ao, lda, B + bo, ldb, 0.f, C + ob * inner * M * N, N, inner, sa, sb, M * N,
-               tf32, stream);
-      for (int d = nb - 2; d >= 0; --d) {
-        if (++idx[d] < c.shape[d]) break;
-        idx[d] = 0;
-      }
-    }
+    const bool tf32 = allow_tf32 != 0;
+    matmul_any(
+        "matmul", A, B, C, batch_shape, a_bstr, b_bstr, nbatch, M, N, K, trans_a, trans_b, stream_,
+        [tf32](bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float* c, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, cudaStream_t st) {
+          gemm_f32(ta, tb, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc, batch, sa, sb, sc, tf32, st);
+        });
+  });
+}
+
+// bf16 in and out: the bf16 -> bf16 GEMM (f32 accumulation, one rounding per output element).
+CRATE_API crate_status crate_cuda_matmul_bf16(const uint16_t* A, const uint16_t* B, uint16_t* C,
+                                              const int64_t* batch_shape, const int64_t* a_bstr, const int64_t* b_bstr,
+                                              int nbatch, int64_t M, int64_t N, int64_t K, int trans_a, int trans_b,
+                                              void* stream_) {
+  return guard("crate_cuda_matmul_bf16", [&] {
+    matmul_any(
+        "matmul", A, B, C, batch_shape, a_bstr, b_bstr, nbatch, M, N, K, trans_a, trans_b, stream_,
+        [](bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+           int64_t ldb, uint16_t* c, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, cudaStream_t st) {
+          gemm_bf16_bf16(ta, tb, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc, batch, sa, sb, sc, st);
+        });
   });
 }

@@ -11,7 +11,12 @@
 // a plain f64 loop, element-wise: |cuda - ref| <= gamma * (|alpha| sum_k |a_ik||b_kj| + |beta||c_ij|)
 // with gamma = 2^-24 * max(16, 2 sqrt(K)) (f32 accumulation), + 2^-9 for TF32 (input rounding), and
 // for bf16 the f32 gamma against the f64 product of the bf16-rounded inputs (plus 2^-7 against the
-// unrounded f32 inputs).
+// unrounded f32 inputs); bf16 output adds one rounding: u |ref| + gamma scale (1 + u), u = 2^-8.
+// bf16 ISTA (every tensor bf16): the CPU f64 function on the bf16 inputs is the ground truth and
+// an f64 emulation of the bf16 kernels (the same rounding points, exact arithmetic between them)
+// takes the place of the CPU f32 result in the criterion above, with a floor of one bf16 ulp
+// (2^-8 max|f64|); the emulation itself is checked against the f64 function with its roundings
+// turned off (it must agree to 1e-9), so it cannot loosen the bound by being wrong.
 // Every device buffer carries a 256-byte canary tail (writes past the end inside the caching
 // allocator's rounded block are invisible to compute-sanitizer), outputs start as NaN (unwritten
 // outputs show), and inputs are re-read after each case (kernels must not write their inputs).
@@ -84,7 +89,10 @@
   X(crate_cuda_logdet_gram_heads_forward_f32) X(crate_cuda_logdet_gram_heads_backward_f32) X(crate_cuda_logdet_gram_forward_bf16) X(crate_cuda_logdet_gram_backward_bf16) X(crate_cuda_logdet_gram_heads_forward_bf16) X(crate_cuda_logdet_gram_heads_backward_bf16) \
   X(crate_cuda_mssa_forward_bf16) X(crate_cuda_mssa_backward_bf16) \
   X(crate_cuda_tssa_forward_bf16) X(crate_cuda_tssa_backward_bf16)                                 \
-  X(crate_cuda_tssa_causal_forward_bf16) X(crate_cuda_tssa_causal_backward_bf16)
+  X(crate_cuda_tssa_causal_forward_bf16) X(crate_cuda_tssa_causal_backward_bf16) \
+  X(crate_cuda_gemm_bf16_bf16) X(crate_cuda_ista_forward_bf16) X(crate_cuda_ista_backward_bf16)    \
+  X(crate_cuda_ista_overcomplete_forward_bf16) X(crate_cuda_ista_overcomplete_backward_bf16)       \
+  X(crate_cuda_ista_tied_forward_bf16) X(crate_cuda_ista_tied_backward_bf16)
 // clang-format on
 
 namespace {
@@ -769,6 +777,90 @@ void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, in
   });
 }
 
+// bf16 A, B and C (crate_cuda_gemm_bf16_bf16): C = bf16(alpha acc + beta C), against the f64 product
+// of the bf16 inputs: |C - ref| <= u |ref| + gamma scl (1 + u), u = 2^-8 (one rounding of the f32
+// result, whose error is the f32 gamma bound); padding of C untouched, C not read when beta = 0.
+void gemm_bf16out_case(bool own, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                       int64_t batch, bool bcast_b, int64_t pad) {
+  const std::string name =
+      fmt("gemm %s bf16->bf16 ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld",
+          own ? "own" : "cublas", ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta, (long long)batch,
+          bcast_b ? " bcastB" : "", (long long)pad);
+  run_case(name, [&] {
+    crate_status fs = CU_ST(crate_cuda_gemm_force_own, own ? 1 : 0);
+    if (fs != CRATE_OK) {
+      if (!own) throw Skip{"cuBLAS not available: " + cuda_msg()};
+      cu_check("crate_cuda_gemm_force_own(1)", fs);
+    }
+    if (!own && g.crate_cuda_gemm_backend) {
+      const char* be = g.crate_cuda_gemm_backend();
+      if (be && std::strncmp(be, "own", 3) == 0) throw Skip{std::string("cuBLAS not loaded: ") + be};
+    }
+    Rng r = case_rng();
+    const int64_t ra = ta ? K : M, ca = ta ? M : K, lda = ca + pad;
+    const int64_t rb = tb ? N : K, cb = tb ? K : N, ldb = cb + pad;
+    const int64_t ldc = N + pad;
+    const int64_t sa = batch > 1 ? ra * lda : 0, sb = (batch > 1 && !bcast_b) ? rb * ldb : 0,
+                  sc = batch > 1 ? M * ldc : 0;
+    const size_t na = static_cast<size_t>((batch - 1) * sa + ra * lda);
+    const size_t nb = static_cast<size_t>((batch - 1) * sb + rb * ldb);
+    const size_t nc = static_cast<size_t>((batch - 1) * sc + M * ldc);
+    const uint16_t nan16 = 0xFFFF;
+    std::vector<uint16_t> A(na, nan16), Bm(nb, nan16), C0(nc, nan16);  // padding NaN (must not be read)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < ra; ++i)
+        for (int64_t j = 0; j < ca; ++j) A[b * sa + i * lda + j] = f32_to_bf16(static_cast<float>(r.normal()));
+      if (b == 0 || sb)
+        for (int64_t i = 0; i < rb; ++i)
+          for (int64_t j = 0; j < cb; ++j) Bm[b * sb + i * ldb + j] = f32_to_bf16(static_cast<float>(r.normal()));
+      if (beta != 0.f)
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) C0[b * sc + i * ldc + j] = f32_to_bf16(static_cast<float>(r.normal()));
+    }
+    DBuf dA = din("A", A), dB = din("B", Bm), dC = dinit("C", C0);
+    CU(crate_cuda_gemm_bf16_bf16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
+       dC.as<uint16_t>(), ldc, batch, sa, sb, sc, nullptr);
+    const std::vector<uint16_t> C = down<uint16_t>(dC);
+    const double u = std::ldexp(1.0, -8);
+    const double gamma = std::ldexp(1.0, -24) * std::max(16.0, 2.0 * std::sqrt(static_cast<double>(K)));
+    double worst = 0;
+    size_t bad = 0, pad_touched = 0;
+    std::string first;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t i = 0; i < M; ++i) {
+        for (int64_t j = 0; j < N; ++j) {
+          double sum = 0, sabs = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double pa = bf16_to_f32(A[static_cast<size_t>(b * sa + (ta ? k * lda + i : i * lda + k))]);
+            const double pb = bf16_to_f32(Bm[static_cast<size_t>(b * sb + (tb ? j * ldb + k : k * ldb + j))]);
+            sum += pa * pb;
+            sabs += std::fabs(pa * pb);
+          }
+          const size_t ic = static_cast<size_t>(b * sc + i * ldc + j);
+          const double c0 = beta == 0.f ? 0.0 : static_cast<double>(bf16_to_f32(C0[ic]));
+          const double ref = alpha * sum + beta * c0;
+          const double scl = std::fabs(alpha) * sabs + std::fabs(beta) * std::fabs(c0);
+          const double got = bf16_to_f32(C[ic]);
+          const double err = std::fabs(got - ref);
+          const double tol = u * std::fabs(ref) + gamma * scl * (1 + u) + 1e-30;
+          if (!(err <= tol)) {
+            if (!bad)
+              first = fmt("C[%lld,%lld,%lld] = %.9g, ref %.9g, tol %.3g", (long long)b, (long long)i, (long long)j, got,
+                          ref, tol);
+            ++bad;
+          }
+          worst = std::max(worst, err / tol);
+        }
+        for (int64_t j = N; j < ldc; ++j)
+          if (C[static_cast<size_t>(b * sc + i * ldc + j)] != C0[static_cast<size_t>(b * sc + i * ldc + j)])
+            ++pad_touched;
+      }
+    note(fmt("worst err/tol %.3f (u 2^-8, gamma %.2e)", worst, gamma));
+    if (bad) fail(fmt("%zu elements out of tolerance; first %s", bad, first.c_str()));
+    if (pad_touched) fail(fmt("%zu padding elements of C (ldc > N) were written", pad_touched));
+  });
+}
+
 void gemm_cases() {
   struct S {
     int64_t M, N, K;
@@ -798,6 +890,8 @@ void gemm_cases() {
                   0);
         gemm_case(own, kBF16, t == 2, t == 1, s.M, s.N, s.K, v % 2 ? 0.5f : 1.f, v % 2 ? 1.f : 0.f, v % 3 == 2 ? 2 : 1,
                   v % 6 == 5, v % 4 == 1 ? 5 : 0);
+        gemm_bf16out_case(own, t == 1, t == 2, s.M, s.N, s.K, v % 2 ? -0.5f : 1.f, v % 2 ? 0.75f : 0.f,
+                          v % 3 == 1 ? 2 : 1, v % 6 == 4, v % 4 == 2 ? 3 : 0);
       }
   }
   if (g.crate_cuda_gemm_force_own) g.crate_cuda_gemm_force_own(0);  // back to the default choice
@@ -1363,6 +1457,355 @@ void ista_oc_cases() {
   ista_oc_nan_case(false);
   ista_oc_nan_case(true);
   ista_oc_edge_cases();
+}
+
+// ================================================================================ bf16 ISTA
+
+// Row-major f64 GEMM: C (M x N) = alpha op(A) op(B) + beta C; A stored (ta ? K x M : M x K), B
+// stored (tb ? N x K : K x N).
+void mm64(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const std::vector<double>& A,
+          const std::vector<double>& B, double beta, std::vector<double>& C) {
+  C.resize(static_cast<size_t>(M * N));
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k)
+        s += A[static_cast<size_t>(ta ? k * M + i : i * K + k)] * B[static_cast<size_t>(tb ? j * K + k : k * N + j)];
+      double& c = C[static_cast<size_t>(i * N + j)];
+      c = alpha * s + (beta == 0 ? 0.0 : beta * c);
+    }
+}
+
+double round_bf16(double v) { return bf16_to_f32(f32_to_bf16(static_cast<float>(v))); }  // inputs here: |v| < 1e30
+
+/** The f64 emulation of the bf16 kernels of ista.cu: exact arithmetic, rounded to bf16 exactly
+ * where the kernel stores a bf16 value (rnd = false: no rounding, the exact function). */
+struct Emu16 {
+  bool rnd;
+  double r(double v) const { return rnd ? round_bf16(v) : v; }
+  std::vector<double> r(std::vector<double> v) const {
+    if (rnd)
+      for (auto& x : v) x = round_bf16(x);
+    return v;
+  }
+  static double relu(double x) { return x < 0 ? 0 : x; }
+  using V = std::vector<double>;
+
+  // plain ISTA (W d x d)
+  V kp(const V& W, int64_t d, double eta) const {  // K' = bf16(eta (W - W^T W))
+    V K;
+    mm64(true, false, d, d, d, -eta, W, W, 0, K);
+    for (size_t i = 0; i < K.size(); ++i) K[i] = r(K[i] + eta * W[i]);
+    return K;
+  }
+  V ista_fwd(const V& Y, const V& W, int64_t T, int64_t d, double eta, double thr) const {
+    V Z, acc;
+    if (T >= d) {
+      mm64(false, false, T, d, d, 1, Y, kp(W, d, eta), 0, acc);
+    } else {
+      V U;
+      mm64(false, true, T, d, d, -1, Y, W, 0, U);
+      for (size_t i = 0; i < U.size(); ++i) U[i] = r(U[i] + Y[i]);
+      mm64(false, false, T, d, d, eta, U, W, 0, acc);
+    }
+    Z.resize(acc.size());
+    for (size_t i = 0; i < Z.size(); ++i) Z[i] = r(relu(acc[i] + Y[i] - thr));
+    return Z;
+  }
+  void ista_bwd(const V& Y, const V& W, const V& Z, const V& dZ, int64_t T, int64_t d, double eta, V& dY, V& dW) const {
+    V G(Z.size()), acc;
+    for (size_t i = 0; i < G.size(); ++i) G[i] = Z[i] > 0 ? dZ[i] : 0;
+    dY.resize(G.size());
+    if (T >= d) {
+      mm64(false, true, T, d, d, 1, G, kp(W, d, eta), 0, acc);
+      for (size_t i = 0; i < G.size(); ++i) dY[i] = r(acc[i] + G[i]);
+    } else {
+      V Vf;
+      mm64(false, true, T, d, d, 1, G, W, 0, Vf);
+      mm64(false, false, T, d, d, -eta, r(Vf), W, 0, acc);
+      for (size_t i = 0; i < G.size(); ++i) dY[i] = r(acc[i] + (G[i] + eta * Vf[i]));
+    }
+    V dM, Sym(static_cast<size_t>(d * d));
+    mm64(true, false, d, d, T, eta, Y, G, 0, dM);
+    for (int64_t i = 0; i < d; ++i)
+      for (int64_t j = 0; j < d; ++j) Sym[i * d + j] = r(dM[i * d + j] + dM[j * d + i]);
+    mm64(false, false, d, d, d, -1, W, Sym, 1, dM);
+    dW = r(dM);
+  }
+
+  // CRATE-alpha: D, D1 (d x m); saved A1, A2, R
+  void oc_fwd(const V& Y, const V& D, const V& D1, int64_t T, int64_t d, int64_t m, double eta, double thr, V& out,
+              V& A1, V& A2, V& R) const {
+    V acc;
+    mm64(false, false, T, m, d, eta, Y, D, 0, acc);
+    A1.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) A1[i] = r(relu(acc[i] - thr));
+    mm64(false, true, T, d, m, 1, A1, D, 0, acc);
+    R.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) R[i] = r(acc[i] - Y[i]);
+    mm64(false, false, T, m, d, -eta, R, D, 0, acc);
+    A2.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) A2[i] = r(relu(acc[i] + A1[i] - thr));
+    mm64(false, true, T, d, m, 1, A2, D1, 0, out);
+    out = r(out);
+  }
+  void oc_bwd(const V& Y, const V& D, const V& D1, const V& A1, const V& A2, const V& R, const V& dO, int64_t T,
+              int64_t d, int64_t m, double eta, V& dY, V& dD, V& dD1) const {
+    mm64(true, false, d, m, T, 1, dO, A2, 0, dD1);
+    dD1 = r(dD1);
+    V acc, G2, G1, E;
+    mm64(false, false, T, m, d, 1, dO, D1, 0, acc);
+    G2.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) G2[i] = r(A2[i] > 0 ? acc[i] : 0);
+    mm64(false, true, T, d, m, 1, G2, D, 0, E);
+    E = r(E);
+    mm64(true, false, d, m, T, -eta, R, G2, 0, dD);
+    mm64(false, false, T, m, d, -eta, E, D, 0, acc);
+    G1.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) {
+      const double g = A1[i] > 0 ? acc[i] + G2[i] : 0;
+      G1[i] = r(g);
+      G2[i] = r(G2[i] + g);
+    }
+    mm64(true, false, d, m, T, -eta, E, A1, 1, dD);
+    mm64(true, false, d, m, T, eta, Y, G1, 1, dD);
+    dD = r(dD);
+    mm64(false, true, T, d, m, eta, G2, D, 0, dY);
+    dY = r(dY);
+  }
+
+  // causal tied: W (m x d); saved A0, A1, R
+  void tied_fwd(const V& Y, const V& W, int64_t T, int64_t d, int64_t m, double eta, double thr, V& out, V& A0, V& A1,
+                V& R) const {
+    V acc;
+    mm64(false, true, T, m, d, eta, Y, W, 0, acc);
+    A0.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) A0[i] = r(relu(acc[i] - thr));
+    mm64(false, false, T, d, m, -1, A0, W, 0, acc);
+    R.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) R[i] = r(acc[i] + Y[i]);
+    mm64(false, true, T, m, d, eta, R, W, 0, acc);
+    A1.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) A1[i] = r(relu(acc[i] + A0[i] - thr));
+    mm64(false, false, T, d, m, 1, A1, W, 0, out);
+    out = r(out);
+  }
+  void tied_bwd(const V& Y, const V& W, const V& A0, const V& A1, const V& R, const V& dO, int64_t T, int64_t d,
+                int64_t m, double eta, V& dY, V& dW) const {
+    V acc, G1, G0, E;
+    mm64(false, true, T, m, d, 1, dO, W, 0, acc);
+    G1.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) G1[i] = r(A1[i] > 0 ? acc[i] : 0);
+    mm64(false, false, T, d, m, 1, G1, W, 0, E);
+    E = r(E);
+    mm64(true, false, m, d, T, 1, A1, dO, 0, dW);
+    mm64(true, false, m, d, T, eta, G1, R, 1, dW);
+    mm64(false, true, T, m, d, -eta, E, W, 0, acc);
+    G0.resize(acc.size());
+    for (size_t i = 0; i < acc.size(); ++i) {
+      const double g = A0[i] > 0 ? acc[i] + G1[i] : 0;
+      G0[i] = r(g);
+      G1[i] = r(G1[i] + g);
+    }
+    mm64(true, false, m, d, T, -eta, A0, E, 1, dW);
+    mm64(true, false, m, d, T, eta, G0, Y, 1, dW);
+    dW = r(dW);
+    mm64(false, false, T, d, m, eta, G1, W, 0, dY);
+    dY = r(dY);
+  }
+};
+
+/** bf16 random inputs: the bits for the device and their values. */
+struct In16 {
+  std::vector<uint16_t> bits;
+  std::vector<double> v;
+};
+In16 randn16(Rng& r, size_t n, double sd = 1.0) {
+  In16 x;
+  x.bits.resize(n);
+  x.v.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    x.bits[i] = f32_to_bf16(static_cast<float>(r.normal() * sd));
+    x.v[i] = bf16_to_f32(x.bits[i]);
+  }
+  return x;
+}
+In16 to16(const std::vector<double>& v) {  // values already bf16-exact (the emulation's saved tensors)
+  In16 x;
+  x.v = v;
+  x.bits.resize(v.size());
+  for (size_t i = 0; i < v.size(); ++i) x.bits[i] = f32_to_bf16(static_cast<float>(v[i]));
+  return x;
+}
+std::vector<float> down16(const DBuf& b) {
+  const std::vector<uint16_t> h = down<uint16_t>(b);
+  std::vector<float> o(h.size());
+  for (size_t i = 0; i < h.size(); ++i) o[i] = bf16_to_f32(h[i]);
+  return o;
+}
+
+constexpr double kTol16 = 1.0 / 256;  // one bf16 ulp (2^-8) of max|f64|
+
+/** check_out with the bf16 emulation in the CPU-f32 role; the emulation must be close to the f64
+ * function (within 2^-4 max|f64|) and, unrounded, equal to it (1e-9). */
+void check16(const char* what, const DBuf& cu, const std::vector<double>& emu, const std::vector<double>& exact,
+             const std::vector<double>& ref) {
+  double scale = 0, e_exact = 0, e_emu = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    scale = std::max(scale, std::fabs(ref[i]));
+    e_exact = std::max(e_exact, std::fabs(exact[i] - ref[i]));
+    e_emu = std::max(e_emu, std::fabs(emu[i] - ref[i]));
+  }
+  if (e_exact > 1e-9 * std::max(scale, 1.0))
+    fail(fmt("%s: the unrounded emulation is off the f64 function by %.3e (the harness is broken)", what, e_exact));
+  if (e_emu > std::ldexp(scale, -4))
+    fail(fmt("%s: the bf16 emulation is off the f64 function by %.3e of %.3e (the harness is broken)", what, e_emu,
+             scale));
+  check_out(what, down16(cu), to32(emu), ref, kTol16);
+}
+
+void ista16_case(int64_t T, int64_t d, float eta, float lambd, bool skip_dW) {
+  const std::string name = fmt("ista bf16 T=%lld d=%lld eta=%g lambda=%g%s", (long long)T, (long long)d, eta, lambd,
+                               skip_dW ? " dW=NULL" : "");
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nY = static_cast<size_t>(T * d), nW = static_cast<size_t>(d * d);
+    const In16 Y = randn16(r, nY), W = randn16(r, nW, 1.0 / std::sqrt(static_cast<double>(d)));
+    const double thr = static_cast<double>(eta) * lambd;
+    const Emu16 em{true}, ex{false};
+    std::vector<double> Z64(nY);
+    CPU(crate_ista_forward_f64, Y.v.data(), W.v.data(), Z64.data(), T, d, eta, lambd, nullptr);
+    const std::vector<double> Zem = em.ista_fwd(Y.v, W.v, T, d, eta, thr);
+    DBuf dY = din("Y", Y.bits), dW = din("W", W.bits), dZ = dout<uint16_t>("Z", nY);
+    CU(crate_cuda_ista_forward_bf16, dY.as<uint16_t>(), dW.as<uint16_t>(), dZ.as<uint16_t>(), T, d, eta, lambd,
+       nullptr);
+    check16("Z", dZ, Zem, ex.ista_fwd(Y.v, W.v, T, d, eta, thr), Z64);
+    // backward: Z from the emulation (bf16 values), G random bf16: one ReLU mask for all
+    const In16 Zi = to16(Zem), G = randn16(r, nY);
+    std::vector<double> gY64(nY), gW64(nW), gYem, gWem, gYex, gWex;
+    CPU(crate_ista_backward_f64, Y.v.data(), W.v.data(), Zi.v.data(), G.v.data(), gY64.data(), gW64.data(), T, d, eta,
+        nullptr);
+    em.ista_bwd(Y.v, W.v, Zi.v, G.v, T, d, eta, gYem, gWem);
+    ex.ista_bwd(Y.v, W.v, Zi.v, G.v, T, d, eta, gYex, gWex);
+    DBuf dZi = din("Z(in)", Zi.bits), dG = din("dZ", G.bits), dgY = dout<uint16_t>("dY", nY),
+         dgW = dout<uint16_t>("dW", nW);
+    CU(crate_cuda_ista_backward_bf16, dY.as<uint16_t>(), dW.as<uint16_t>(), dZi.as<uint16_t>(), dG.as<uint16_t>(),
+       dgY.as<uint16_t>(), skip_dW ? nullptr : dgW.as<uint16_t>(), T, d, eta, nullptr);
+    check16("dY", dgY, gYem, gYex, gY64);
+    if (!skip_dW) {
+      check16("dW", dgW, gWem, gWex, gW64);
+    } else {
+      for (uint16_t v : down<uint16_t>(dgW))
+        if (v != 0xFFFF) {
+          fail("dW = NULL, yet the dW buffer was written");
+          break;
+        }
+    }
+  });
+}
+
+void ista16_oc_case(bool tied, int64_t T, int64_t d, int64_t m, float eta, float lambd, int saved, int grads) {
+  const std::string name =
+      fmt("%s bf16 T=%lld d=%lld m=%lld eta=%g lambda=%g%s", tied ? "ista_tied" : "ista_overcomplete", (long long)T,
+          (long long)d, (long long)m, eta, lambd, oc_variant(tied, saved, grads).c_str());
+  run_case(name, [&] {
+    Rng r = case_rng();
+    const size_t nY = static_cast<size_t>(T * d), nA = static_cast<size_t>(T * m), nD = static_cast<size_t>(d * m);
+    const double sd = 1.0 / std::sqrt(static_cast<double>(d)), thr = static_cast<double>(eta) * lambd;
+    const In16 Y = randn16(r, nY), D = randn16(r, nD, sd), D1 = tied ? In16() : randn16(r, nD, sd);
+    const char* nameD = tied ? "W" : "D";
+    const char* nameA = tied ? "A0" : "A1";
+    const char* nameB = tied ? "A1" : "A2";
+    const bool sa = saved != kSavedNone, sb = saved == kSavedAll;
+    const Emu16 em{true}, ex{false};
+    std::vector<double> o64(nY), a64(nA), b64(nA), r64(nY), oE, aE, bE, rE, oX, aX, bX, rX;
+    if (tied) {
+      CPU(crate_ista_tied_forward_f64, Y.v.data(), D.v.data(), o64.data(), a64.data(), b64.data(), r64.data(), T, d, m,
+          eta, lambd, nullptr);
+      em.tied_fwd(Y.v, D.v, T, d, m, eta, thr, oE, aE, bE, rE);
+      ex.tied_fwd(Y.v, D.v, T, d, m, eta, thr, oX, aX, bX, rX);
+    } else {
+      CPU(crate_ista_overcomplete_forward_f64, Y.v.data(), D.v.data(), D1.v.data(), o64.data(), a64.data(), b64.data(),
+          r64.data(), T, d, m, eta, lambd, nullptr);
+      em.oc_fwd(Y.v, D.v, D1.v, T, d, m, eta, thr, oE, aE, bE, rE);
+      ex.oc_fwd(Y.v, D.v, D1.v, T, d, m, eta, thr, oX, aX, bX, rX);
+    }
+    DBuf dY = din("Y", Y.bits), dD = din(nameD, D.bits), dD1 = tied ? DBuf() : din("D1", D1.bits),
+         dO = dout<uint16_t>("out", nY);
+    DBuf dA = sa ? dout<uint16_t>(nameA, nA) : DBuf(), dB = sb ? dout<uint16_t>(nameB, nA) : DBuf(),
+         dR = sb ? dout<uint16_t>("R", nY) : DBuf();
+    if (tied)
+      CU(crate_cuda_ista_tied_forward_bf16, dY.as<uint16_t>(), dD.as<uint16_t>(), dO.as<uint16_t>(), dA.as<uint16_t>(),
+         dB.as<uint16_t>(), dR.as<uint16_t>(), T, d, m, eta, lambd, nullptr);
+    else
+      CU(crate_cuda_ista_overcomplete_forward_bf16, dY.as<uint16_t>(), dD.as<uint16_t>(), dD1.as<uint16_t>(),
+         dO.as<uint16_t>(), dA.as<uint16_t>(), dB.as<uint16_t>(), dR.as<uint16_t>(), T, d, m, eta, lambd, nullptr);
+    check16("out", dO, oE, oX, o64);
+    if (sa) check16(nameA, dA, aE, aX, a64);
+    if (sb) check16(nameB, dB, bE, bX, b64);
+    if (sb) check16("R", dR, rE, rX, r64);
+
+    // backward: the saved tensors are the emulation's (bf16 values), so all see the same masks
+    const In16 Ai = to16(aE), Bi = to16(bE), Ri = to16(rE), G = randn16(r, nY);
+    const bool gy = grads & kGradY, gd = grads & kGradD, gd1 = !tied && (grads & kGradD1);
+    std::vector<double> gY64(nY), gD64(nD), gD164(nD), yE, dE, d1E, yX, dX, d1X;
+    if (tied) {
+      CPU(crate_ista_tied_backward_f64, Y.v.data(), D.v.data(), Ai.v.data(), Bi.v.data(), Ri.v.data(), G.v.data(),
+          gY64.data(), gD64.data(), T, d, m, eta, nullptr);
+      em.tied_bwd(Y.v, D.v, Ai.v, Bi.v, Ri.v, G.v, T, d, m, eta, yE, dE);
+      ex.tied_bwd(Y.v, D.v, Ai.v, Bi.v, Ri.v, G.v, T, d, m, eta, yX, dX);
+    } else {
+      CPU(crate_ista_overcomplete_backward_f64, Y.v.data(), D.v.data(), D1.v.data(), Ai.v.data(), Bi.v.data(),
+          Ri.v.data(), G.v.data(), gY64.data(), gD64.data(), gD164.data(), T, d, m, eta, nullptr);
+      em.oc_bwd(Y.v, D.v, D1.v, Ai.v, Bi.v, Ri.v, G.v, T, d, m, eta, yE, dE, d1E);
+      ex.oc_bwd(Y.v, D.v, D1.v, Ai.v, Bi.v, Ri.v, G.v, T, d, m, eta, yX, dX, d1X);
+    }
+    DBuf dAi = din(std::string(nameA) + "(in)", Ai.bits), dBi = din(std::string(nameB) + "(in)", Bi.bits),
+         dRi = din("R(in)", Ri.bits), dG = din("dOut", G.bits);
+    DBuf dgY = gy ? dout<uint16_t>("dY", nY) : DBuf(), dgD = gd ? dout<uint16_t>(tied ? "dW" : "dD", nD) : DBuf(),
+         dgD1 = gd1 ? dout<uint16_t>("dD1", nD) : DBuf();
+    if (tied)
+      CU(crate_cuda_ista_tied_backward_bf16, dY.as<uint16_t>(), dD.as<uint16_t>(), dAi.as<uint16_t>(),
+         dBi.as<uint16_t>(), dRi.as<uint16_t>(), dG.as<uint16_t>(), dgY.as<uint16_t>(), dgD.as<uint16_t>(), T, d, m,
+         eta, nullptr);
+    else
+      CU(crate_cuda_ista_overcomplete_backward_bf16, dY.as<uint16_t>(), dD.as<uint16_t>(), dD1.as<uint16_t>(),
+         dAi.as<uint16_t>(), dBi.as<uint16_t>(), dRi.as<uint16_t>(), dG.as<uint16_t>(), dgY.as<uint16_t>(),
+         dgD.as<uint16_t>(), dgD1.as<uint16_t>(), T, d, m, eta, nullptr);
+    if (gy) check16("dY", dgY, yE, yX, gY64);
+    if (gd) check16(tied ? "dW" : "dD", dgD, dE, dX, gD64);
+    if (gd1) check16("dD1", dgD1, d1E, d1X, gD164);
+  });
+}
+
+void ista16_cases() {
+  struct S {
+    int64_t T, d;
+  };
+  // T >= d (the K' path) and T < d (the few-token path), straddling the 64 x 64 x 32 GEMM tiles
+  const std::vector<S> shapes = opt.small ? std::vector<S>{{1, 16}, {7, 33}, {65, 63}}
+                                          : std::vector<S>{{1, 16}, {7, 33}, {33, 65}, {65, 63}, {130, 64}, {97, 129}};
+  int i = 0;
+  for (const S& s : shapes) ista16_case(s.T, s.d, 0.1f, (i++ % 3 == 2) ? 0.5f : 0.1f, false);
+  ista16_case(33, 65, 0.1f, 0.1f, true);
+  struct O {
+    int64_t T, d, m;
+  };
+  const std::vector<O> oc = opt.small
+                                ? std::vector<O>{{7, 33, 67}, {65, 16, 64}}
+                                : std::vector<O>{{1, 8, 8}, {7, 33, 67}, {65, 16, 64}, {70, 33, 129}, {33, 64, 257}};
+  const int oc_grads[] = {kGradY | kGradD | kGradD1, kGradY | kGradD, kGradD1, kGradD, kGradY};
+  const int tied_grads[] = {kGradY | kGradD, kGradY, kGradD};
+  int j = 0;
+  for (const O& s : oc) {
+    const float lambd = (j % 3 == 2) ? 0.5f : 0.1f;
+    ista16_oc_case(false, s.T, s.d, s.m, 0.1f, lambd, j % 3, oc_grads[j % 5]);
+    ista16_oc_case(true, s.T, s.d, s.m, 0.1f, lambd, (j + 1) % 3, tied_grads[j % 3]);
+    ++j;
+  }
+  // every gradient with every saved tensor, both variants
+  ista16_oc_case(false, 33, 33, 133, 0.1f, 0.1f, kSavedAll, kGradY | kGradD | kGradD1);
+  ista16_oc_case(true, 33, 33, 133, 0.1f, 0.1f, kSavedAll, kGradY | kGradD);
 }
 
 // ================================================================================= coding rate
@@ -2448,6 +2891,10 @@ void leak_cases(const crate_cuda_memory_stats& base) {
   g_suffix = " (leak-check pass)";
   for (int own : {1, 0}) gemm_case(own, kF32, 0, 1, 33, 65, 63, 1.f, 0.f, 2, false, 0);
   gemm_case(true, kBF16, 1, 0, 33, 65, 63, 1.f, 0.f, 1, false, 0);
+  gemm_bf16out_case(true, 0, 1, 33, 65, 63, 1.f, 0.5f, 2, false, 0);
+  ista16_case(65, 63, 0.1f, 0.1f, false);
+  ista16_oc_case(false, 33, 33, 67, 0.1f, 0.1f, kSavedNone, kGradY | kGradD | kGradD1);
+  ista16_oc_case(true, 33, 33, 67, 0.1f, 0.1f, kSavedFirst, kGradY | kGradD);
   mssa_case(2, 65, 2, 64, 1, "some");
   mssa_bf16_case(2, 65, 2, 40, 1, "some");
   ista_case(65, 63, 0.1f, 0.1f, false);
@@ -2677,6 +3124,7 @@ int main(int argc, char** argv) {
   mssa_bf16_cases();
   ista_cases();
   ista_oc_cases();
+  ista16_cases();
   logdet_cases();
   tssa_cases();
   tssa_causal_cases();

@@ -2,7 +2,8 @@
 // test/cuda/cuda_vs_cpu.cc on a machine with no GPU. It implements every entry of crate_cuda.h
 // with "device" memory = host memory: a caching allocator with the documented statistics, memcpy,
 // a callback thread for memcpy_d2h_async, GEMMs as plain f32 loops (TF32 / bf16 input rounding
-// emulated), the CRATE kernels through the CPU C ABI (libcrate.so) and the row ops as f32 loops.
+// emulated; bf16 output rounded once), the CRATE kernels through the CPU C ABI (libcrate.so; the
+// bf16 ISTA entries widen to f32 and round the results once) and the row ops as f32 loops.
 // A kernel handed a pointer outside every allocation records a sticky "illegal memory access"
 // (so --sticky can be exercised). Nothing here is part of the product; it proves that the
 // harness's plumbing (argument order, sizes, canaries, NaN-initialised outputs, tolerances) is
@@ -653,5 +654,130 @@ crate_status crate_cuda_cross_entropy_backward_f32(const float* logits, const in
               : static_cast<float>(g_row[r] * (std::exp(logits[r * classes + j] - lse[r]) - smoothing / classes -
                                                (j == target[r] ? 1 - smoothing : 0)));
   return CRATE_OK;
+}
+}  // extern "C"
+
+// bf16 entries (widen to f32, the f32 path above, round each result once): the plumbing, not the
+// kernels' rounding points (the real kernels also round their intermediates).
+namespace {
+uint16_t bf_round(float f) {  // nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+/** f32 copy of n bf16 values (empty for NULL). */
+struct W32 {
+  std::vector<float> v;
+  W32(const uint16_t* x, int64_t n) {
+    if (x && n > 0) {
+      v.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) v[i] = bf(x[i]);
+    }
+  }
+  float* p() { return v.empty() ? nullptr : v.data(); }
+};
+/** An f32 output for a bf16 destination (NULL stays NULL); put() rounds it back. */
+struct O32 {
+  uint16_t* dst;
+  std::vector<float> v;
+  O32(uint16_t* d, int64_t n) : dst(d) {
+    if (d && n > 0) v.assign(static_cast<size_t>(n), 0.f);
+  }
+  float* p() { return dst ? (v.empty() ? reinterpret_cast<float*>(dst) : v.data()) : nullptr; }
+  void put() {
+    for (size_t i = 0; i < v.size(); ++i) dst[i] = bf_round(v[i]);
+  }
+};
+int64_t nn(int64_t a, int64_t b) { return a > 0 && b > 0 ? a * b : 0; }
+}  // namespace
+
+extern "C" {
+crate_status crate_cuda_gemm_bf16_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                                       int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C,
+                                       int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, void* stream) {
+  GUARD("crate_cuda_gemm_bf16_bf16");
+  if (M < 0 || N < 0 || batch < 0 || ldc < N || sc < 0)
+    return err(CRATE_ERR_INVALID_ARGUMENT, "crate_cuda_gemm_bf16_bf16: bad size");
+  const int64_t nc = batch > 0 && M > 0 ? (batch - 1) * (batch > 1 ? sc : 0) + M * ldc : 0;
+  std::vector<float> Cf(static_cast<size_t>(nc), 0.f);
+  if (beta != 0.f)
+    for (int64_t i = 0; i < nc; ++i) Cf[i] = bf(C[i]);
+  const crate_status st = gemm("crate_cuda_gemm_bf16_bf16", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, Cf.data(),
+                               ldc, batch, sa, sb, sc, [](uint16_t x) { return bf(x); });
+  if (st != CRATE_OK) return st;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        const int64_t ic = b * (batch > 1 ? sc : 0) + i * ldc + j;
+        C[ic] = bf_round(Cf[ic]);
+      }
+  return CRATE_OK;
+}
+crate_status crate_cuda_ista_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* Z, int64_t T, int64_t d,
+                                          float eta, float lambd, void* stream) {
+  GUARD("crate_cuda_ista_forward_bf16");
+  W32 y(Y, nn(T, d)), w(W, nn(d, d));
+  O32 z(Z, nn(T, d));
+  const crate_status st = wrap(crate_ista_forward_f32(y.p(), w.p(), z.p(), T, d, eta, lambd, nullptr));
+  if (st == CRATE_OK) z.put();
+  return st;
+}
+crate_status crate_cuda_ista_backward_bf16(const uint16_t* Y, const uint16_t* W, const uint16_t* Z, const uint16_t* dZ,
+                                           uint16_t* dY, uint16_t* dW, int64_t T, int64_t d, float eta, void* stream) {
+  GUARD("crate_cuda_ista_backward_bf16");
+  W32 y(Y, nn(T, d)), w(W, nn(d, d)), z(Z, nn(T, d)), g(dZ, nn(T, d));
+  O32 gy(dY, nn(T, d)), gw(dW, nn(d, d));
+  const crate_status st = wrap(crate_ista_backward_f32(y.p(), w.p(), z.p(), g.p(), gy.p(), gw.p(), T, d, eta, nullptr));
+  if (st == CRATE_OK) gy.put(), gw.put();
+  return st;
+}
+crate_status crate_cuda_ista_overcomplete_forward_bf16(const uint16_t* Y, const uint16_t* D, const uint16_t* D1,
+                                                       uint16_t* out, uint16_t* A1, uint16_t* A2, uint16_t* R,
+                                                       int64_t T, int64_t d, int64_t m, float eta, float lambd,
+                                                       void* stream) {
+  GUARD("crate_cuda_ista_overcomplete_forward_bf16");
+  W32 y(Y, nn(T, d)), dd(D, nn(d, m)), d1(D1, nn(d, m));
+  O32 o(out, nn(T, d)), a1(A1, nn(T, m)), a2(A2, nn(T, m)), r(R, nn(T, d));
+  const crate_status st = wrap(crate_ista_overcomplete_forward_f32(y.p(), dd.p(), d1.p(), o.p(), a1.p(), a2.p(), r.p(),
+                                                                   T, d, m, eta, lambd, nullptr));
+  if (st == CRATE_OK) o.put(), a1.put(), a2.put(), r.put();
+  return st;
+}
+crate_status crate_cuda_ista_overcomplete_backward_bf16(const uint16_t* Y, const uint16_t* D, const uint16_t* D1,
+                                                        const uint16_t* A1, const uint16_t* A2, const uint16_t* R,
+                                                        const uint16_t* dOut, uint16_t* dY, uint16_t* dD, uint16_t* dD1,
+                                                        int64_t T, int64_t d, int64_t m, float eta, void* stream) {
+  GUARD("crate_cuda_ista_overcomplete_backward_bf16");
+  W32 y(Y, nn(T, d)), dd(D, nn(d, m)), d1(D1, nn(d, m)), a1(A1, nn(T, m)), a2(A2, nn(T, m)), r(R, nn(T, d)),
+      g(dOut, nn(T, d));
+  O32 gy(dY, nn(T, d)), gd(dD, nn(d, m)), gd1(dD1, nn(d, m));
+  const crate_status st = wrap(crate_ista_overcomplete_backward_f32(y.p(), dd.p(), d1.p(), a1.p(), a2.p(), r.p(), g.p(),
+                                                                    gy.p(), gd.p(), gd1.p(), T, d, m, eta, nullptr));
+  if (st == CRATE_OK) gy.put(), gd.put(), gd1.put();
+  return st;
+}
+crate_status crate_cuda_ista_tied_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* out, uint16_t* A0,
+                                               uint16_t* A1, uint16_t* R, int64_t T, int64_t d, int64_t m, float eta,
+                                               float lambd, void* stream) {
+  GUARD("crate_cuda_ista_tied_forward_bf16");
+  W32 y(Y, nn(T, d)), w(W, nn(m, d));
+  O32 o(out, nn(T, d)), a0(A0, nn(T, m)), a1(A1, nn(T, m)), r(R, nn(T, d));
+  const crate_status st =
+      wrap(crate_ista_tied_forward_f32(y.p(), w.p(), o.p(), a0.p(), a1.p(), r.p(), T, d, m, eta, lambd, nullptr));
+  if (st == CRATE_OK) o.put(), a0.put(), a1.put(), r.put();
+  return st;
+}
+crate_status crate_cuda_ista_tied_backward_bf16(const uint16_t* Y, const uint16_t* W, const uint16_t* A0,
+                                                const uint16_t* A1, const uint16_t* R, const uint16_t* dOut,
+                                                uint16_t* dY, uint16_t* dW, int64_t T, int64_t d, int64_t m, float eta,
+                                                void* stream) {
+  GUARD("crate_cuda_ista_tied_backward_bf16");
+  W32 y(Y, nn(T, d)), w(W, nn(m, d)), a0(A0, nn(T, m)), a1(A1, nn(T, m)), r(R, nn(T, d)), g(dOut, nn(T, d));
+  O32 gy(dY, nn(T, d)), gw(dW, nn(m, d));
+  const crate_status st = wrap(
+      crate_ista_tied_backward_f32(y.p(), w.p(), a0.p(), a1.p(), r.p(), g.p(), gy.p(), gw.p(), T, d, m, eta, nullptr));
+  if (st == CRATE_OK) gy.put(), gw.put();
+  return st;
 }
 }  // extern "C"

@@ -7,7 +7,8 @@
 // end (test/cuda_fake.test.ts). It proves the plumbing, not the CUDA kernels.
 //
 // dtypes: as crate_cuda_prim.h; the bf16 entries (unary + backward, binary, where, fill, reduce,
-// strided_copy, gather, index_add, layernorm / softmax / cross-entropy forward and backward) widen their bf16 operands
+// strided_copy, gather, index_add, layernorm / softmax / cross-entropy forward and backward, matmul,
+// random, AdamW's parameter and gradient) widen their bf16 operands
 // to f32, run the CPU f32 kernel and round the result back to bf16 (nearest even), as the CUDA kernels compute.
 #include <cmath>
 #include <cstdio>
@@ -370,6 +371,38 @@ crate_status crate_cuda_cross_entropy_backward_bf16(const uint16_t* logits, cons
     crate::cpu::cross_entropy_backward<float>(xf.data(), target, lse, g_row, df.data(), rows, classes, smoothing,
                                               ignore_index);
     narrow(df, dlogits);
+  });
+}
+// matmul, random and AdamW on bf16: widened, the CPU f32 kernel, rounded once.
+crate_status crate_cuda_matmul_bf16(const uint16_t* A, const uint16_t* B, uint16_t* C, const int64_t* bshape,
+                                    const int64_t* as, const int64_t* bs, int nb, int64_t M, int64_t N, int64_t K,
+                                    int ta, int tb, void*) {
+  return run("crate_cuda_matmul_bf16", [&] {
+    const int64_t batch = numel_of(bshape, nb);
+    if (batch == 0 || M == 0 || N == 0) return;
+    const std::vector<int64_t> shape(bshape, bshape + nb);
+    const int64_t na = extent_of(0, as, bshape, nb) - 1 + M * K, nbb = extent_of(0, bs, bshape, nb) - 1 + K * N;
+    const std::vector<float> a = widen(A, K ? na : 0), b = widen(B, K ? nbb : 0);
+    std::vector<float> c(static_cast<size_t>(batch * M * N));
+    crate::cpu::matmul<float>(a.data(), b.data(), c.data(), bshape, as, bs, nb, M, N, K, ta != 0, tb != 0);
+    narrow(c, C);
+  });
+}
+crate_status crate_cuda_random_bf16(int kind, uint16_t* y, int64_t n, uint64_t seed, uint64_t off, double a, double b,
+                                    void*) {
+  return run("crate_cuda_random_bf16", [&] {
+    std::vector<float> f(static_cast<size_t>(n > 0 ? n : 0));
+    crate::cpu::random<float>(static_cast<RandomKind>(kind), f.data(), n, seed, off, a, b);
+    narrow(f, y);  // the f32 stream, each value rounded once
+  });
+}
+crate_status crate_cuda_adamw_step_bf16(uint16_t* p, const uint16_t* g, float* m, float* v, int64_t n, double lr,
+                                        double b1, double b2, double eps, double wd, double bc1, double bc2, void*) {
+  return run("crate_cuda_adamw_step_bf16", [&] {
+    std::vector<float> pf = widen(p, n);
+    const std::vector<float> gf = widen(g, n);
+    crate::cpu::adamw_step<float>(pf.data(), gf.data(), m, v, n, lr, b1, b2, eps, wd, bc1, bc2);
+    narrow(pf, p);
   });
 }
 }  // extern "C"

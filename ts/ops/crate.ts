@@ -2,6 +2,10 @@
 // coding rate and TSSA (vision and causal). Each validates its arguments (errors name the
 // argument and the shapes), runs the native kernel and records a backward that calls the
 // native backward. The same math built from primitive ops is in crate_composite.ts.
+// bf16 CUDA tensors: the ISTA family (Y and its dictionaries all bf16: a pure-bf16 model; mixed
+// bf16/f32 operands are refused, no f32 master dictionaries here since autocast keeps activations
+// f32) with bf16 outputs, saved iterates and gradients (MSSA and the coding rate: see their docs;
+// TSSA takes f32).
 import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { empty, formatShape, type Tensor } from '../tensor.js';

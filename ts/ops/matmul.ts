@@ -1,6 +1,7 @@
 // matmul.ts: batched matmul with broadcast batch dims and transpose flags, and linear.
 // A 2-D right operand shared by a batch of left operands folds the batch into M (one GEMM),
-// forward and backward, which is the layout of every Linear layer.
+// forward and backward, which is the layout of every Linear layer. bf16 CUDA operands (outside
+// or inside autocast) give a bf16 result: a bf16 GEMM with f32 accumulation, rounded once.
 
 import { isAutocast } from '../autocast.js';
 import { record } from '../autograd.js';

@@ -1,6 +1,11 @@
 // adamw.ts: AdamW (Loshchilov & Hutter) exactly as torch.optim.AdamW (amsgrad off): decoupled
 // weight decay p *= 1 - lr * wd, bias-corrected moments, denom = sqrt(v) / sqrt(1 - b2^t) + eps.
+// bf16 parameters on cuda (a pure-bf16 model): the moments exp_avg / exp_avg_sq are f32, and one
+// fused native step widens p and g, updates in f32 and rounds p once (nearest even). Plain
+// rounding: an update smaller than half a bf16 ulp of p (|dp| < 2^-9 |p|, e.g. lr 1e-4 on |p| ~ 1)
+// is lost, so p can stall; f32 master weights under autocast() do not have this problem.
 
+import type { DType } from '../dtype.js';
 import { native } from '../native.js';
 import { zerosLike } from '../ops/creation.js';
 import { add, affine, div, sqrt, square } from '../ops/elementwise.js';
@@ -40,8 +45,17 @@ export class AdamW extends Optimizer<AdamWHyper> {
     if (!(g.eps >= 0)) throw new RangeError(`AdamW: group ${gi} eps must be >= 0, got ${g.eps}`);
   }
 
+  protected override acceptsBf16(): boolean {
+    return true;
+  }
+
+  protected override stateDtype(p: Tensor): DType {
+    return p.dtype === 'bf16' ? 'f32' : p.dtype;
+  }
+
   protected initState(p: Tensor): ParamState {
-    return { step: 0, exp_avg: zerosLike(p), exp_avg_sq: zerosLike(p) };
+    const dtype = this.stateDtype(p);
+    return { step: 0, exp_avg: zerosLike(p, { dtype }), exp_avg_sq: zerosLike(p, { dtype }) };
   }
 
   protected update(p: Tensor, g: Tensor, group: Group<AdamWHyper>, st: ParamState): void {
@@ -51,8 +65,8 @@ export class AdamW extends Optimizer<AdamWHyper> {
     const v = st.exp_avg_sq as Tensor;
     const t = (st.step as number) + 1;
     st.step = t;
-    if (p.device === 'cpu') {
-      // one fused native pass over p, g, m, v (same math as below)
+    if (p.device === 'cpu' || p.dtype === 'bf16') {
+      // one fused native pass over p, g, m, v (same math as below; bf16 p, g with f32 m, v on cuda)
       native.adamwStep(
         p._h('AdamW.step'),
         g._h('AdamW.step'),

@@ -2,7 +2,11 @@
 // hyper-parameters (lr settable each step by a schedule), zeroGrad(), step() that updates each
 // parameter in place with copy_() under noGrad() and tidy() (so no temporary outlives the step),
 // state tensors kept with keep(), and stateDict()/loadStateDict() with clear mismatch errors.
+// Parameters are f32/f64; an optimizer that overrides acceptsBf16() also takes bf16 CUDA
+// parameters (AdamW: f32 moments, see stateDtype()).
+
 import { noGrad } from '../autograd.js';
+import type { DType } from '../dtype.js';
 import { keep, tidy } from '../memory.js';
 import { clone } from '../ops/shape.js';
 import { formatShape, Tensor } from '../tensor.js';
@@ -56,9 +60,10 @@ export abstract class Optimizer<H extends Hyper = Hyper> {
       g.params.forEach((p, i) => {
         if (!(p instanceof Tensor)) throw new TypeError(`optimizer: group ${gi} param ${i} is not a Tensor`);
         p._h('optimizer');
-        if (p.dtype !== 'f32' && p.dtype !== 'f64') {
+        const bf16Ok = p.dtype === 'bf16' && p.device === 'cuda' && this.acceptsBf16();
+        if (p.dtype !== 'f32' && p.dtype !== 'f64' && !bf16Ok) {
           throw new TypeError(
-            `optimizer: group ${gi} param ${i} is ${p.dtype}; only f32/f64 parameters can be optimized`,
+            `optimizer: group ${gi} param ${i} is ${p.dtype} on ${p.device}; only f32/f64 parameters can be optimized${this.acceptsBf16() ? ' (and bf16 ones on cuda)' : ` (${this.type} has no bf16 update)`}`,
           );
         }
         if (p._node) {
@@ -80,6 +85,16 @@ export abstract class Optimizer<H extends Hyper = Hyper> {
       this.validate(out, gi);
       return out;
     });
+  }
+
+  /** Whether bf16 parameters on cuda are accepted (a method, so the base constructor can ask). */
+  protected acceptsBf16(): boolean {
+    return false;
+  }
+
+  /** The dtype of the state tensors of p (loadStateDict converts to it): p's dtype by default. */
+  protected stateDtype(p: Tensor): DType {
+    return p.dtype;
   }
 
   /** Checks a group's hyper-parameters (throws with the group index). */
@@ -222,7 +237,8 @@ export abstract class Optimizer<H extends Hyper = Hyper> {
       for (const [name, v] of Object.entries(st)) {
         if (v instanceof Tensor) {
           const c = noGrad(() => {
-            const d = v.dtype === p.dtype ? clone(v) : v.to(p.dtype);
+            const sd = this.stateDtype(p);
+            const d = v.dtype === sd ? clone(v) : v.to(sd);
             if (d.device === p.device) return d;
             const moved = d.to(p.device); // state lives beside its parameter
             d.dispose();

@@ -90,6 +90,12 @@ CRATE_API crate_status crate_cuda_gemm_bf16(int trans_a, int trans_b, int64_t M,
                                             const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta,
                                             float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
                                             int64_t stride_c, void* stream);
+/* bf16 inputs and bf16 C: C = bf16(alpha * acc + beta * C) with f32 accumulation and one rounding
+ * (nearest even) per element; C is read (as bf16) only when beta != 0. */
+CRATE_API crate_status crate_cuda_gemm_bf16_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                                 const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                                                 float beta, uint16_t* C, int64_t ldc, int64_t batch, int64_t stride_a,
+                                                 int64_t stride_b, int64_t stride_c, void* stream);
 /* Which GEMM is in use: "cublasLt <version> (<path>)", "cublas <version> (<path>)" or
  * "own tensor-core GEMM (cuBLAS not found: <why>)". */
 CRATE_API const char* crate_cuda_gemm_backend(void);
@@ -148,6 +154,34 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const f
                                                          const float* A1, const float* R, const float* dOut, float* dY,
                                                          float* dW, int64_t T, int64_t d, int64_t m, float eta,
                                                          void* stream);
+/* The ISTA family with bf16 storage (uint16_t bit patterns) for every tensor argument: Y, the
+ * dictionaries (W, D, D1: bf16 too, a pure-bf16 model), outputs, saved iterates (A0/A1/A2, R) and
+ * gradients. Each GEMM is a bf16 tensor-core GEMM with f32 accumulation; the residual / step /
+ * threshold / ReLU / mask epilogues run in f32 and round once on store; parameter gradients
+ * accumulate in f32 and are rounded once. A saved iterate is the rounded value the next GEMM
+ * used. Same arguments, NULL rules and T = 0 behaviour as the f32 entries. */
+CRATE_API crate_status crate_cuda_ista_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* Z, int64_t T,
+                                                    int64_t d, float eta, float lambd, void* stream);
+CRATE_API crate_status crate_cuda_ista_backward_bf16(const uint16_t* Y, const uint16_t* W, const uint16_t* Z,
+                                                     const uint16_t* dZ, uint16_t* dY, uint16_t* dW, int64_t T,
+                                                     int64_t d, float eta, void* stream);
+CRATE_API crate_status crate_cuda_ista_overcomplete_forward_bf16(const uint16_t* Y, const uint16_t* D,
+                                                                 const uint16_t* D1, uint16_t* out, uint16_t* A1,
+                                                                 uint16_t* A2, uint16_t* R, int64_t T, int64_t d,
+                                                                 int64_t m, float eta, float lambd, void* stream);
+CRATE_API crate_status crate_cuda_ista_overcomplete_backward_bf16(const uint16_t* Y, const uint16_t* D,
+                                                                  const uint16_t* D1, const uint16_t* A1,
+                                                                  const uint16_t* A2, const uint16_t* R,
+                                                                  const uint16_t* dOut, uint16_t* dY, uint16_t* dD,
+                                                                  uint16_t* dD1, int64_t T, int64_t d, int64_t m,
+                                                                  float eta, void* stream);
+CRATE_API crate_status crate_cuda_ista_tied_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* out,
+                                                         uint16_t* A0, uint16_t* A1, uint16_t* R, int64_t T, int64_t d,
+                                                         int64_t m, float eta, float lambd, void* stream);
+CRATE_API crate_status crate_cuda_ista_tied_backward_bf16(const uint16_t* Y, const uint16_t* W, const uint16_t* A0,
+                                                          const uint16_t* A1, const uint16_t* R, const uint16_t* dOut,
+                                                          uint16_t* dY, uint16_t* dW, int64_t T, int64_t d, int64_t m,
+                                                          float eta, void* stream);
 
 /* chol: f64 scratch of crate_logdet_gram_chol_size(batch, m, n) bytes (device memory) that the
  * forward fills and the backward reads (NULL: the backward refactors), as on the CPU. Each call

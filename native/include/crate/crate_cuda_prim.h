@@ -9,7 +9,8 @@
  * batch arrays) are HOST arrays of at most 16 entries, copied by value into the launch; data
  * pointers are device pointers. Sizes and offsets are int64 element counts. Supported dtypes:
  * f32 for math, i32 where the name says so (labels, indices, comparisons), and bf16 where the name
- * says so (unary + backward, binary, where, fill, reduce, strided_copy): uint16_t bit patterns,
+ * says so (unary + backward, binary, where, fill, reduce, strided_copy, matmul, random, AdamW's
+ * parameter and gradient): uint16_t bit patterns,
  * loaded as f32, computed exactly as the f32 entry computes and rounded once to bf16 (nearest
  * even) on store; reductions accumulate in f32; copies move the bits unchanged.
  */
@@ -111,15 +112,30 @@ CRATE_API crate_status crate_cuda_matmul_f32(const float* A, const float* B, flo
                                              const int64_t* a_bstr, const int64_t* b_bstr, int nbatch, int64_t M,
                                              int64_t N, int64_t K, int trans_a, int trans_b, int allow_tf32,
                                              void* stream);
+/* bf16 A, B and C: bf16 tensor-core GEMMs with f32 accumulation, each output rounded once. */
+CRATE_API crate_status crate_cuda_matmul_bf16(const uint16_t* A, const uint16_t* B, uint16_t* C,
+                                              const int64_t* batch_shape, const int64_t* a_bstr, const int64_t* b_bstr,
+                                              int nbatch, int64_t M, int64_t N, int64_t K, int trans_a, int trans_b,
+                                              void* stream);
 
 /* random: element i of a draw is a pure function of (seed, offset + i), as on the CPU. */
 CRATE_API crate_status crate_cuda_random_f32(int kind, float* y, int64_t n, uint64_t seed, uint64_t offset, double a,
                                              double b, void* stream);
+/* bf16: element i is the f32 draw of crate_cuda_random_f32 rounded once (nearest even): the same
+ * stream, rounded (a uniform draw may round up to b). */
+CRATE_API crate_status crate_cuda_random_bf16(int kind, uint16_t* y, int64_t n, uint64_t seed, uint64_t offset,
+                                              double a, double b, void* stream);
 
 /* One fused AdamW update in place, as crate::cpu::adamw_step. */
 CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float* m, float* v, int64_t n, double lr,
                                                  double b1, double b2, double eps, double wd, double bc1, double bc2,
                                                  void* stream);
+/* bf16 parameter p and gradient g, f32 moments m and v: the f32 update of crate_cuda_adamw_step_f32
+ * on the widened p and g, p rounded once per step (nearest even; an update below half a bf16 ulp
+ * of p is lost). */
+CRATE_API crate_status crate_cuda_adamw_step_bf16(uint16_t* p, const uint16_t* g, float* m, float* v, int64_t n,
+                                                  double lr, double b1, double b2, double eps, double wd, double bc1,
+                                                  double bc2, void* stream);
 
 #ifdef __cplusplus
 }
