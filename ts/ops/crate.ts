@@ -2,14 +2,15 @@
 // coding rate and TSSA (vision and causal). Each validates its arguments (errors name the
 // argument and the shapes), runs the native kernel and records a backward that calls the
 // native backward. The same math built from primitive ops is in crate_composite.ts.
-// bf16 CUDA tensors: the ISTA family (Y and its dictionaries all bf16: a pure-bf16 model; mixed
-// bf16/f32 operands are refused, no f32 master dictionaries here since autocast keeps activations
-// f32) with bf16 outputs, saved iterates and gradients (MSSA and the coding rate: see their docs;
-// TSSA takes f32).
+// bf16 CUDA tensors: every op here (see each op's docs for which tensors stay f32). Under
+// autocast, mssa and the ISTA ops run their bf16 kernels on bf16 copies of f32 inputs and return
+// f32 (matmul-class ops, as PyTorch autocasts SDPA and linear); TSSA and the coding rate stay f32.
+import { isAutocast } from '../autocast.js';
 import { record } from '../autograd.js';
 import { native } from '../native.js';
 import { empty, formatShape, type Tensor } from '../tensor.js';
 import type { MssaOptions } from './crate_composite.js';
+import { cast } from './elementwise.js';
 import { checkFloat, checkSame, checkTensor } from './util.js';
 
 export type { MssaOptions } from './crate_composite.js';
@@ -49,6 +50,8 @@ export function mssa(P: Tensor, o: MssaOptions): Tensor {
       throw new Error(`${op}: keyMask must be (B, N) = [${B}, ${N}], got ${formatShape(km.shape)}`);
     }
   }
+  const amp = underAutocast([P], (P16) => mssa(P16, o));
+  if (amp) return amp;
   const O = empty(P.shape, P.dtype, P.device);
   // bf16 P (cuda): O and the gradient are bf16, the saved logsumexp L stays f32
   const L = empty([B, H, N], P.dtype === 'bf16' ? 'f32' : P.dtype, P.device);
@@ -98,6 +101,19 @@ function tokens(op: string, Y: Tensor): [number, number] {
 }
 
 /**
+ * autocast (all of xs f32 on cuda): runs fn on bf16 copies (the bf16 tensor-core kernels) and
+ * returns its output as f32; the casts are recorded, so gradients reach the f32 tensors. Else null.
+ */
+function underAutocast(xs: Tensor[], fn: (...low: Tensor[]) => Tensor): Tensor | null {
+  if (!isAutocast() || xs.some((x) => x.device !== 'cuda' || x.dtype !== 'f32')) return null;
+  const low = xs.map((x) => cast(x, 'bf16'));
+  const out16 = fn(...low);
+  const out = cast(out16, 'f32');
+  for (const t of [...low, out16]) t.dispose();
+  return out;
+}
+
+/**
  * CRATE ISTA step (one non-negative ISTA iteration warm-started at Y):
  * ReLU(Y + η·(Y·W − Y·Wᵀ·W) − η·λ), fused as ReLU(Y·(I + η(W − WᵀW)) − ηλ). Y (..., d), W (d, d).
  */
@@ -105,6 +121,8 @@ export function ista(Y: Tensor, W: Tensor, eta = 0.1, lambda = 0.1): Tensor {
   const op = 'ista';
   const [T, d] = tokens(op, Y);
   checkWeight(op, W, 'W', Y, [d, d]);
+  const amp = underAutocast([Y, W], (y, w) => ista(y, w, eta, lambda));
+  if (amp) return amp;
   const Z = empty(Y.shape, Y.dtype, Y.device);
   native.istaForward(Y._h(op), W._h(op), Z._h(op), T, d, eta, lambda);
   return record(
@@ -136,6 +154,10 @@ function overcomplete(
   const m = (mode === 0 ? D.shape[1] : D.shape[0]) as number;
   checkWeight(op, D, mode === 0 ? 'D' : 'W', Y, mode === 0 ? [d, m] : [m, d]);
   if (D1) checkWeight(op, D1, 'D1', Y, [d, m]);
+  const amp = underAutocast(D1 ? [Y, D, D1] : [Y, D], (y, dict, dec) =>
+    overcomplete(op, mode, y as Tensor, dict as Tensor, dec ?? null, eta, lambda),
+  );
+  if (amp) return amp;
   const out = empty(Y.shape, Y.dtype, Y.device);
   const S1 = empty([T, m], Y.dtype, Y.device);
   const S2 = empty([T, m], Y.dtype, Y.device);
