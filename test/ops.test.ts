@@ -156,7 +156,9 @@ describe.skipIf(cudaMissing)(`crossEntropy reductions on ${device}`, () => {
       });
       expect(loss.item()).toBeCloseTo(ref, 5);
       const g = Array.from((x.grad as C.Tensor).dataSync());
-      g.forEach((a, i) => expect(a).toBeCloseTo(gref[i] as number, 5));
+      g.forEach((a, i) => {
+        expect(a).toBeCloseTo(gref[i] as number, 5);
+      });
     });
     const after = C.memory();
     expect(after.numTensors).toBe(before.numTensors);
