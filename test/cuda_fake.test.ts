@@ -93,7 +93,14 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     const r = spawnSync(process.execPath, ['test/cuda/host_syncs.mjs'], { cwd: root, env, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(r.stderr);
     const perStep = JSON.parse(r.stdout.trim().split('\n').pop() as string);
-    expect(perStep).toEqual({ 'crate-mini': 2, 'crate-alpha-demo': 2, 'tost-demo': 2 });
+    // the language models: + the host range checks of idx and targets
+    expect(perStep).toEqual({
+      'crate-mini': 2,
+      'crate-alpha-demo': 2,
+      'tost-demo': 2,
+      'crate-lm-demo': 4,
+      'tost-lm-demo': 4,
+    });
   }, 300_000);
 
   test('tensors, await data(), Module.to, training every family on cuda, amp and resume', () => {
