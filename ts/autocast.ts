@@ -1,9 +1,11 @@
-// autocast.ts: bf16 mixed precision on CUDA. Inside autocast(fn), matrix products of f32 CUDA
-// tensors (matmul, linear, and their gradients) run as bf16 GEMMs with f32 accumulation and f32
-// outputs, like PyTorch's autocast for matmul-class ops; every other op, the parameters (the f32
-// master weights), the gradients and the optimizer state stay f32. A GEMM recorded inside
-// autocast runs its backward GEMMs in bf16 too, wherever backward() is called. CPU tensors are
-// unaffected (the CPU has no bf16 kernels).
+// autocast.ts: bf16 mixed precision on CUDA. Inside autocast(fn), the matmul-class ops on f32 CUDA
+// tensors run in bf16 with f32 accumulation and give f32 results, like PyTorch's autocast: matmul
+// and linear (bf16 GEMMs, f32 out) and their gradients, mssa (the bf16 tensor-core attention
+// kernels, as PyTorch autocasts SDPA) and the ISTA ops (bf16 GEMMs inside), both on bf16 copies
+// of their inputs with recorded casts so gradients reach the f32 tensors. Every other op (TSSA,
+// the coding rate, the row ops: memory-bound or f64 inside), the parameters (the f32 master
+// weights), the gradients and the optimizer state stay f32. An op recorded inside autocast runs
+// its backward in bf16 too, wherever backward() is called. CPU tensors are unaffected.
 
 let depth = 0;
 
