@@ -55,7 +55,7 @@ ${modelList()}
   --save-every <n>      also checkpoint every n steps
   --max-steps <n>       stop after n optimizer steps (checkpoint kept)
   --device <cpu|cuda>   default cpu (cuda: the CUDA kernels, f32; diagnostics run on the cpu)
-  --amp                 bf16 autocast for the matrix products on cuda (f32 master weights)
+  --amp                 bf16 autocast on cuda: GEMMs, MSSA and ISTA in bf16 (f32 master weights)
   --threads <n>         CPU threads (default: all cores)
   --config <file.json>  options as JSON (keys as in TrainConfig); flags override it`,
   eval: `crate eval --out <dir> [--limit-test n]
