@@ -9,8 +9,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "crate/crate_cuda.h"
 
@@ -27,6 +29,11 @@ struct Error : std::runtime_error {
   do {                                                                                                   \
     if (!(cond)) throw ::crate::cuda::Error(CRATE_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + (msg)); \
   } while (0)
+
+/** Throws the argument error "<fn>: <name> must not be null" for the first null pointer, in order. */
+inline void require_nonnull(const char* fn, std::initializer_list<std::pair<const char*, const void*>> ptrs) {
+  for (const auto& [name, ptr] : ptrs) CRATE_CUDA_REQUIRE(ptr != nullptr, fn, std::string(name) + " must not be null");
+}
 
 /** Throws Error(CRATE_ERR_CUDA) naming `what` when err != cudaSuccess; sticky errors poison the
  * context (every later call fails with a message that says so). */

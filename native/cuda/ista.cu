@@ -68,10 +68,8 @@
 // Epilogues are scalar (2-byte loads): memory-bound passes, not tuned.
 #include <cuda_bf16.h>
 
-#include <initializer_list>
 #include <memory>
 #include <string>
-#include <utility>
 
 #include "common.cuh"
 
@@ -364,11 +362,6 @@ void zero(float* p, int64_t n, const char* what, cudaStream_t st) {
   if (p && n > 0) check(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(float), st), what);
 }
 
-// Throws the argument error "<name> must not be null" for the first null pointer, in order.
-void require_set(const char* fn, std::initializer_list<std::pair<const char*, const void*>> ptrs) {
-  for (const auto& [name, ptr] : ptrs) CRATE_CUDA_REQUIRE(ptr != nullptr, fn, std::string(name) + " must not be null");
-}
-
 // The CPU's check_tdm: T >= 0, d, m >= 1, each at most 2^40, T m and d m at most 1e15.
 void check_tdm(const char* fn, int64_t T, int64_t d, int64_t m) {
   auto dim = [&](const char* name, int64_t v, int64_t minv) {
@@ -504,7 +497,7 @@ CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* 
     const char* fn = "ista_forward";
     check_dims(fn, T, d);
     if (T == 0) return;
-    require_set(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
+    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
     cudaStream_t st = resolve_stream(stream);
     const float thr = eta * lambd;
     const int64_t n = T * d;
@@ -533,13 +526,13 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
     const char* fn = "ista_backward";
     check_dims(fn, T, d);
     if (!dY && !dW) return;
-    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    require_nonnull(fn, {{"W", W}});
     cudaStream_t st = resolve_stream(stream);
     if (T == 0) {
       zero(dW, d * d, "ista_backward memset dW", st);
       return;
     }
-    require_set(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
+    require_nonnull(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
     const int64_t n = T * d;
     Scratch gs(static_cast<size_t>(n) * sizeof(float), st);
     float* G = gs.as<float>();
@@ -589,7 +582,7 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, 
     const char* fn = "ista_overcomplete_forward";
     check_tdm(fn, T, d, m);
     if (T == 0) return;
-    require_set(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
+    require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
     // unsaved iterates share one (T, m) scratch (A2 then overwrites A1, as on the CPU)
@@ -629,9 +622,9 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y,
       zero(dD1, d * m, "ista_overcomplete_backward memset dD1", st);
       return;
     }
-    require_set(fn, {{"dOut", dOut}, {"A2", A2}});
+    require_nonnull(fn, {{"dOut", dOut}, {"A2", A2}});
     if (dY || dD) {
-      require_set(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
+      require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
     }
     if (dD1) gemm(true, false, d, m, T, 1.f, dOut, d, A2, m, 0.f, dD1, m, st);  // dD1 = dOut^T A2
     if (!dY && !dD) return;
@@ -664,7 +657,7 @@ CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const fl
     const char* fn = "ista_tied_forward";
     check_tdm(fn, T, d, m);
     if (T == 0) return;
-    require_set(fn, {{"Y", Y}, {"W", W}, {"out", out}});
+    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"out", out}});
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
     auto slot_a = scratch_if(!A0 || !A1, ntm, st);
@@ -701,7 +694,7 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const f
       zero(dW, m * d, "ista_tied_backward memset dW", st);
       return;
     }
-    require_set(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
+    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
     const int64_t ntm = T * m;
     Scratch g1s(static_cast<size_t>(ntm) * sizeof(float), st), g0s(static_cast<size_t>(ntm) * sizeof(float), st),
         es(static_cast<size_t>(T * d) * sizeof(float), st);
@@ -737,7 +730,7 @@ CRATE_API crate_status crate_cuda_ista_forward_bf16(const uint16_t* Y, const uin
     const char* fn = "ista_forward";
     check_dims(fn, T, d);
     if (T == 0) return;
-    require_set(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
+    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
     cudaStream_t st = resolve_stream(stream);
     const float thr = eta * lambd;
     const int64_t n = T * d;
@@ -766,13 +759,13 @@ CRATE_API crate_status crate_cuda_ista_backward_bf16(const uint16_t* Y, const ui
     const char* fn = "ista_backward";
     check_dims(fn, T, d);
     if (!dY && !dW) return;
-    CRATE_CUDA_REQUIRE(W, fn, "W must not be null");
+    require_nonnull(fn, {{"W", W}});
     cudaStream_t st = resolve_stream(stream);
     if (T == 0) {
       zero16(dW, d * d, "ista_backward memset dW", st);
       return;
     }
-    require_set(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
+    require_nonnull(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
     const int64_t n = T * d;
     Scratch gs(bf16_bytes(n), st);
     u16* G = gs.as<u16>();
@@ -817,7 +810,7 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_forward_bf16(const uint16_t*
     const char* fn = "ista_overcomplete_forward";
     check_tdm(fn, T, d, m);
     if (T == 0) return;
-    require_set(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
+    require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
     auto slot_a = scratch16_if(!A1 || !A2, ntm, st);
@@ -854,9 +847,9 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_bf16(const uint16_t
       zero16(dD1, d * m, "ista_overcomplete_backward memset dD1", st);
       return;
     }
-    require_set(fn, {{"dOut", dOut}, {"A2", A2}});
+    require_nonnull(fn, {{"dOut", dOut}, {"A2", A2}});
     if (dY || dD) {
-      require_set(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
+      require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
     }
     if (dD1) gemm16o(true, false, d, m, T, 1.f, dOut, d, A2, m, dD1, m, st);  // dD1 = dOut^T A2
     if (!dY && !dD) return;
@@ -891,7 +884,7 @@ CRATE_API crate_status crate_cuda_ista_tied_forward_bf16(const uint16_t* Y, cons
     const char* fn = "ista_tied_forward";
     check_tdm(fn, T, d, m);
     if (T == 0) return;
-    require_set(fn, {{"Y", Y}, {"W", W}, {"out", out}});
+    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"out", out}});
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
     auto slot_a = scratch16_if(!A0 || !A1, ntm, st);
@@ -925,7 +918,7 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_bf16(const uint16_t* Y, con
       zero16(dW, m * d, "ista_tied_backward memset dW", st);
       return;
     }
-    require_set(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
+    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
     const int64_t ntm = T * m;
     Scratch accs(f32_bytes(ntm), st), g1s(bf16_bytes(ntm), st), g0s(bf16_bytes(ntm), st), es(bf16_bytes(T * d), st);
     float* acc = accs.as<float>();

@@ -1020,8 +1020,7 @@ void mssa_forward_impl(const E* P, E* O, float* L, int64_t B, int64_t N, int64_t
   const char* fn = "mssa_forward";
   check_sizes(fn, B, N, H, p);
   if (B == 0 || N == 0) return;
-  CRATE_CUDA_REQUIRE(P != nullptr, fn, "P must not be null");
-  CRATE_CUDA_REQUIRE(O != nullptr, fn, "O must not be null");
+  require_nonnull(fn, {{"P", P}, {"O", O}});
   const cudaStream_t st = resolve_stream(stream);
   FwdParams<E> prm{};
   prm.P = P;
@@ -1041,11 +1040,7 @@ void mssa_backward_impl(const E* P, const E* O, const float* L, const E* dO, E* 
   const char* fn = "mssa_backward";
   check_sizes(fn, B, N, H, p);
   if (B == 0 || N == 0) return;
-  CRATE_CUDA_REQUIRE(P != nullptr, fn, "P must not be null");
-  CRATE_CUDA_REQUIRE(O != nullptr, fn, "O must not be null");
-  CRATE_CUDA_REQUIRE(L != nullptr, fn, "L must not be null");
-  CRATE_CUDA_REQUIRE(dO != nullptr, fn, "dO must not be null");
-  CRATE_CUDA_REQUIRE(dP != nullptr, fn, "dP must not be null");
+  require_nonnull(fn, {{"P", P}, {"O", O}, {"L", L}, {"dO", dO}, {"dP", dP}});
   const cudaStream_t st = resolve_stream(stream);
   const int64_t max_smem = max_smem_optin();
 

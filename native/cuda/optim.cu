@@ -57,6 +57,17 @@ __global__ void adamw_bf16_kernel(Bf16* __restrict__ p, const Bf16* __restrict__
   }
 }
 
+// The entry points' argument checks (both storage types); false when there is nothing to do.
+bool adamw_args(const char* op, int64_t n, const void* p, const void* g, const void* m, const void* v) {
+  CRATE_CUDA_REQUIRE(n >= 0, op, "negative size " + std::to_string(n));
+  if (n == 0) return false;
+  prim::require_ptr(op, p, "p");
+  prim::require_ptr(op, g, "g");
+  prim::require_ptr(op, m, "m");
+  prim::require_ptr(op, v, "v");
+  return true;
+}
+
 }  // namespace
 }  // namespace crate::cuda
 
@@ -68,12 +79,7 @@ CRATE_API crate_status crate_cuda_adamw_step_f32(float* p, const float* g, float
                                                  void* stream_) {
   return guard("crate_cuda_adamw_step_f32", [&] {
     const char* op = "adamw_step";
-    CRATE_CUDA_REQUIRE(n >= 0, op, "negative size " + std::to_string(n));
-    if (n == 0) return;
-    require_ptr(op, p, "p");
-    require_ptr(op, g, "g");
-    require_ptr(op, m, "m");
-    require_ptr(op, v, "v");
+    if (!adamw_args(op, n, p, g, m, v)) return;
     cudaStream_t stream = resolve_stream(stream_);
     const AdamWParams q = AdamWParams::make(lr, b1, b2, eps, wd, bc1, bc2);
     const bool vec = aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && n >= 4;
@@ -87,12 +93,7 @@ CRATE_API crate_status crate_cuda_adamw_step_bf16(uint16_t* p, const uint16_t* g
                                                   double bc2, void* stream_) {
   return guard("crate_cuda_adamw_step_bf16", [&] {
     const char* op = "adamw_step";
-    CRATE_CUDA_REQUIRE(n >= 0, op, "negative size " + std::to_string(n));
-    if (n == 0) return;
-    require_ptr(op, p, "p");
-    require_ptr(op, g, "g");
-    require_ptr(op, m, "m");
-    require_ptr(op, v, "v");
+    if (!adamw_args(op, n, p, g, m, v)) return;
     cudaStream_t stream = resolve_stream(stream_);
     const AdamWParams q = AdamWParams::make(lr, b1, b2, eps, wd, bc1, bc2);
     adamw_bf16_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(reinterpret_cast<Bf16*>(p),

@@ -564,21 +564,24 @@ __global__ void __launch_bounds__(kThreads)
 //   chunk k       steps [k*kChunk, min(T, (k+1)*kChunk))
 // =================================================================================================
 
-// Decomposes a column-kernel item x in [0, B*nck*D) into (b, k, c) with c fastest (coalesced).
-struct ColItem {
-  int64_t b, k, c, bk;
-  __device__ ColItem(int64_t x, int64_t nck, int64_t D) {
-    c = x % D;
-    bk = x / D;
-    k = bk % nck;
-    b = bk / nck;
-  }
-};
-
 __device__ __forceinline__ int chunk_len(int64_t k, int64_t Tn) {
   const int64_t left = Tn - k * kChunk;
   return static_cast<int>(left < kChunk ? left : kChunk);
 }
+
+// Column-kernel item x in [0, B*nck*D), D = H p, decomposed as (b, k, c) with c fastest
+// (coalesced): chunk k of column c of batch item b, where the column kernels start reading.
+struct ColChunk {
+  int64_t off;  // W's element (b, t0, c), t0 = k kChunk (row stride D)
+  int64_t tok;  // the token arrays' element (b, c / p, t0)
+  int len;      // the chunk's steps t0 .. t0 + len - 1 (the last chunk may be short)
+  __device__ __forceinline__ ColChunk(int64_t x, int64_t nck, int64_t Tn, int64_t H, int64_t p) {
+    const int64_t D = H * p, c = x % D, bk = x / D, k = bk % nck, b = bk / nck, t0 = k * kChunk;
+    off = (b * Tn + t0) * D + c;
+    tok = (b * H + c / p) * Tn + t0;
+    len = chunk_len(k, Tn);
+  }
+};
 
 // denom_bias[h, t] finite for t < T? -> first bad h*T + t (the CPU's scan order) in *bad.
 __global__ void bias_check_kernel(const float* __restrict__ bias, int64_t H, int64_t Tn, int64_t Tmax,
@@ -597,9 +600,9 @@ __global__ void __launch_bounds__(kThreads) chunk_sum_sq_kernel(const T* __restr
   const int64_t total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const ColItem it(x, nck, D);
-    const int len = chunk_len(it.k, Tn);
-    const T* w = W + (it.b * Tn + it.k * kChunk) * D + it.c;  // w[tt * D] = W[b, t0 + tt, c]
+    const ColChunk ch(x, nck, Tn, 1, D);  // one "head" of width D: only the W offset is used
+    const int len = ch.len;
+    const T* w = W + ch.off;  // w[tt * D] = W[b, t0 + tt, c]
     double acc = 0.0;
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
@@ -619,11 +622,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const ColItem it(x, nck, D);
-    const int len = chunk_len(it.k, Tn);
-    const int64_t t0 = it.k * kChunk;
-    const T* w = W + (it.b * Tn + t0) * D + it.c;
-    const double* pr = pi + (it.b * H + it.c / p) * Tn + t0;  // pr[tt] = Pi[b, h, t0 + tt]
+    const ColChunk ch(x, nck, Tn, H, p);
+    const int len = ch.len;
+    const T* w = W + ch.off;
+    const double* pr = pi + ch.tok;  // pr[tt] = Pi[b, h, t0 + tt]
     double acc = 0.0;
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
@@ -784,9 +786,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const ColItem it(x, nck, D);
-    const int len = chunk_len(it.k, Tn);
-    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    const ColChunk ch(x, nck, Tn, H, p);
+    const int len = ch.len;
+    const int64_t off = ch.off, tok = ch.tok;
     double Nacc = N0[x];
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
@@ -810,9 +812,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const ColItem it(x, nck, D);
-    const int len = chunk_len(it.k, Tn);
-    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    const ColChunk ch(x, nck, Tn, H, p);
+    const int len = ch.len;
+    const int64_t off = ch.off, tok = ch.tok;
     double Nacc = N0[x], acc = 0.0;
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
@@ -929,9 +931,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const ColItem it(x, nck, D);
-    const int len = chunk_len(it.k, Tn);
-    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    const ColChunk ch(x, nck, Tn, H, p);
+    const int len = ch.len;
+    const int64_t off = ch.off, tok = ch.tok;
     double C = C0[x], acc = 0.0;
 #pragma unroll
     for (int tt = 0; tt < kChunk; ++tt) {
@@ -958,9 +960,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t D = H * p, total = B * nck * D;
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < total;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const ColItem it(x, nck, D);
-    const int len = chunk_len(it.k, Tn);
-    const int64_t t0 = it.k * kChunk, off = (it.b * Tn + t0) * D + it.c, tok = (it.b * H + it.c / p) * Tn + t0;
+    const ColChunk ch(x, nck, Tn, H, p);
+    const int len = ch.len;
+    const int64_t off = ch.off, tok = ch.tok;
     double Ct[kChunk], Nt[kChunk];
     double C = C0[x], Nacc = N0[x];
 #pragma unroll

@@ -2164,6 +2164,23 @@ void tssa_cases() {
 
 // ================================================================================== causal TSSA
 
+// The causal TSSA's parameter gradients vs the CPU, and ddenom_bias's columns >= T exactly 0
+// (steps past the sequence). Shared by the f32 and bf16 cases: both take f32 parameters.
+void check_causal_param_grads(const DBuf& dgt, const DBuf& dgb, const std::vector<float>& gt32,
+                              const std::vector<double>& gt64, const std::vector<float>& gb32,
+                              const std::vector<double>& gb64, int64_t H, int64_t T, int64_t Tmax) {
+  check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
+  const std::vector<float> gb = down<float>(dgb);
+  check_out("ddenom_bias", gb, gb32, gb64, Tol::f64ig);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t t = T; t < Tmax; ++t)
+      if (gb[h * Tmax + t] != 0.f) {
+        fail(fmt("ddenom_bias[%lld, %lld] = %g past T, expected 0", (long long)h, (long long)t,
+                 static_cast<double>(gb[h * Tmax + t])));
+        return;
+      }
+}
+
 // W (B, T, H*p), temp (H), denom_bias (H, Tmax) with T <= Tmax. denom_bias's columns >= T are NaN
 // (they must not be read) and the first 3 steps of feature 0 are 0 (the clamp's value path), or
 // with tiny = true 1e-7 (cumulative sum 1e-14..3e-14 < 1e-12: the clamp is active on a nonzero
@@ -2210,18 +2227,7 @@ void tssa_causal_case(int64_t B, int64_t T, int64_t H, int64_t p, int64_t Tmax, 
     CU(crate_cuda_tssa_causal_backward_f32, dW.as<float>(), dt.as<float>(), db.as<float>(), dG.as<float>(),
        dgW.as<float>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
     check_out("dW", down<float>(dgW), gW32, gW64, Tol::f64ig);
-    if (param_grads) {
-      check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
-      const std::vector<float> gb = down<float>(dgb);
-      check_out("ddenom_bias", gb, gb32, gb64, Tol::f64ig);
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = T; t < Tmax; ++t)
-          if (gb[h * Tmax + t] != 0.f) {
-            fail(fmt("ddenom_bias[%lld, %lld] = %g past T, expected 0", (long long)h, (long long)t,
-                     static_cast<double>(gb[h * Tmax + t])));
-            return;
-          }
-    }
+    if (param_grads) check_causal_param_grads(dgt, dgb, gt32, gt64, gb32, gb64, H, T, Tmax);
   });
 }
 
@@ -2527,18 +2533,7 @@ void tssa_causal_bf16_case(int64_t B, int64_t T, int64_t H, int64_t p, int64_t T
     CU(crate_cuda_tssa_causal_backward_bf16, dW.as<uint16_t>(), dt.as<float>(), db.as<float>(), dG.as<uint16_t>(),
        dgW.as<uint16_t>(), dgt.as<float>(), dgb.as<float>(), B, T, H, p, Tmax, nullptr);
     check_bf16_out("dW", down<uint16_t>(dgW), gW32, gW64);
-    if (param_grads) {
-      check_out("dtemp", down<float>(dgt), gt32, gt64, Tol::f64ig);
-      const std::vector<float> gb = down<float>(dgb);
-      check_out("ddenom_bias", gb, gb32, gb64, Tol::f64ig);
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = T; t < Tmax; ++t)
-          if (gb[h * Tmax + t] != 0.f) {
-            fail(fmt("ddenom_bias[%lld, %lld] = %g past T, expected 0", (long long)h, (long long)t,
-                     static_cast<double>(gb[h * Tmax + t])));
-            return;
-          }
-    }
+    if (param_grads) check_causal_param_grads(dgt, dgb, gt32, gt64, gb32, gb64, H, T, Tmax);
   });
 }
 
