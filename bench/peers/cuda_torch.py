@@ -13,7 +13,7 @@ PyTorch on the same GPU, in the same process.
    repeats, the L2 cache flushed between repeats by writing a 256 MiB buffer. Peers: MSSA vs
    F.scaled_dot_product_attention(q=k=v) and matmul-softmax; ISTA vs the authors' FeedForward;
    coding rate vs torch.linalg.cholesky (f32, f64) and torch.logdet; GEMM vs torch.matmul
-   (cuBLAS) in f32, TF32 and bf16; LayerNorm vs F.layer_norm; TSSA vs the authors' AttentionTSSA;
+   (cuBLAS) in f32, TF32, bf16 and f16; LayerNorm vs F.layer_norm; TSSA vs the authors' AttentionTSSA;
    cross-entropy vs F.cross_entropy; CRATE-alpha's overcomplete ISTA and causal CRATE's tied ISTA vs
    the authors' formulas; causal TSSA vs ToST's CausalSelfAttention_TSSA. Napkin FLOPs and bytes
    give TFLOP/s, GB/s and % of the device's peak (table for A100/H100/H200 SXM/PCIe/NVL dense TF32/BF16 and HBM; otherwise from
@@ -122,6 +122,7 @@ SIGS = {
     "crate_cuda_cross_entropy_forward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
     "crate_cuda_cross_entropy_backward_bf16": (INT, [P, P, P, P, P, I64, I64, F64, I64, P]),
     "crate_cuda_gemm_bf16_bf16": (INT, [INT, INT, I64, I64, I64, F32, P, I64, P, I64, F32, P, I64, I64, I64, I64, I64, P]),
+    "crate_cuda_gemm_f16": (INT, [INT, INT, I64, I64, I64, F32, P, I64, P, I64, F32, P, I64, I64, I64, I64, I64, P]),
     "crate_cuda_ista_forward_bf16": (INT, [P, P, P, I64, I64, F32, F32, P]),
     "crate_cuda_ista_backward_bf16": (INT, [P, P, P, P, P, P, I64, I64, F32, P]),
     "crate_cuda_ista_overcomplete_forward_bf16": (INT, [P, P, P, P, P, P, P, I64, I64, I64, F32, F32, P]),
@@ -411,6 +412,10 @@ class Checks:
 
 def bf16_bits(torch, x):
     return x.to(torch.bfloat16).view(torch.int16)
+
+
+def f16_bits(torch, x):
+    return x.to(torch.float16).view(torch.int16)
 
 
 def run_checks(torch, lib, dv, quick):
@@ -735,19 +740,20 @@ def run_checks(torch, lib, dv, quick):
                 ck.fail("cross_entropy", name, f"counted {int(counted.item())}, expected {want}")
         case("cross_entropy", f"rows={rows} classes={classes} smoothing={sm}", body)
 
-    # GEMM (C = A B and C = A^T B^T, batched), own and cuBLAS, f32 / TF32 / bf16
+    # GEMM (C = A B and C = A^T B^T, batched), own and cuBLAS, f32 / TF32 / bf16 / f16
     for own in (1, 0):
         for M, N, K in ([(65, 33, 129)] if quick else [(1024, 1024, 1024), (197, 384, 1152), (4096, 512, 4096)]):
-            for mode in ("f32", "tf32", "bf16"):
+            for mode in ("f32", "tf32", "bf16", "f16"):
                 def body(name, own=own, M=M, N=N, K=K, mode=mode):
                     lib("crate_cuda_gemm_force_own", own)
                     A, Bm = rn(2, M, K), rn(2, K, N)
                     C = torch.empty(2, M, N, device=dev)
-                    if mode == "bf16":
-                        A16, B16 = bf16_bits(torch, A), bf16_bits(torch, Bm)
-                        lib("crate_cuda_gemm_bf16", 0, 0, M, N, K, 1.0, ptr(A16), K, ptr(B16), N, 0.0, ptr(C), N, 2,
+                    if mode in ("bf16", "f16"):
+                        bits, dt = (bf16_bits, torch.bfloat16) if mode == "bf16" else (f16_bits, torch.float16)
+                        A16, B16 = bits(torch, A), bits(torch, Bm)
+                        lib(f"crate_cuda_gemm_{mode}", 0, 0, M, N, K, 1.0, ptr(A16), K, ptr(B16), N, 0.0, ptr(C), N, 2,
                             M * K, K * N, M * N, S())
-                        A64, B64 = A16.view(torch.bfloat16).double(), B16.view(torch.bfloat16).double()
+                        A64, B64 = A16.view(dt).double(), B16.view(dt).double()
                     else:
                         lib("crate_cuda_gemm_f32", 0, 0, M, N, K, 1.0, ptr(A), K, ptr(Bm), N, 0.0, ptr(C), N, 2, M * K,
                             K * N, M * N, 1 if mode == "tf32" else 0, S())
@@ -757,7 +763,7 @@ def run_checks(torch, lib, dv, quick):
                     # transposed operands: C = A^T B^T from the stored (K, M) and (N, K) matrices
                     At, Bt = A64[0].t().contiguous().float(), B64[0].t().contiguous().float()
                     C2 = torch.empty(M, N, device=dev)
-                    if mode != "bf16":
+                    if mode in ("f32", "tf32"):
                         lib("crate_cuda_gemm_f32", 1, 1, M, N, K, 1.0, ptr(At), M, ptr(Bt), K, 0.0, ptr(C2), N, 1, 0, 0,
                             0, 1 if mode == "tf32" else 0, S())
                         dv.sync()
@@ -944,16 +950,19 @@ def run_bench(torch, lib, dv, quick, reps, warmup, peaks):
         shape = f"M{M} N{N} K{K}"
         flops = 2 * M * N * K
         A, Bm, C = torch.randn(M, K, device=dev), torch.randn(K, N, device=dev), torch.empty(M, N, device=dev)
-        A16, B16 = bf16_bits(torch, A), bf16_bits(torch, Bm)
-        Ab, Bb = A.to(torch.bfloat16), Bm.to(torch.bfloat16)
-        for mode in ("f32", "tf32", "bf16"):
-            esz = 2 if mode == "bf16" else 4
+        bits16 = {"bf16": (bf16_bits(torch, A), bf16_bits(torch, Bm)), "f16": (f16_bits(torch, A), f16_bits(torch, Bm))}
+        half = {"bf16": (A.to(torch.bfloat16), Bm.to(torch.bfloat16)), "f16": (A.to(torch.float16), Bm.to(torch.float16))}
+        for mode in ("f32", "tf32", "bf16", "f16"):
+            esz = 2 if mode in half else 4
             nbytes = esz * (M * K + K * N) + 4 * M * N
+            # f16 and bf16 have the same dense tensor-core rate on sm_80 / sm_90: one peak for both
+            peak_kind = "fp32" if mode == "f32" else "bf16" if mode in half else mode
             for own in (0, 1):
                 def ours(own=own, mode=mode):
-                    if mode == "bf16":
-                        lib("crate_cuda_gemm_bf16", 0, 0, M, N, K, 1.0, ptr(A16), K, ptr(B16), N, 0.0, ptr(C), N, 1, 0, 0,
-                            0, S())
+                    if mode in half:
+                        A16, B16 = bits16[mode]
+                        lib(f"crate_cuda_gemm_{mode}", 0, 0, M, N, K, 1.0, ptr(A16), K, ptr(B16), N, 0.0, ptr(C), N, 1,
+                            0, 0, 0, S())
                     else:
                         lib("crate_cuda_gemm_f32", 0, 0, M, N, K, 1.0, ptr(A), K, ptr(Bm), N, 0.0, ptr(C), N, 1, 0, 0, 0,
                             1 if mode == "tf32" else 0, S())
@@ -965,15 +974,14 @@ def run_bench(torch, lib, dv, quick, reps, warmup, peaks):
                     be = f"unavailable: {e}"
                 if not own and be.startswith("own"):
                     continue  # cuBLAS not loaded: the own GEMM is timed once, below
-                timed("gemm", shape, f"crate-ml {'own' if own else 'cuBLAS'} ({mode})", ours, flops, nbytes,
-                      "fp32" if mode == "f32" else mode)
+                timed("gemm", shape, f"crate-ml {'own' if own else 'cuBLAS'} ({mode})", ours, flops, nbytes, peak_kind)
             if lib.has("crate_cuda_gemm_force_own"):
                 lib.fns["crate_cuda_gemm_force_own"](0)
             if not dv.host:
                 torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
-            X, Yb = (Ab, Bb) if mode == "bf16" else (A, Bm)
+            X, Yb = half[mode] if mode in half else (A, Bm)
             timed("gemm", shape, f"torch.matmul ({mode})", lambda X=X, Yb=Yb: torch.matmul(X, Yb), flops, nbytes,
-                  "fp32" if mode == "f32" else mode)
+                  peak_kind)
             if not dv.host:
                 torch.backends.cuda.matmul.allow_tf32 = False
 

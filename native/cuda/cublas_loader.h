@@ -48,6 +48,7 @@ constexpr int kOpT = 1;
 
 constexpr int kR32F = 0;  // cudaDataType_t
 constexpr int kR16BF = 14;
+constexpr int kR16F = 2;
 
 constexpr int kCompute32F = 68;  // cublasComputeType_t
 constexpr int kCompute32FFastTF32 = 77;

@@ -1,7 +1,8 @@
 // gemm.cu: the CUDA GEMM. C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], row-major, strided
-// batch, f32 or bf16 inputs, f32 accumulation; f32 output, or bf16 output for bf16 inputs (the
-// f32 result alpha * acc + beta * C rounded once to nearest even on store: cuBLASLt / cuBLAS with
-// a bf16 C/D type, or the own kernels' epilogue; C read as bf16 when beta != 0).
+// batch, f32, bf16 or f16 inputs, f32 accumulation; f32 output, or for 16-bit inputs an output of
+// the same type (the f32 result alpha * acc + beta * C rounded once to nearest even on store:
+// cuBLASLt / cuBLAS with a 16-bit C/D type, or the own kernels' epilogue; C read in that type when
+// beta != 0). The library's tensors have no f16 dtype; the f16 entries are for C ABI users.
 //
 // Backends, in order:
 //   1. cuBLASLt, loaded at run time (cublas_loader.h). Row-major C (M x N, ldc) is column-major
@@ -10,12 +11,13 @@
 //      (cached per shape, strides, types and pointer alignment) with up to 32 MiB of workspace
 //      from the caching allocator, stream-ordered. One Lt handle per thread and device.
 //   2. cuBLAS (cublasGemmStridedBatchedEx), when only libcublas loads; same mapping.
-//   3. The own kernels: a tensor-core (wmma) kernel -- bf16 m16n16k16 for bf16 inputs, TF32
+//   3. The own kernels: a tensor-core (wmma) kernel -- bf16 / f16 m16n16k16 for 16-bit inputs, TF32
 //      m16n16k8 for f32 with allow_tf32 -- on sm_80+, else a SIMT kernel (64x64x8 shared-memory
 //      tiles, 4x4 register blocking). Both handle any M, N, K, transposes, strides, and beta == 0
 //      without reading C. Also used for K == 0 or alpha == 0 (C = beta * C, A and B not read), for
 //      sizes beyond int32 (cuBLAS's limit), and when cuBLAS has no algorithm for a problem.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 
@@ -41,8 +43,9 @@
 namespace crate::cuda {
 namespace {
 
-enum class InType { f32, bf16 };
-enum class OutType { f32, bf16 };
+// Storage: f32 as float, bf16 as uint16_t (its bits, as everywhere in the library), f16 as __half.
+enum class InType { f32, bf16, f16 };
+enum class OutType { f32, bf16, f16 };
 
 struct GemmParams {
   int64_t M, N, K;
@@ -50,7 +53,7 @@ struct GemmParams {
   int64_t lda, sa;
   const void* B;
   int64_t ldb, sb;
-  void* C;  // float*, or uint16_t* (bf16 bits) for OutType::bf16
+  void* C;  // float*, uint16_t* (bf16 bits) for OutType::bf16, __half* for OutType::f16
   int64_t ldc, sc;
   float alpha, beta;
 };
@@ -61,6 +64,10 @@ __device__ __forceinline__ float load_f32(const float* p) { return __ldg(p); }
 __device__ __forceinline__ float load_f32(const uint16_t* p) {
   return __uint_as_float(static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(p))) << 16);
 }
+__device__ __forceinline__ __half load_half(const __half* p) {
+  return __ushort_as_half(__ldg(reinterpret_cast<const unsigned short*>(p)));
+}
+__device__ __forceinline__ float load_f32(const __half* p) { return __half2float(load_half(p)); }
 
 // A tile of a row-major operand X as stored: Ls rows ("strided" dimension) of Lc elements
 // ("contiguous" dimension). Each of kThreads threads reads V consecutive elements of one row per
@@ -115,6 +122,8 @@ __device__ __forceinline__ void put_c(float* c, float v) { *c = v; }
 __device__ __forceinline__ void put_c(uint16_t* c, float v) {  // one rounding, nearest even
   *c = __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
+__device__ __forceinline__ float load_c(const __half* c) { return __half2float(*c); }
+__device__ __forceinline__ void put_c(__half* c, float v) { *c = __float2half_rn(v); }  // one rounding
 
 template <typename TC>
 __device__ __forceinline__ void store_c(const GemmParams& p, TC* C, int64_t m, int64_t n, float acc) {
@@ -213,6 +222,18 @@ struct WmmaTraits<uint16_t> {
     return __ushort_as_bfloat16(__ldg(reinterpret_cast<const unsigned short*>(p)));
   }
   __device__ static S zero() { return __ushort_as_bfloat16(0); }
+  template <class F>
+  __device__ static void round(F&) {}
+};
+
+// f16 inputs: m16n16k16, k-tile 32 (products exact in f32, as for bf16).
+template <>
+struct WmmaTraits<__half> {
+  using S = __half;
+  using Prec = __half;
+  static constexpr int BK = 32, WK = 16, PAD = 8, V = 8;
+  __device__ static S load(const __half* p) { return load_half(p); }
+  __device__ static S zero() { return __ushort_as_half(0); }
   template <class F>
   __device__ static void round(F&) {}
 };
@@ -386,6 +407,10 @@ void own_dispatch(InType in, OutType out, bool ta, bool tb, const GemmParams& p,
     own_gemm<uint16_t, uint16_t>(ta, tb, p, batch, sm80, s);
   else if (in == InType::bf16)
     own_gemm<uint16_t, float>(ta, tb, p, batch, sm80, s);
+  else if (in == InType::f16 && out == OutType::f16)
+    own_gemm<__half, __half>(ta, tb, p, batch, sm80, s);
+  else if (in == InType::f16)
+    own_gemm<__half, float>(ta, tb, p, batch, sm80, s);
   else
     own_gemm<float, float>(ta, tb, p, batch, sm80 && allow_tf32, s);
 }
@@ -505,6 +530,9 @@ void append_key(std::string& k, const V& v) {
   k.append(reinterpret_cast<const char*>(&v), sizeof(v));
 }
 
+int data_type(InType t) { return t == InType::f32 ? blas::kR32F : t == InType::bf16 ? blas::kR16BF : blas::kR16F; }
+int data_type(OutType t) { return t == OutType::f32 ? blas::kR32F : t == OutType::bf16 ? blas::kR16BF : blas::kR16F; }
+
 /** cuBLASLt; false when it has no algorithm for this problem (the caller runs the own GEMM). */
 bool lt_gemm(InType in, OutType out, bool ta, bool tb, const GemmParams& p, int64_t batch, bool allow_tf32,
              cudaStream_t s) {
@@ -514,8 +542,8 @@ bool lt_gemm(InType in, OutType out, bool ta, bool tb, const GemmParams& p, int6
   blas::LtHandle h = thread_handle(handles, dev, a.ltCreate, "cublasLtCreate");
   if (h == nullptr) return false;
 
-  const int dt = in == InType::f32 ? blas::kR32F : blas::kR16BF;
-  const int dt_c = out == OutType::f32 ? blas::kR32F : blas::kR16BF;
+  const int dt = data_type(in);
+  const int dt_c = data_type(out);
   const size_t es = in == InType::f32 ? 4 : 2, es_c = out == OutType::f32 ? 4 : 2;
   const int compute = (in == InType::f32 && allow_tf32) ? blas::kCompute32FFastTF32 : blas::kCompute32F;
   // Column-major view: Cᵀ (N x M) = op(B)ᵀ (N x K) * op(A)ᵀ (K x M). Lt's A is our B, Lt's B our A.
@@ -616,13 +644,13 @@ bool blas_gemm(InType in, OutType out, bool ta, bool tb, const GemmParams& p, in
   blas::Handle h = thread_handle(handles, dev, a.create, "cublasCreate_v2");
   if (h == nullptr) return false;
   lib_check(a.setStream(h, s), "cublasSetStream_v2");
-  const int dt = in == InType::f32 ? blas::kR32F : blas::kR16BF;
+  const int dt = data_type(in);
   const int compute = (in == InType::f32 && allow_tf32) ? blas::kCompute32FFastTF32 : blas::kCompute32F;
-  const blas::Status st = a.gemmStridedBatchedEx(
-      h, tb ? blas::kOpT : blas::kOpN, ta ? blas::kOpT : blas::kOpN, static_cast<int>(p.N), static_cast<int>(p.M),
-      static_cast<int>(p.K), &p.alpha, p.B, dt, static_cast<int>(p.ldb), p.sb, p.A, dt, static_cast<int>(p.lda), p.sa,
-      &p.beta, p.C, out == OutType::f32 ? blas::kR32F : blas::kR16BF, static_cast<int>(p.ldc), p.sc,
-      static_cast<int>(batch), compute, blas::kGemmDefault);
+  const blas::Status st =
+      a.gemmStridedBatchedEx(h, tb ? blas::kOpT : blas::kOpN, ta ? blas::kOpT : blas::kOpN, static_cast<int>(p.N),
+                             static_cast<int>(p.M), static_cast<int>(p.K), &p.alpha, p.B, dt, static_cast<int>(p.ldb),
+                             p.sb, p.A, dt, static_cast<int>(p.lda), p.sa, &p.beta, p.C, data_type(out),
+                             static_cast<int>(p.ldc), p.sc, static_cast<int>(batch), compute, blas::kGemmDefault);
   if (st == blas::kStatusNotSupported) return false;
   lib_check(st, "cublasGemmStridedBatchedEx");
   check_launch("cublasGemmStridedBatchedEx", s);
@@ -741,6 +769,26 @@ CRATE_API crate_status crate_cuda_gemm_bf16_bf16(int trans_a, int trans_b, int64
                                                  int64_t stride_b, int64_t stride_c, void* stream) {
   return crate::cuda::guard("crate_cuda_gemm_bf16_bf16", [&] {
     crate::cuda::gemm_any(crate::cuda::InType::bf16, crate::cuda::OutType::bf16, trans_a != 0, trans_b != 0, M, N, K,
+                          alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_gemm_f16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                           const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta,
+                                           float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
+                                           int64_t stride_c, void* stream) {
+  return crate::cuda::guard("crate_cuda_gemm_f16", [&] {
+    crate::cuda::gemm_any(crate::cuda::InType::f16, crate::cuda::OutType::f32, trans_a != 0, trans_b != 0, M, N, K,
+                          alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
+  });
+}
+
+CRATE_API crate_status crate_cuda_gemm_f16_f16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                               const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                                               float beta, uint16_t* C, int64_t ldc, int64_t batch, int64_t stride_a,
+                                               int64_t stride_b, int64_t stride_c, void* stream) {
+  return crate::cuda::guard("crate_cuda_gemm_f16_f16", [&] {
+    crate::cuda::gemm_any(crate::cuda::InType::f16, crate::cuda::OutType::f16, trans_a != 0, trans_b != 0, M, N, K,
                           alpha, A, lda, B, ldb, beta, C, ldc, batch, stride_a, stride_b, stride_c, false, stream);
   });
 }

@@ -92,7 +92,8 @@
   X(crate_cuda_tssa_causal_forward_bf16) X(crate_cuda_tssa_causal_backward_bf16) \
   X(crate_cuda_gemm_bf16_bf16) X(crate_cuda_ista_forward_bf16) X(crate_cuda_ista_backward_bf16)    \
   X(crate_cuda_ista_overcomplete_forward_bf16) X(crate_cuda_ista_overcomplete_backward_bf16)       \
-  X(crate_cuda_ista_tied_forward_bf16) X(crate_cuda_ista_tied_backward_bf16)
+  X(crate_cuda_ista_tied_forward_bf16) X(crate_cuda_ista_tied_backward_bf16)                     \
+  X(crate_cuda_gemm_f16) X(crate_cuda_gemm_f16_f16)
 // clang-format on
 
 namespace {
@@ -653,11 +654,37 @@ float bf16_to_f32(uint16_t h) {
   return f;
 }
 
-enum GemmMode { kF32 = 0, kTF32 = 1, kBF16 = 2 };
+// IEEE half, written arithmetically (frexp / ldexp, nearest-even through nearbyint) rather than with
+// bit tricks, so that it checks the emulator's and the device's conversions independently.
+uint16_t f32_to_f16(float f) {  // round to nearest even; overflow -> inf (NaN not produced here)
+  const double a = std::fabs(static_cast<double>(f));
+  const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+  if (a == 0) return sign;
+  int e = 0;
+  std::frexp(a, &e);  // a = m 2^e, m in [0.5, 1): the unit in the last place is 2^(e - 11), at least 2^-24
+  const int ulp_exp = std::max(e - 11, -24);
+  const double q = std::nearbyint(std::ldexp(a, -ulp_exp));  // a in ulps, rounded to even
+  const double r = std::ldexp(q, ulp_exp);                   // the rounded magnitude
+  if (r >= 65536.0) return static_cast<uint16_t>(sign | 0x7C00);
+  if (r < std::ldexp(1.0, -14)) return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::ldexp(r, 24)));
+  int re = 0;
+  const double rm = std::frexp(r, &re);  // r = rm 2^re: biased exponent re - 1 + 15, mantissa (2 rm - 1) 2^10
+  return static_cast<uint16_t>(sign | ((re + 14) << 10) | static_cast<uint16_t>((2 * rm - 1) * 1024));
+}
+float f16_to_f32(uint16_t h) {
+  const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
+  const double v = e == 0 ? std::ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : std::ldexp(1024 + m, e - 25);
+  return static_cast<float>(h & 0x8000 ? -v : v);
+}
+
+enum GemmMode { kF32 = 0, kTF32 = 1, kBF16 = 2, kF16 = 3 };
 
 void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                int64_t batch, bool bcast_b, int64_t pad) {
-  const char* mode_name = mode == kF32 ? "f32" : mode == kTF32 ? "tf32" : "bf16";
+  const char* mode_name = mode == kF32 ? "f32" : mode == kTF32 ? "tf32" : mode == kBF16 ? "bf16" : "f16";
+  const bool half_in = mode == kBF16 || mode == kF16;
+  auto to16 = [&](float f) { return mode == kF16 ? f32_to_f16(f) : f32_to_bf16(f); };
+  auto from16 = [&](uint16_t h) { return mode == kF16 ? f16_to_f32(h) : bf16_to_f32(h); };
   const std::string name = fmt("gemm %s %s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld",
                                own ? "own" : "cublas", mode_name, ta, tb, (long long)M, (long long)N, (long long)K,
                                alpha, beta, (long long)batch, bcast_b ? " bcastB" : "", (long long)pad);
@@ -692,37 +719,41 @@ void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, in
         for (int64_t j = 0; j < N; ++j)
           C0[b * sc + i * ldc + j] = beta == 0.f ? qnan : static_cast<float>(r.normal());  // beta = 0: C not read
     }
-    // effective inputs (bf16: rounded)
+    // effective inputs (bf16 / f16: rounded; NaN padding stays NaN)
     std::vector<uint16_t> A16, B16;
     std::vector<float> Ae = A, Be = Bm;
-    if (mode == kBF16) {
+    if (half_in) {
       A16.resize(na);
       B16.resize(nb);
       for (size_t i = 0; i < na; ++i) {
-        A16[i] = f32_to_bf16(A[i]);
-        Ae[i] = bf16_to_f32(A16[i]);
+        A16[i] = std::isnan(A[i]) ? 0xFFFF : to16(A[i]);
+        Ae[i] = from16(A16[i]);
       }
       for (size_t i = 0; i < nb; ++i) {
-        B16[i] = f32_to_bf16(Bm[i]);
-        Be[i] = bf16_to_f32(B16[i]);
+        B16[i] = std::isnan(Bm[i]) ? 0xFFFF : to16(Bm[i]);
+        Be[i] = from16(B16[i]);
       }
     }
-    DBuf dA = mode == kBF16 ? din("A", A16) : din("A", A);
-    DBuf dB = mode == kBF16 ? din("B", B16) : din("B", Bm);
+    DBuf dA = half_in ? din("A", A16) : din("A", A);
+    DBuf dB = half_in ? din("B", B16) : din("B", Bm);
     DBuf dC = dinit("C", C0);
     if (mode == kBF16)
       CU(crate_cuda_gemm_bf16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
+         dC.as<float>(), ldc, batch, sa, sb, sc, nullptr);
+    else if (mode == kF16)
+      CU(crate_cuda_gemm_f16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
          dC.as<float>(), ldc, batch, sa, sb, sc, nullptr);
     else
       CU(crate_cuda_gemm_f32, ta, tb, M, N, K, alpha, dA.as<float>(), lda, dB.as<float>(), ldb, beta, dC.as<float>(),
          ldc, batch, sa, sb, sc, mode == kTF32 ? 1 : 0, nullptr);
     const std::vector<float> C = down<float>(dC);
     // f32 accumulation: u * max(16, 2 sqrt(K)); TF32 adds the rounding of both inputs to 10
-    // mantissa bits (2^-9 covers truncation as well as rounding); bf16 inputs are exact in the
+    // mantissa bits (2^-9 covers truncation as well as rounding); bf16 / f16 inputs are exact in the
     // reference, so only the f32 accumulation term remains.
     const double gamma = std::ldexp(1.0, -24) * std::max(16.0, 2.0 * std::sqrt(static_cast<double>(K))) +
                          (mode == kTF32 ? std::ldexp(1.0, -9) : 0.0);
-    const double gamma_raw = std::ldexp(1.0, -7);  // bf16 vs the unrounded f32 inputs
+    // vs the unrounded f32 inputs: each input off by at most u (bf16 2^-8, f16 2^-11), a product by 2u
+    const double gamma_raw = std::ldexp(1.0, mode == kF16 ? -10 : -7);
     double worst = 0, worst_raw = 0, max_err = 0;
     size_t bad = 0, bad_raw = 0, pad_touched = 0;
     std::string first;
@@ -736,7 +767,7 @@ void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, in
             const double pa = Ae[ia], pb = Be[ib];
             s += pa * pb;
             sabs += std::fabs(pa * pb);
-            if (mode == kBF16) s_raw += static_cast<double>(A[ia]) * Bm[ib];
+            if (half_in) s_raw += static_cast<double>(A[ia]) * Bm[ib];
           }
           const size_t ic = static_cast<size_t>(b * sc + i * ldc + j);
           const double c0 = beta == 0.f ? 0.0 : static_cast<double>(C0[ic]);
@@ -755,7 +786,7 @@ void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, in
             ++bad;
           }
           worst = std::max(worst, err / tol);
-          if (mode == kBF16) {
+          if (half_in) {
             const double e2 = std::fabs(static_cast<double>(C[ic]) - (alpha * s_raw + beta * c0));
             const double t2 = gamma_raw * scl + 1e-30;
             if (!(e2 <= t2)) ++bad_raw;
@@ -768,24 +799,27 @@ void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, in
         }
       }
     note(fmt("max err/scale %.2e (gamma %.2e), worst err/tol %.3f", max_err, gamma, worst));
-    if (mode == kBF16) note(fmt("vs unrounded inputs: worst err/tol(2^-7) %.3f", worst_raw));
+    if (half_in) note(fmt("vs unrounded inputs: worst err/tol(%g) %.3f", gamma_raw, worst_raw));
     if (bad) fail(fmt("%zu elements out of tolerance; first %s", bad, first.c_str()));
-    if (bad_raw) fail(fmt("%zu elements off the unrounded-input product by more than 2^-7 relative", bad_raw));
+    if (bad_raw) fail(fmt("%zu elements off the unrounded-input product by more than %g relative", bad_raw, gamma_raw));
     if (pad_touched) fail(fmt("%zu padding elements of C (ldc > N) were written", pad_touched));
     const char* be = g.crate_cuda_gemm_backend ? g.crate_cuda_gemm_backend() : "";
     if (own && be && std::strncmp(be, "own", 3) != 0) fail(std::string("forced own GEMM but backend is ") + be);
   });
 }
 
-// bf16 A, B and C (crate_cuda_gemm_bf16_bf16): C = bf16(alpha acc + beta C), against the f64 product
-// of the bf16 inputs: |C - ref| <= u |ref| + gamma scl (1 + u), u = 2^-8 (one rounding of the f32
-// result, whose error is the f32 gamma bound); padding of C untouched, C not read when beta = 0.
-void gemm_bf16out_case(bool own, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
+// 16-bit A, B and C (crate_cuda_gemm_bf16_bf16, crate_cuda_gemm_f16_f16): C = round(alpha acc + beta
+// C), against the f64 product of the 16-bit inputs: |C - ref| <= u |ref| + gamma scl (1 + u), u =
+// 2^-8 (bf16) or 2^-11 (f16) (one rounding of the f32 result, whose error is the f32 gamma bound);
+// padding of C untouched, C not read when beta = 0.
+void gemm_halfout_case(bool own, bool f16, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                        int64_t batch, bool bcast_b, int64_t pad) {
   const std::string name =
-      fmt("gemm %s bf16->bf16 ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld",
-          own ? "own" : "cublas", ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta, (long long)batch,
-          bcast_b ? " bcastB" : "", (long long)pad);
+      fmt("gemm %s %s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld", own ? "own" : "cublas",
+          f16 ? "f16->f16" : "bf16->bf16", ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta,
+          (long long)batch, bcast_b ? " bcastB" : "", (long long)pad);
+  auto to16 = [&](float f) { return f16 ? f32_to_f16(f) : f32_to_bf16(f); };
+  auto from16 = [&](uint16_t h) { return f16 ? f16_to_f32(h) : bf16_to_f32(h); };
   run_case(name, [&] {
     crate_status fs = CU_ST(crate_cuda_gemm_force_own, own ? 1 : 0);
     if (fs != CRATE_OK) {
@@ -809,19 +843,23 @@ void gemm_bf16out_case(bool own, int ta, int tb, int64_t M, int64_t N, int64_t K
     std::vector<uint16_t> A(na, nan16), Bm(nb, nan16), C0(nc, nan16);  // padding NaN (must not be read)
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t i = 0; i < ra; ++i)
-        for (int64_t j = 0; j < ca; ++j) A[b * sa + i * lda + j] = f32_to_bf16(static_cast<float>(r.normal()));
+        for (int64_t j = 0; j < ca; ++j) A[b * sa + i * lda + j] = to16(static_cast<float>(r.normal()));
       if (b == 0 || sb)
         for (int64_t i = 0; i < rb; ++i)
-          for (int64_t j = 0; j < cb; ++j) Bm[b * sb + i * ldb + j] = f32_to_bf16(static_cast<float>(r.normal()));
+          for (int64_t j = 0; j < cb; ++j) Bm[b * sb + i * ldb + j] = to16(static_cast<float>(r.normal()));
       if (beta != 0.f)
         for (int64_t i = 0; i < M; ++i)
-          for (int64_t j = 0; j < N; ++j) C0[b * sc + i * ldc + j] = f32_to_bf16(static_cast<float>(r.normal()));
+          for (int64_t j = 0; j < N; ++j) C0[b * sc + i * ldc + j] = to16(static_cast<float>(r.normal()));
     }
     DBuf dA = din("A", A), dB = din("B", Bm), dC = dinit("C", C0);
-    CU(crate_cuda_gemm_bf16_bf16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
-       dC.as<uint16_t>(), ldc, batch, sa, sb, sc, nullptr);
+    if (f16)
+      CU(crate_cuda_gemm_f16_f16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
+         dC.as<uint16_t>(), ldc, batch, sa, sb, sc, nullptr);
+    else
+      CU(crate_cuda_gemm_bf16_bf16, ta, tb, M, N, K, alpha, dA.as<uint16_t>(), lda, dB.as<uint16_t>(), ldb, beta,
+         dC.as<uint16_t>(), ldc, batch, sa, sb, sc, nullptr);
     const std::vector<uint16_t> C = down<uint16_t>(dC);
-    const double u = std::ldexp(1.0, -8);
+    const double u = std::ldexp(1.0, f16 ? -11 : -8);
     const double gamma = std::ldexp(1.0, -24) * std::max(16.0, 2.0 * std::sqrt(static_cast<double>(K)));
     double worst = 0;
     size_t bad = 0, pad_touched = 0;
@@ -831,16 +869,16 @@ void gemm_bf16out_case(bool own, int ta, int tb, int64_t M, int64_t N, int64_t K
         for (int64_t j = 0; j < N; ++j) {
           double sum = 0, sabs = 0;
           for (int64_t k = 0; k < K; ++k) {
-            const double pa = bf16_to_f32(A[static_cast<size_t>(b * sa + (ta ? k * lda + i : i * lda + k))]);
-            const double pb = bf16_to_f32(Bm[static_cast<size_t>(b * sb + (tb ? j * ldb + k : k * ldb + j))]);
+            const double pa = from16(A[static_cast<size_t>(b * sa + (ta ? k * lda + i : i * lda + k))]);
+            const double pb = from16(Bm[static_cast<size_t>(b * sb + (tb ? j * ldb + k : k * ldb + j))]);
             sum += pa * pb;
             sabs += std::fabs(pa * pb);
           }
           const size_t ic = static_cast<size_t>(b * sc + i * ldc + j);
-          const double c0 = beta == 0.f ? 0.0 : static_cast<double>(bf16_to_f32(C0[ic]));
+          const double c0 = beta == 0.f ? 0.0 : static_cast<double>(from16(C0[ic]));
           const double ref = alpha * sum + beta * c0;
           const double scl = std::fabs(alpha) * sabs + std::fabs(beta) * std::fabs(c0);
-          const double got = bf16_to_f32(C[ic]);
+          const double got = from16(C[ic]);
           const double err = std::fabs(got - ref);
           const double tol = u * std::fabs(ref) + gamma * scl * (1 + u) + 1e-30;
           if (!(err <= tol)) {
@@ -855,7 +893,7 @@ void gemm_bf16out_case(bool own, int ta, int tb, int64_t M, int64_t N, int64_t K
           if (C[static_cast<size_t>(b * sc + i * ldc + j)] != C0[static_cast<size_t>(b * sc + i * ldc + j)])
             ++pad_touched;
       }
-    note(fmt("worst err/tol %.3f (u 2^-8, gamma %.2e)", worst, gamma));
+    note(fmt("worst err/tol %.3f (u 2^-%d, gamma %.2e)", worst, f16 ? 11 : 8, gamma));
     if (bad) fail(fmt("%zu elements out of tolerance; first %s", bad, first.c_str()));
     if (pad_touched) fail(fmt("%zu padding elements of C (ldc > N) were written", pad_touched));
   });
@@ -890,8 +928,12 @@ void gemm_cases() {
                   0);
         gemm_case(own, kBF16, t == 2, t == 1, s.M, s.N, s.K, v % 2 ? 0.5f : 1.f, v % 2 ? 1.f : 0.f, v % 3 == 2 ? 2 : 1,
                   v % 6 == 5, v % 4 == 1 ? 5 : 0);
-        gemm_bf16out_case(own, t == 1, t == 2, s.M, s.N, s.K, v % 2 ? -0.5f : 1.f, v % 2 ? 0.75f : 0.f,
+        gemm_halfout_case(own, false, t == 1, t == 2, s.M, s.N, s.K, v % 2 ? -0.5f : 1.f, v % 2 ? 0.75f : 0.f,
                           v % 3 == 1 ? 2 : 1, v % 6 == 4, v % 4 == 2 ? 3 : 0);
+        gemm_case(own, kF16, t == 1, t == 2, s.M, s.N, s.K, v % 2 ? 1.f : 0.5f, v % 2 ? 0.f : -1.f, v % 3 == 0 ? 2 : 1,
+                  v % 6 == 3, v % 4 == 3 ? 5 : 0);
+        gemm_halfout_case(own, true, t == 2, t == 1, s.M, s.N, s.K, v % 2 ? 1.f : -0.5f, v % 2 ? 0.f : 0.75f,
+                          v % 3 == 2 ? 2 : 1, v % 6 == 1, v % 4 == 0 ? 3 : 0);
       }
   }
   if (g.crate_cuda_gemm_force_own) g.crate_cuda_gemm_force_own(0);  // back to the default choice
@@ -2886,7 +2928,8 @@ void leak_cases(const crate_cuda_memory_stats& base) {
   g_suffix = " (leak-check pass)";
   for (int own : {1, 0}) gemm_case(own, kF32, 0, 1, 33, 65, 63, 1.f, 0.f, 2, false, 0);
   gemm_case(true, kBF16, 1, 0, 33, 65, 63, 1.f, 0.f, 1, false, 0);
-  gemm_bf16out_case(true, 0, 1, 33, 65, 63, 1.f, 0.5f, 2, false, 0);
+  gemm_halfout_case(true, false, 0, 1, 33, 65, 63, 1.f, 0.5f, 2, false, 0);
+  gemm_halfout_case(true, true, 1, 0, 33, 65, 63, 1.f, 0.5f, 1, false, 0);
   ista16_case(65, 63, 0.1f, 0.1f, false);
   ista16_oc_case(false, 33, 33, 67, 0.1f, 0.1f, kSavedNone, kGradY | kGradD | kGradD1);
   ista16_oc_case(true, 33, 33, 67, 0.1f, 0.1f, kSavedFirst, kGradY | kGradD);

@@ -291,6 +291,18 @@ crate_status crate_cuda_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t 
   return gemm("crate_cuda_gemm_bf16", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, sa, sb, sc,
               [](uint16_t x) { return bf(x); });
 }
+crate_status crate_cuda_gemm_f16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                                 int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                                 int64_t batch, int64_t sa, int64_t sb, int64_t sc, void* stream) {
+  return gemm("crate_cuda_gemm_f16", ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, batch, sa, sb, sc,
+              [](uint16_t h) {  // IEEE half -> f32
+                const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+                const float v = e == 0    ? std::ldexp(static_cast<float>(m), -24)
+                                : e == 31 ? (m ? NAN : INFINITY)
+                                          : std::ldexp(static_cast<float>(1024 + m), e - 25);
+                return (h & 0x8000) ? -v : v;
+              });
+}
 const char* crate_cuda_gemm_backend(void) { return g_own ? "own tensor-core GEMM (host fake)" : g_backend.c_str(); }
 crate_status crate_cuda_gemm_force_own(int own) {
   g_own = own != 0;

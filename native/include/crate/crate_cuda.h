@@ -96,6 +96,17 @@ CRATE_API crate_status crate_cuda_gemm_bf16_bf16(int trans_a, int trans_b, int64
                                                  const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
                                                  float beta, uint16_t* C, int64_t ldc, int64_t batch, int64_t stride_a,
                                                  int64_t stride_b, int64_t stride_c, void* stream);
+/* IEEE half (f16) inputs (uint16_t bit patterns), f32 accumulation: f32 C, or f16 C (one rounding,
+ * nearest even, overflow to inf; read as f16 only when beta != 0). For C ABI users: the library's
+ * own tensors have no f16 dtype. */
+CRATE_API crate_status crate_cuda_gemm_f16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                           const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta,
+                                           float* C, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
+                                           int64_t stride_c, void* stream);
+CRATE_API crate_status crate_cuda_gemm_f16_f16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                                               const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                                               float beta, uint16_t* C, int64_t ldc, int64_t batch, int64_t stride_a,
+                                               int64_t stride_b, int64_t stride_c, void* stream);
 /* Which GEMM is in use: "cublasLt <version> (<path>)", "cublas <version> (<path>)" or
  * "own tensor-core GEMM (cuBLAS not found: <why>)". */
 CRATE_API const char* crate_cuda_gemm_backend(void);
