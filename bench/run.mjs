@@ -12,11 +12,10 @@
 //        [--outdir bench/results]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { deviceSync, gitCommit } from './common.mjs';
+import { deviceSync, gitCommit, machinePeaks, timeIt as timeCase } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -36,7 +35,6 @@ const { values: args } = parseArgs({
 // Runs one MSSA variant in a fresh process and prints the peak RSS growth (VmHWM) in bytes.
 if (args['memory-child']) {
   const [variant, N] = args['memory-child'].split(':');
-  const { readFileSync } = await import('node:fs');
   const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
   const P = C.randn([1, Number(N), 64], { seed: 1, requiresGrad: true, device: args.device });
   const onCuda = args.device === 'cuda';
@@ -53,61 +51,17 @@ if (args.threads) C.setNumThreads(Number(args.threads));
 const info = C.info();
 const quick = !!args.quick;
 const commit = gitCommit();
-const cpuModel = cpus()[0]?.model ?? 'unknown CPU';
-// Peak from the detected ISA, clock and thread count: FLOP/cycle/core = 2 FMA pipes × lanes × 2
-// (AVX-512: 16 f32 lanes, AVX2+FMA: 8, else SSE: 4 without FMA → 8 FLOP/cycle); the clock is the
-// nominal one Node reports (cpus()[0].speed, MHz), 3.0 GHz when it reports none.
-const cpuFlags = (() => {
-  try {
-    return (/^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(/\s+/);
-  } catch {
-    return [];
-  }
-})();
-const isa = cpuFlags.includes('avx512f') ? 'AVX-512' : cpuFlags.includes('avx2') && cpuFlags.includes('fma') ? 'AVX2+FMA' : 'SSE';
-const flopPerCycle = isa === 'AVX-512' ? 64 : isa === 'AVX2+FMA' ? 32 : 8;
-const clockGHz = (cpus()[0]?.speed || 3000) / 1000;
-const cpuPeakGflops = flopPerCycle * clockGHz * info.threads;
-const cpuPeakGBs = 31.5; // measured 256 MiB copy bandwidth on this machine class (read + write)
-
-// ---------------------------------------------------------------- device
 const device = args.device;
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 if (device === 'cuda' && !info.cudaAvailable) {
   console.error(`bench: --device cuda but CUDA is not available: ${info.cudaReason}`);
   process.exit(3);
 }
-// Dense peaks from the vendor datasheets, TFLOP/s (f32 SIMT, TF32 and bf16 tensor cores) and HBM
-// GB/s; an unknown GPU gets no % column.
-const GPU_PEAKS = [
-  [/H200/, { f32: 67, tf32: 494.7, bf16: 989.4, gbs: 4800 }],
-  [/H100.*PCIe/, { f32: 51, tf32: 378, bf16: 756, gbs: 2000 }],
-  [/H100.*NVL/, { f32: 60, tf32: 417.5, bf16: 835, gbs: 3900 }],
-  [/H100/, { f32: 67, tf32: 494.7, bf16: 989.4, gbs: 3350 }],
-  [/A100.*80GB/, { f32: 19.5, tf32: 156, bf16: 312, gbs: 2039 }],
-  [/A100/, { f32: 19.5, tf32: 156, bf16: 312, gbs: 1555 }],
-];
-const gpuPeak = device === 'cuda' ? (GPU_PEAKS.find(([re]) => re.test(info.cuda?.name ?? ''))?.[1] ?? null) : null;
-/** GFLOP/s peak of a precision ('f32' unless a row says otherwise). */
-const peakOf = (precision = 'f32') =>
-  device === 'cuda' ? (gpuPeak ? gpuPeak[precision] * 1000 : null) : precision === 'f32' ? cpuPeakGflops : null;
-const peakGflops = peakOf('f32');
-const peakGBs = device === 'cuda' ? (gpuPeak?.gbs ?? null) : cpuPeakGBs;
+const machine = machinePeaks(info, device);
+const { isa, clockGHz, gpuPeak, peakOf, peakGflops, peakGBs } = machine;
 const sync = deviceSync(C, device);
 
-function timeIt(fn, { warmup = 2, reps = quick ? 3 : 7 } = {}) {
-  for (let i = 0; i < warmup; i++) fn();
-  sync();
-  const t = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    sync();
-    t.push(performance.now() - t0);
-  }
-  t.sort((a, b) => a - b);
-  return { median: t[Math.floor(t.length / 2)], min: t[0], reps };
-}
+const timeIt = (fn, { warmup = 2, reps = quick ? 3 : 7 } = {}) => timeCase(fn, sync, { warmup, reps });
 
 /** fwd+bwd of fn on fresh-gradient inputs; inputs are made once, outside the timed loop. */
 function fwdBwd(fn, inputs) {
@@ -272,18 +226,12 @@ const onCuda = device === 'cuda';
 const name = args.name ?? `${device}-ops${quick ? '-quick' : ''}`;
 const outDir = args.outdir ? resolve(args.outdir) : join(here, 'results');
 mkdirSync(outDir, { recursive: true });
-const deviceName = onCuda
-  ? `${info.cuda?.name} (cc ${info.cuda?.computeCapability}, ${info.cuda?.smCount} SMs, driver ${info.cuda?.driverVersion})`
-  : `${cpuModel} (${info.threads} threads)`;
+const deviceName = machine.deviceName;
 const gemmName = onCuda ? info.cuda?.gemm : info.gemmBackend;
 const meta = { date: new Date().toISOString(), commit, deviceKind: device, device: deviceName, isa: onCuda ? null : isa, clockGHz: onCuda ? null : clockGHz, gemm: gemmName, blas: onCuda ? null : info.blasLibrary, node: process.version, peakGflops, peakGBs, gpuPeak };
 writeFileSync(join(outDir, `${name}.jsonl`), [JSON.stringify({ meta }), ...rows.map((r) => JSON.stringify(r)), ...memRows.map((r) => JSON.stringify({ memory: r }))].join('\n') + '\n');
 const f = (x, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '' : x.toFixed(d));
-const peakLine = onCuda
-  ? gpuPeak
-    ? `- peaks used for %: f32 ${gpuPeak.f32}, TF32 ${gpuPeak.tf32}, bf16 ${gpuPeak.bf16} TFLOP/s dense, HBM ${gpuPeak.gbs} GB/s (datasheet of the matched GPU)`
-    : '- peaks: GPU not in the table of bench/run.mjs: no % column'
-  : `- peak used for %: ${peakGflops.toFixed(0)} GFLOP/s (${isa}: ${flopPerCycle} FLOP/cycle/core × ${clockGHz.toFixed(2)} GHz × ${info.threads} threads); bandwidth reference ${peakGBs} GB/s`;
+const peakLine = machine.peakLine;
 const md = [
   `# ${onCuda ? 'CUDA' : 'CPU'} kernel benchmarks (${name})`,
   '',

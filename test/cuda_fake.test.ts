@@ -200,7 +200,7 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     }
   }, 300_000);
 
-  test('bench/run.mjs and bench/scaling.mjs run on cuda and report device numbers', () => {
+  test('bench/run.mjs, bench/registry.mjs and bench/scaling.mjs run on cuda and report device numbers', () => {
     if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
     const out = mkdtempSync(join(tmpdir(), 'crate-bench-cuda-'));
     try {
@@ -210,6 +210,13 @@ describe('CUDA code paths against a host-memory fake backend', () => {
       };
       node('bench/run.mjs', '--quick', '--device', 'cuda', '--filter', 'tssa', '--outdir', out);
       node('bench/scaling.mjs', '--device', 'cuda', '--max', '512', '--outdir', out);
+      node('bench/registry.mjs', '--device', 'cuda', '--filter', 'layerNorm', '--reps', '1', '--outdir', out);
+      const reg = readFileSync(join(out, 'registry-cuda.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(reg[0].meta.deviceKind).toBe('cuda');
+      expect(reg.slice(1).map((r) => `${r.op}:${r.pass}`)).toEqual(['layerNorm:fwd', 'layerNorm:fwd+bwd']);
       const ops = readFileSync(join(out, 'cuda-ops-quick.jsonl'), 'utf8')
         .trim()
         .split('\n')

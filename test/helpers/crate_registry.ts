@@ -113,6 +113,8 @@ const mssaCase = (label: string, B: number, N: number, H: number, p: number, arg
 export const CRATE_REGISTRY: OpSpec[] = [
   {
     name: 'mssa (fused)',
+    // forward napkin FLOPs per head: QKᵀ 2N²p + PV 2N²p (Q = K = V = P)
+    perf: { ...mssaCase('32x197 H=6 p=64', 32, 197, 6, 64, {}), flops: 32 * 6 * 4 * 197 * 197 * 64 },
     cases: [
       mssaCase('N=1 p=16', 2, 1, 2, 16, {}),
       mssaCase('N=17 p=20', 2, 17, 3, 20, {}),
@@ -137,6 +139,13 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'ista (fused)',
+    // two d×d GEMMs over the T tokens (D·Y, then Dᵀ·residual): 4·T·d²
+    perf: {
+      label: '32x197x384',
+      inputs: [{ shape: [32, 197, 384] }, { shape: [384, 384] }],
+      args: [0.1, 0.1],
+      flops: 4 * 32 * 197 * 384 * 384,
+    },
     cases: [
       { label: 'T=1 d=1', inputs: [{ shape: [1, 1] }, { shape: [1, 1] }], args: [0.1, 0.1] },
       { label: '2x17x33', inputs: [{ shape: [2, 17, 33] }, { shape: [33, 33] }], args: [0.1, 0.1] },
@@ -149,6 +158,12 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'istaOvercomplete (fused)',
+    // CRATE-α, 4x overcomplete: D (d, m), D1 (d, m); 3 GEMMs of T·d·m
+    perf: {
+      label: '32x197x384 m=1536',
+      inputs: [{ shape: [32, 197, 384] }, { shape: [384, 1536] }, { shape: [384, 1536] }],
+      flops: 6 * 32 * 197 * 384 * 1536,
+    },
     cases: [
       { label: 'd=8 m=32', inputs: [{ shape: [2, 9, 8] }, { shape: [8, 32] }, { shape: [8, 32] }] },
       { label: 'd=20 m=80', inputs: [{ shape: [33, 20] }, { shape: [20, 80] }, { shape: [20, 80] }] },
@@ -160,6 +175,11 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'istaTied (fused)',
+    perf: {
+      label: '8x1024x384 m=1536',
+      inputs: [{ shape: [8, 1024, 384] }, { shape: [1536, 384] }],
+      flops: 4 * 8 * 1024 * 384 * 1536,
+    },
     cases: [
       { label: 'd=8 m=32', inputs: [{ shape: [2, 9, 8] }, { shape: [32, 8] }] },
       { label: 'd=16 m=64', inputs: [{ shape: [17, 16] }, { shape: [64, 16] }] },
@@ -170,6 +190,13 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'codingRate logdet (fused)',
+    // per item: Gram 2k²·max(m, n) + Cholesky k³/3, k = min(m, n)
+    perf: {
+      label: '384x64x197',
+      inputs: [{ shape: [384, 64, 197] }],
+      args: 0.05,
+      flops: 384 * (2 * 64 * 64 * 197 + 64 ** 3 / 3),
+    },
     cases: [
       { label: 'm<n 3x5x9', inputs: [{ shape: [3, 5, 9] }], args: 0.7 },
       { label: 'm>n 2x17x4', inputs: [{ shape: [2, 17, 4] }], args: 2.0 },
@@ -183,6 +210,12 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'codingRate logdet per head (fused)',
+    perf: {
+      label: '32x197x(6*64)',
+      inputs: [{ shape: [32, 197, 384] }],
+      args: { alpha: 0.05, heads: 6 },
+      flops: 32 * 6 * (2 * 64 * 64 * 197 + 64 ** 3 / 3),
+    },
     cases: [
       { label: 'N>p 2x9x(3*5)', inputs: [{ shape: [2, 9, 15] }], args: { alpha: 0.7, heads: 3 } },
       { label: 'N<p 2x4x(2*9)', inputs: [{ shape: [2, 4, 18] }], args: { alpha: 2.0, heads: 2 } },
@@ -194,6 +227,7 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'tssa (fused)',
+    perf: { label: '32x197 H=6 p=64', inputs: [{ shape: [32, 197, 384] }, { shape: [6], gen: 'pos' }], args: 6 },
     cases: [
       { label: 'N=1 H=1 p=16', inputs: [{ shape: [1, 1, 16] }, { shape: [1], gen: 'pos' }], args: 1 },
       { label: 'N=17 H=3 p=20', inputs: [{ shape: [2, 17, 60] }, { shape: [3], gen: 'pos' }], args: 3 },
@@ -205,6 +239,11 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'tssaCausal (fused)',
+    perf: {
+      label: '8x1024 H=6 p=64',
+      inputs: [{ shape: [8, 1024, 384] }, { shape: [6], gen: 'pos' }, { shape: [6, 1024] }],
+      args: 6,
+    },
     cases: [
       { label: 'T=1 H=1', inputs: [{ shape: [1, 1, 16] }, { shape: [1], gen: 'pos' }, { shape: [1, 4] }], args: 1 },
       {

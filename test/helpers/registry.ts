@@ -1,6 +1,7 @@
 // registry.ts: one entry per op: input makers, shapes that straddle tile and vector widths,
 // an independent f64 reference (plain loops in ref.ts) and tolerances. ops.test.ts derives
-// the forward checks (f64 and f32), finite-difference gradient checks and leak checks from it.
+// the forward checks (f64 and f32), finite-difference gradient checks and leak checks from it;
+// bench/registry.mjs times every op on its `perf` case (a training-sized shape).
 
 import type { Tensor } from '../../ts/index.js';
 import * as C from '../../ts/index.js';
@@ -23,9 +24,15 @@ export interface Case {
   // biome-ignore lint/suspicious/noExplicitAny: per-op arguments
   args?: any;
 }
+/** The shape an op is timed at by bench/registry.mjs (sized like a training step's). */
+export interface PerfCase extends Case {
+  /** napkin-math FLOPs of the forward; omitted for memory-bound ops (those report GB/s only) */
+  flops?: number;
+}
 export interface OpSpec {
   name: string;
   cases: Case[];
+  perf: PerfCase;
   // biome-ignore lint/suspicious/noExplicitAny: per-op arguments
   run: (x: Tensor[], args: any) => Tensor;
   // biome-ignore lint/suspicious/noExplicitAny: per-op arguments
@@ -66,6 +73,7 @@ function unarySpec(
   return {
     name,
     cases: ELEMENTWISE_SHAPES.map((c) => withGen(c, gen)),
+    perf: withGen(S('4096x1024', [4096, 1024]), gen),
     run: ([x]) => fn(x as Tensor),
     ref: ([x]) => R.map1(x as Ref, f),
     ...(tol ? { tol } : {}),
@@ -79,9 +87,11 @@ function binarySpec(
   gen: [Gen, Gen] = ['randn', 'randn'],
   noGrad = false,
 ): OpSpec {
+  const withGens = (c: Case): Case => ({ ...c, inputs: c.inputs.map((i, k) => ({ ...i, gen: gen[k] as Gen })) });
   return {
     name,
-    cases: BROADCAST_PAIRS.map((c) => ({ ...c, inputs: c.inputs.map((i, k) => ({ ...i, gen: gen[k] as Gen })) })),
+    cases: BROADCAST_PAIRS.map(withGens),
+    perf: withGens(S('4096x1024 + 1024 (row broadcast)', [4096, 1024], [1024])),
     run: ([a, b]) => fn(a as Tensor, b as Tensor),
     ref: ([a, b]) => R.map2(a as Ref, b as Ref, f),
     noGrad,
@@ -194,6 +204,10 @@ export const REGISTRY: OpSpec[] = [
   ),
   {
     name: 'where',
+    perf: {
+      label: '4096x1024',
+      inputs: [{ shape: [4096, 1024], gen: 'randn', grad: false }, { shape: [4096, 1024] }, { shape: [4096, 1024] }],
+    },
     cases: [
       { label: '7x9', inputs: [{ shape: [7, 9], gen: 'randn', grad: false }, { shape: [7, 9] }, { shape: [7, 9] }] },
       { label: 'broadcast', inputs: [{ shape: [33, 1], gen: 'randn', grad: false }, { shape: [31] }, { shape: [] }] },
@@ -225,6 +239,7 @@ export const REGISTRY: OpSpec[] = [
   ).map(
     ([name, fn, f]): OpSpec => ({
       name: `reduce ${name}`,
+      perf: { label: 'last axis 4096x1024', inputs: [{ shape: [4096, 1024] }], args: { axes: [1], keep: true } },
       cases: [
         { label: 'all 33x9', inputs: [{ shape: [33, 9] }], args: { axes: undefined, keep: false } },
         { label: 'last 7x129', inputs: [{ shape: [7, 129] }], args: { axes: [1], keep: true } },
@@ -239,6 +254,13 @@ export const REGISTRY: OpSpec[] = [
   // ---------------------------------------------------------------- matmul
   {
     name: 'matmul',
+    // CRATE-T's MLP-sized token GEMM: (B·N = 2080 tokens) × 384 → 1536
+    perf: {
+      label: '2080x384 @ 384x1536',
+      inputs: [{ shape: [2080, 384] }, { shape: [384, 1536] }],
+      args: {},
+      flops: 2 * 2080 * 384 * 1536,
+    },
     cases: [
       { label: '1x1x1', inputs: [{ shape: [1, 1] }, { shape: [1, 1] }], args: {} },
       { label: '7x33 @ 33x9', inputs: [{ shape: [7, 33] }, { shape: [33, 9] }], args: {} },
@@ -274,6 +296,11 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'linear',
+    perf: {
+      label: '32x65x384 -> 384 (bias)',
+      inputs: [{ shape: [32, 65, 384] }, { shape: [384, 384] }, { shape: [384] }],
+      flops: 2 * 32 * 65 * 384 * 384,
+    },
     cases: [
       { label: 'bias', inputs: [{ shape: [2, 5, 9] }, { shape: [7, 9] }, { shape: [7] }] },
       { label: '33 features', inputs: [{ shape: [17, 33] }, { shape: [31, 33] }, { shape: [31] }] },
@@ -289,11 +316,14 @@ export const REGISTRY: OpSpec[] = [
   {
     name: 'reshape',
     cases: [{ label: '6x4 -> 3x-1', inputs: [{ shape: [6, 4] }], args: [3, -1] }],
+    perf: { label: '4096x1024 -> 1024x-1', inputs: [{ shape: [4096, 1024] }], args: [1024, -1] },
     run: ([x], s) => C.reshape(x as Tensor, s),
-    ref: ([x]) => ({ data: (x as Ref).data, shape: [3, 8] }),
+    ref: ([x], s) => ({ data: (x as Ref).data, shape: [s[0], (x as Ref).data.length / s[0]] }),
   },
   {
     name: 'permute',
+    // MSSA's head split of CRATE-B tokens: (B, N, H, p) -> (B, H, N, p)
+    perf: { label: '32x197x12x64 (0,2,1,3)', inputs: [{ shape: [32, 197, 12, 64] }], args: [0, 2, 1, 3] },
     cases: [
       { label: '2x3x5 (2,0,1)', inputs: [{ shape: [2, 3, 5] }], args: [2, 0, 1] },
       { label: '9x33 transpose', inputs: [{ shape: [9, 33] }], args: [1, 0] },
@@ -304,6 +334,7 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'slice',
+    perf: { label: 'axis1 0:512 of 4096x1024', inputs: [{ shape: [4096, 1024] }], args: [1, 0, 512, 1] },
     cases: [
       { label: 'axis1 2:7', inputs: [{ shape: [3, 9] }], args: [1, 2, 7, 1] },
       { label: 'axis0 step2', inputs: [{ shape: [33, 4] }], args: [0, 1, 30, 2] },
@@ -317,6 +348,12 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'concat',
+    // the class token in front of the patch tokens: (B, 1, d) ++ (B, N, d)
+    perf: {
+      label: 'axis1 32x1x768 ++ 32x196x768',
+      inputs: [{ shape: [32, 1, 768] }, { shape: [32, 196, 768] }],
+      args: 1,
+    },
     cases: [
       { label: 'axis0', inputs: [{ shape: [2, 5] }, { shape: [7, 5] }, { shape: [1, 5] }], args: 0 },
       { label: 'axis1', inputs: [{ shape: [3, 2, 4] }, { shape: [3, 9, 4] }], args: 1 },
@@ -327,12 +364,18 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'expand',
+    perf: { label: '1x1024 -> 4096x1024', inputs: [{ shape: [1, 1024] }], args: [4096, 1024] },
     cases: [{ label: '3x1 -> 2x3x5', inputs: [{ shape: [3, 1] }], args: [2, 3, 5] }],
     run: ([x], s) => C.expand(x as Tensor, s),
     ref: ([x], s) => R.map2(x as Ref, R.ref(s), (p) => p),
   },
   {
     name: 'indexSelect',
+    perf: {
+      label: 'axis0 8192 rows of 8192x384',
+      inputs: [{ shape: [8192, 384] }, { shape: [8192], intMax: 8192 }],
+      args: 0,
+    },
     cases: [
       {
         label: 'axis0 repeats',
@@ -347,15 +390,17 @@ export const REGISTRY: OpSpec[] = [
   {
     name: 'embedding',
     cases: [{ label: '2x3 ids into 11x8', inputs: [{ shape: [11, 8] }, { shape: [2, 3], intMax: 11 }] }],
+    perf: { label: '8x1024 ids into 8192x384', inputs: [{ shape: [8192, 384] }, { shape: [8, 1024], intMax: 8192 }] },
     run: ([w, i]) => C.embedding(w as Tensor, i as Tensor),
     ref: ([w, i]) => {
       const r = R.gatherRef(w as Ref, 0, Array.from((i as Ref).data));
-      return { data: r.data, shape: [...(i as Ref).shape, 8] };
+      return { data: r.data, shape: [...(i as Ref).shape, (w as Ref).shape[1] as number] };
     },
   },
   // ---------------------------------------------------------------- nn
   {
     name: 'softmax',
+    perf: { label: '8192x512', inputs: [{ shape: [8192, 512] }], args: -1 },
     cases: [
       { label: '1x1', inputs: [{ shape: [1, 1] }], args: -1 },
       { label: '7x33', inputs: [{ shape: [7, 33] }], args: -1 },
@@ -370,6 +415,7 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'logSoftmax',
+    perf: { label: '8192x512', inputs: [{ shape: [8192, 512] }] },
     cases: [
       { label: '7x33', inputs: [{ shape: [7, 33] }] },
       { label: '2x3x9', inputs: [{ shape: [2, 3, 9] }] },
@@ -379,6 +425,11 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'layerNorm',
+    perf: {
+      label: 'affine 8192x384',
+      inputs: [{ shape: [8192, 384] }, { shape: [384] }, { shape: [384] }],
+      args: 1e-5,
+    },
     cases: [
       { label: 'affine 7x33', inputs: [{ shape: [7, 33] }, { shape: [33] }, { shape: [33] }], args: 1e-5 },
       { label: 'affine 2x3x129', inputs: [{ shape: [2, 3, 129] }, { shape: [129] }, { shape: [129] }], args: 1e-6 },
@@ -390,6 +441,7 @@ export const REGISTRY: OpSpec[] = [
   },
   {
     name: 'crossEntropy',
+    perf: { label: 'mean 8192x1000', inputs: [{ shape: [8192, 1000] }, { shape: [8192], intMax: 1000 }], args: {} },
     cases: [
       { label: 'mean 9x7', inputs: [{ shape: [9, 7] }, { shape: [9], intMax: 7 }], args: {} },
       {

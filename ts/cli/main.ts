@@ -66,11 +66,13 @@ ${modelList()}
 
   Prints what the native addon was built with and found at run time: CUDA compiled in, GPU and
   driver found (or why not), the BLAS library loaded (or why not), the GEMM backend and threads.`,
-  bench: `crate bench [--filter <op>] [--quick] [--device cpu|cuda] [--outdir <dir>] [--name <name>]
+  bench: `crate bench [--registry] [--filter <op>] [--quick] [--device cpu|cuda] [--outdir <dir>] [--name <name>]
 
   Runs the kernel benchmarks (bench/run.mjs: fused CRATE ops vs their composite path, GEMMs,
   MSSA memory) on the CPU or the GPU and writes JSON lines and a markdown table to
-  bench/results/<device>-ops.{jsonl,md}. Training steps vs PyTorch: node bench/train_step.mjs.`,
+  bench/results/<device>-ops.{jsonl,md}. With --registry: every op of the test registry on its
+  training-sized perf case, forward and forward+backward (bench/registry.mjs, GB/s and GFLOP/s;
+  bench/results/registry-<device>.{jsonl,md}). Training steps vs PyTorch: node bench/train_step.mjs.`,
 });
 
 function trainArgs(argv: string[]): { cfg: Partial<TrainConfig>; threads: number } {
