@@ -357,9 +357,11 @@ void step_mask(float* Gin, float* Gout, const float* A, int64_t n, bool sum, cud
   check_launch("ista step_mask_kernel", st);
 }
 
-// Device memset of n floats (no-op for a null pointer or n = 0): the CPU's zero() for T = 0.
-void zero(float* p, int64_t n, const char* what, cudaStream_t st) {
-  if (p && n > 0) check(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(float), st), what);
+// Device memset of n elements (no-op for a null pointer or n = 0): the CPU's zero() for T = 0.
+// E: float, or u16 (bf16 bits).
+template <class E>
+void zero(E* p, int64_t n, const char* what, cudaStream_t st) {
+  if (p && n > 0) check(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(E), st), what);
 }
 
 // The CPU's check_tdm: T >= 0, d, m >= 1, each at most 2^40, T m and d m at most 1e15.
@@ -380,9 +382,10 @@ void check_tdm(const char* fn, int64_t T, int64_t d, int64_t m) {
   prod(d, m);
 }
 
-// Scratch of n floats, or none when not needed.
+// Scratch of n elements of E, or none when not needed.
+template <class E>
 std::unique_ptr<Scratch> scratch_if(bool need, int64_t n, cudaStream_t st) {
-  return need ? std::make_unique<Scratch>(static_cast<size_t>(n) * sizeof(float), st) : nullptr;
+  return need ? std::make_unique<Scratch>(static_cast<size_t>(n) * sizeof(E), st) : nullptr;
 }
 
 // ------------------------------------------------------------------ bf16 storage (the *_bf16 entries)
@@ -476,13 +479,99 @@ void form_kp16(const u16* W, u16* Kp, int64_t d, float eta, cudaStream_t st) {
   ep16<kEpAxpy>(ka.as<float>(), W, Kp, d * d, eta, 0.f, st);                   // + eta W
 }
 
-void zero16(u16* p, int64_t n, const char* what, cudaStream_t st) {
-  if (p && n > 0) check(cudaMemsetAsync(p, 0, bf16_bytes(n), st), what);
+// ------------------------------------------------------------------ prologues (f32 and bf16 entries)
+// *_forward_args: the argument checks, false when T = 0. *_backward_args (E: float or u16): the
+// checks, the stream (into *st) and the T = 0 case (gradients zeroed), false when nothing is left.
+
+bool forward_args(const void* Y, const void* W, const void* Z, int64_t T, int64_t d) {
+  const char* fn = "ista_forward";
+  check_dims(fn, T, d);
+  if (T == 0) return false;
+  require_nonnull(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
+  return true;
 }
 
-std::unique_ptr<Scratch> scratch16_if(bool need, int64_t n, cudaStream_t st) {
-  return need ? std::make_unique<Scratch>(bf16_bytes(n), st) : nullptr;
+template <class E>
+bool backward_args(const E* Y, const E* W, const E* Z, const E* dZ, const E* dY, E* dW, int64_t T, int64_t d,
+                   void* stream, cudaStream_t* st) {
+  const char* fn = "ista_backward";
+  check_dims(fn, T, d);
+  if (!dY && !dW) return false;
+  require_nonnull(fn, {{"W", W}});
+  *st = resolve_stream(stream);
+  if (T == 0) {
+    zero(dW, d * d, "ista_backward memset dW", *st);
+    return false;
+  }
+  require_nonnull(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
+  return true;
 }
+
+bool overcomplete_forward_args(const void* Y, const void* D, const void* D1, const void* out, int64_t T, int64_t d,
+                               int64_t m) {
+  const char* fn = "ista_overcomplete_forward";
+  check_tdm(fn, T, d, m);
+  if (T == 0) return false;
+  require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
+  return true;
+}
+
+template <class E>
+bool overcomplete_backward_args(const E* Y, const E* D, const E* D1, const E* A1, const E* A2, const E* R,
+                                const E* dOut, const E* dY, E* dD, E* dD1, int64_t T, int64_t d, int64_t m,
+                                void* stream, cudaStream_t* st) {
+  const char* fn = "ista_overcomplete_backward";
+  check_tdm(fn, T, d, m);
+  if (!dY && !dD && !dD1) return false;
+  *st = resolve_stream(stream);
+  if (T == 0) {
+    zero(dD, d * m, "ista_overcomplete_backward memset dD", *st);
+    zero(dD1, d * m, "ista_overcomplete_backward memset dD1", *st);
+    return false;
+  }
+  require_nonnull(fn, {{"dOut", dOut}, {"A2", A2}});
+  if (dY || dD) {
+    require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
+  }
+  return true;
+}
+
+bool tied_forward_args(const void* Y, const void* W, const void* out, int64_t T, int64_t d, int64_t m) {
+  const char* fn = "ista_tied_forward";
+  check_tdm(fn, T, d, m);
+  if (T == 0) return false;
+  require_nonnull(fn, {{"Y", Y}, {"W", W}, {"out", out}});
+  return true;
+}
+
+template <class E>
+bool tied_backward_args(const E* Y, const E* W, const E* A0, const E* A1, const E* R, const E* dOut, const E* dY, E* dW,
+                        int64_t T, int64_t d, int64_t m, void* stream, cudaStream_t* st) {
+  const char* fn = "ista_tied_backward";
+  check_tdm(fn, T, d, m);
+  if (!dY && !dW) return false;
+  *st = resolve_stream(stream);
+  if (T == 0) {
+    zero(dW, m * d, "ista_tied_backward memset dW", *st);
+    return false;
+  }
+  require_nonnull(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
+  return true;
+}
+
+// The iterates of the overcomplete / tied forward: the caller's buffers, else scratch; two unsaved
+// (T, m) iterates share one (the second overwrites the first, as on the CPU).
+template <class E>
+struct Iterates {
+  std::unique_ptr<Scratch> slot_a, slot_r;
+  E *first, *second, *r;  // (T, m), (T, m) (may be `first`), (T, d)
+  Iterates(E* A, E* B, E* R, int64_t ntm, int64_t ntd, cudaStream_t st)
+      : slot_a(scratch_if<E>(!A || !B, ntm, st)),
+        slot_r(scratch_if<E>(!R, ntd, st)),
+        first(A ? A : slot_a->template as<E>()),
+        second(B ? B : slot_a->template as<E>()),
+        r(R ? R : slot_r->template as<E>()) {}
+};
 
 }  // namespace
 }  // namespace crate::cuda
@@ -494,10 +583,7 @@ extern "C" {
 CRATE_API crate_status crate_cuda_ista_forward_f32(const float* Y, const float* W, float* Z, int64_t T, int64_t d,
                                                    float eta, float lambd, void* stream) {
   return guard("crate_cuda_ista_forward_f32", [&] {
-    const char* fn = "ista_forward";
-    check_dims(fn, T, d);
-    if (T == 0) return;
-    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
+    if (!forward_args(Y, W, Z, T, d)) return;
     cudaStream_t st = resolve_stream(stream);
     const float thr = eta * lambd;
     const int64_t n = T * d;
@@ -523,16 +609,8 @@ CRATE_API crate_status crate_cuda_ista_backward_f32(const float* Y, const float*
                                                     float* dY, float* dW, int64_t T, int64_t d, float eta,
                                                     void* stream) {
   return guard("crate_cuda_ista_backward_f32", [&] {
-    const char* fn = "ista_backward";
-    check_dims(fn, T, d);
-    if (!dY && !dW) return;
-    require_nonnull(fn, {{"W", W}});
-    cudaStream_t st = resolve_stream(stream);
-    if (T == 0) {
-      zero(dW, d * d, "ista_backward memset dW", st);
-      return;
-    }
-    require_nonnull(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
+    cudaStream_t st = nullptr;
+    if (!backward_args(Y, W, Z, dZ, dY, dW, T, d, stream, &st)) return;
     const int64_t n = T * d;
     Scratch gs(static_cast<size_t>(n) * sizeof(float), st);
     float* G = gs.as<float>();
@@ -579,18 +657,10 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_forward_f32(const float* Y, 
                                                                 int64_t d, int64_t m, float eta, float lambd,
                                                                 void* stream) {
   return guard("crate_cuda_ista_overcomplete_forward_f32", [&] {
-    const char* fn = "ista_overcomplete_forward";
-    check_tdm(fn, T, d, m);
-    if (T == 0) return;
-    require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
+    if (!overcomplete_forward_args(Y, D, D1, out, T, d, m)) return;
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
-    // unsaved iterates share one (T, m) scratch (A2 then overwrites A1, as on the CPU)
-    auto slot_a = scratch_if(!A1 || !A2, ntm, st);
-    auto slot_r = scratch_if(!R, ntd, st);
-    float* a1 = A1 ? A1 : slot_a->as<float>();  // (T, m)
-    float* a2 = A2 ? A2 : slot_a->as<float>();  // (T, m)
-    float* r = R ? R : slot_r->as<float>();     // (T, d)
+    auto [slot_a, slot_r, a1, a2, r] = Iterates(A1, A2, R, ntm, ntd, st);  // (T, m), (T, m) (may be a1), (T, d)
     const float thr = eta * lambd;
     gemm(false, false, T, m, d, eta, Y, d, D, m, 0.f, a1, m, st);  // A1 = eta Y D
     relu_shift(a1, ntm, thr, st);                                  // A1 = ReLU(A1 - eta lambda)
@@ -613,19 +683,8 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_f32(const float* Y,
                                                                  int64_t T, int64_t d, int64_t m, float eta,
                                                                  void* stream) {
   return guard("crate_cuda_ista_overcomplete_backward_f32", [&] {
-    const char* fn = "ista_overcomplete_backward";
-    check_tdm(fn, T, d, m);
-    if (!dY && !dD && !dD1) return;
-    cudaStream_t st = resolve_stream(stream);
-    if (T == 0) {
-      zero(dD, d * m, "ista_overcomplete_backward memset dD", st);
-      zero(dD1, d * m, "ista_overcomplete_backward memset dD1", st);
-      return;
-    }
-    require_nonnull(fn, {{"dOut", dOut}, {"A2", A2}});
-    if (dY || dD) {
-      require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
-    }
+    cudaStream_t st = nullptr;
+    if (!overcomplete_backward_args(Y, D, D1, A1, A2, R, dOut, dY, dD, dD1, T, d, m, stream, &st)) return;
     if (dD1) gemm(true, false, d, m, T, 1.f, dOut, d, A2, m, 0.f, dD1, m, st);  // dD1 = dOut^T A2
     if (!dY && !dD) return;
     const int64_t ntm = T * m;
@@ -654,17 +713,10 @@ CRATE_API crate_status crate_cuda_ista_tied_forward_f32(const float* Y, const fl
                                                         float* A1, float* R, int64_t T, int64_t d, int64_t m, float eta,
                                                         float lambd, void* stream) {
   return guard("crate_cuda_ista_tied_forward_f32", [&] {
-    const char* fn = "ista_tied_forward";
-    check_tdm(fn, T, d, m);
-    if (T == 0) return;
-    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"out", out}});
+    if (!tied_forward_args(Y, W, out, T, d, m)) return;
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
-    auto slot_a = scratch_if(!A0 || !A1, ntm, st);
-    auto slot_r = scratch_if(!R, ntd, st);
-    float* a0 = A0 ? A0 : slot_a->as<float>();  // (T, m)
-    float* a1 = A1 ? A1 : slot_a->as<float>();  // (T, m)
-    float* r = R ? R : slot_r->as<float>();     // (T, d)
+    auto [slot_a, slot_r, a0, a1, r] = Iterates(A0, A1, R, ntm, ntd, st);  // (T, m), (T, m) (may be a0), (T, d)
     const float thr = eta * lambd;
     gemm(false, true, T, m, d, eta, Y, d, W, d, 0.f, a0, m, st);    // A0 = eta Y W^T
     relu_shift(a0, ntm, thr, st);                                   // A0 = ReLU(A0 - eta lambda)
@@ -686,15 +738,8 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const f
                                                          float* dW, int64_t T, int64_t d, int64_t m, float eta,
                                                          void* stream) {
   return guard("crate_cuda_ista_tied_backward_f32", [&] {
-    const char* fn = "ista_tied_backward";
-    check_tdm(fn, T, d, m);
-    if (!dY && !dW) return;
-    cudaStream_t st = resolve_stream(stream);
-    if (T == 0) {
-      zero(dW, m * d, "ista_tied_backward memset dW", st);
-      return;
-    }
-    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
+    cudaStream_t st = nullptr;
+    if (!tied_backward_args(Y, W, A0, A1, R, dOut, dY, dW, T, d, m, stream, &st)) return;
     const int64_t ntm = T * m;
     Scratch g1s(static_cast<size_t>(ntm) * sizeof(float), st), g0s(static_cast<size_t>(ntm) * sizeof(float), st),
         es(static_cast<size_t>(T * d) * sizeof(float), st);
@@ -727,10 +772,7 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_f32(const float* Y, const f
 CRATE_API crate_status crate_cuda_ista_forward_bf16(const uint16_t* Y, const uint16_t* W, uint16_t* Z, int64_t T,
                                                     int64_t d, float eta, float lambd, void* stream) {
   return guard("crate_cuda_ista_forward_bf16", [&] {
-    const char* fn = "ista_forward";
-    check_dims(fn, T, d);
-    if (T == 0) return;
-    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"Z", Z}});
+    if (!forward_args(Y, W, Z, T, d)) return;
     cudaStream_t st = resolve_stream(stream);
     const float thr = eta * lambd;
     const int64_t n = T * d;
@@ -756,16 +798,8 @@ CRATE_API crate_status crate_cuda_ista_backward_bf16(const uint16_t* Y, const ui
                                                      const uint16_t* dZ, uint16_t* dY, uint16_t* dW, int64_t T,
                                                      int64_t d, float eta, void* stream) {
   return guard("crate_cuda_ista_backward_bf16", [&] {
-    const char* fn = "ista_backward";
-    check_dims(fn, T, d);
-    if (!dY && !dW) return;
-    require_nonnull(fn, {{"W", W}});
-    cudaStream_t st = resolve_stream(stream);
-    if (T == 0) {
-      zero16(dW, d * d, "ista_backward memset dW", st);
-      return;
-    }
-    require_nonnull(fn, {{"Y", Y}, {"Z", Z}, {"dZ", dZ}});
+    cudaStream_t st = nullptr;
+    if (!backward_args(Y, W, Z, dZ, dY, dW, T, d, stream, &st)) return;
     const int64_t n = T * d;
     Scratch gs(bf16_bytes(n), st);
     u16* G = gs.as<u16>();
@@ -807,17 +841,10 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_forward_bf16(const uint16_t*
                                                                  uint16_t* A2, uint16_t* R, int64_t T, int64_t d,
                                                                  int64_t m, float eta, float lambd, void* stream) {
   return guard("crate_cuda_ista_overcomplete_forward_bf16", [&] {
-    const char* fn = "ista_overcomplete_forward";
-    check_tdm(fn, T, d, m);
-    if (T == 0) return;
-    require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"out", out}});
+    if (!overcomplete_forward_args(Y, D, D1, out, T, d, m)) return;
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
-    auto slot_a = scratch16_if(!A1 || !A2, ntm, st);
-    auto slot_r = scratch16_if(!R, ntd, st);
-    u16* a1 = A1 ? A1 : slot_a->as<u16>();  // (T, m)
-    u16* a2 = A2 ? A2 : slot_a->as<u16>();  // (T, m); may be a1 (the epilogue runs in place)
-    u16* r = R ? R : slot_r->as<u16>();     // (T, d)
+    auto [slot_a, slot_r, a1, a2, r] = Iterates(A1, A2, R, ntm, ntd, st);  // (T, m), (T, m) (may be a1), (T, d)
     Scratch accs(f32_bytes(T * (m > d ? m : d)), st);
     float* acc = accs.as<float>();
     const float thr = eta * lambd;
@@ -838,19 +865,8 @@ CRATE_API crate_status crate_cuda_ista_overcomplete_backward_bf16(const uint16_t
                                                                   uint16_t* dD1, int64_t T, int64_t d, int64_t m,
                                                                   float eta, void* stream) {
   return guard("crate_cuda_ista_overcomplete_backward_bf16", [&] {
-    const char* fn = "ista_overcomplete_backward";
-    check_tdm(fn, T, d, m);
-    if (!dY && !dD && !dD1) return;
-    cudaStream_t st = resolve_stream(stream);
-    if (T == 0) {
-      zero16(dD, d * m, "ista_overcomplete_backward memset dD", st);
-      zero16(dD1, d * m, "ista_overcomplete_backward memset dD1", st);
-      return;
-    }
-    require_nonnull(fn, {{"dOut", dOut}, {"A2", A2}});
-    if (dY || dD) {
-      require_nonnull(fn, {{"Y", Y}, {"D", D}, {"D1", D1}, {"A1", A1}, {"R", R}});
-    }
+    cudaStream_t st = nullptr;
+    if (!overcomplete_backward_args(Y, D, D1, A1, A2, R, dOut, dY, dD, dD1, T, d, m, stream, &st)) return;
     if (dD1) gemm16o(true, false, d, m, T, 1.f, dOut, d, A2, m, dD1, m, st);  // dD1 = dOut^T A2
     if (!dY && !dD) return;
     const int64_t ntm = T * m;
@@ -881,17 +897,10 @@ CRATE_API crate_status crate_cuda_ista_tied_forward_bf16(const uint16_t* Y, cons
                                                          uint16_t* A0, uint16_t* A1, uint16_t* R, int64_t T, int64_t d,
                                                          int64_t m, float eta, float lambd, void* stream) {
   return guard("crate_cuda_ista_tied_forward_bf16", [&] {
-    const char* fn = "ista_tied_forward";
-    check_tdm(fn, T, d, m);
-    if (T == 0) return;
-    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"out", out}});
+    if (!tied_forward_args(Y, W, out, T, d, m)) return;
     cudaStream_t st = resolve_stream(stream);
     const int64_t ntm = T * m, ntd = T * d;
-    auto slot_a = scratch16_if(!A0 || !A1, ntm, st);
-    auto slot_r = scratch16_if(!R, ntd, st);
-    u16* a0 = A0 ? A0 : slot_a->as<u16>();  // (T, m)
-    u16* a1 = A1 ? A1 : slot_a->as<u16>();  // (T, m); may be a0
-    u16* r = R ? R : slot_r->as<u16>();     // (T, d)
+    auto [slot_a, slot_r, a0, a1, r] = Iterates(A0, A1, R, ntm, ntd, st);  // (T, m), (T, m) (may be a0), (T, d)
     Scratch accs(f32_bytes(T * (m > d ? m : d)), st);
     float* acc = accs.as<float>();
     const float thr = eta * lambd;
@@ -910,15 +919,8 @@ CRATE_API crate_status crate_cuda_ista_tied_backward_bf16(const uint16_t* Y, con
                                                           uint16_t* dY, uint16_t* dW, int64_t T, int64_t d, int64_t m,
                                                           float eta, void* stream) {
   return guard("crate_cuda_ista_tied_backward_bf16", [&] {
-    const char* fn = "ista_tied_backward";
-    check_tdm(fn, T, d, m);
-    if (!dY && !dW) return;
-    cudaStream_t st = resolve_stream(stream);
-    if (T == 0) {
-      zero16(dW, m * d, "ista_tied_backward memset dW", st);
-      return;
-    }
-    require_nonnull(fn, {{"Y", Y}, {"W", W}, {"A0", A0}, {"A1", A1}, {"R", R}, {"dOut", dOut}});
+    cudaStream_t st = nullptr;
+    if (!tied_backward_args(Y, W, A0, A1, R, dOut, dY, dW, T, d, m, stream, &st)) return;
     const int64_t ntm = T * m;
     Scratch accs(f32_bytes(ntm), st), g1s(bf16_bytes(ntm), st), g0s(bf16_bytes(ntm), st), es(bf16_bytes(T * d), st);
     float* acc = accs.as<float>();
