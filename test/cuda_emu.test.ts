@@ -164,17 +164,57 @@ describe('CUDA kernels on the CUDA host emulator', () => {
     // status reads) are counted too: the emulator runs the real runtime code. TSSA's forward
     // reports NaN/Inf in W / temp as the CPU does, so it waits once per call (on an event after its
     // validation pass, the rest of the op queued: see native/cuda/tssa.cu); tost-demo has depth 2,
-    // and its backward (saved statistics) does not wait. The language models add the host range
-    // check of idx and of the targets (2) and the embedding gather's index check (1); ToST-LM's
-    // causal TSSA also waits in its forward and backward (depth 2: 4). Pinned, so that a new wait
-    // in the hot path shows up here.
+    // and its backward (saved statistics) does not wait. The language models check their ids on
+    // the host when given host ids, as the trainer does (no wait; the embedding then skips the
+    // gather's index check): 2, or with ids already on the device one read-back each of idx and
+    // the targets (4). ToST-LM's causal TSSA waits in its forward and backward (depth 2: + 4).
+    // Pinned, so that a new wait in the hot path shows up here.
     expect(perStep).toEqual({
       'crate-mini': 2,
       'crate-alpha-demo': 2,
       'tost-demo': 4,
-      'crate-lm-demo': 5,
-      'tost-lm-demo': 9,
+      'crate-lm-demo': 2,
+      'crate-lm-demo@cuda-ids': 4,
+      'tost-lm-demo': 6,
     });
+  }, 300_000);
+
+  test('a language model takes host ids on cuda; the validated gather skips its check and zero-fills', () => {
+    if (skipped()) return;
+    const script = `
+      const C = await import(${JSON.stringify(join(root, 'lib', 'index.js'))});
+      const { modelEntry } = await import(${JSON.stringify(join(root, 'lib', 'train', 'tasks.js'))});
+      const out = {};
+      // the gathers: checked reports the id 7 of a 5-row table, validated gives its row as zeros
+      const w = C.tensor(Float32Array.from({ length: 15 }, (_, i) => i + 1), { shape: [5, 3] });
+      const ids = C.tensor([0, 4, 7, 2], { dtype: 'i32' });
+      const wc = w.to('cuda'), idc = ids.to('cuda');
+      try { C.embedding(wc, idc); out.checked = 'no error'; } catch (e) { out.checked = String(e.message); }
+      out.validated = Array.from(C.embeddingValidated(wc, idc).to('cpu').dataSync());
+      try { C.embeddingValidated(w, ids); out.cpu = 'no error'; } catch (e) { out.cpu = String(e.message); }
+      // an LM step's loss: host ids, device ids and the CPU model agree
+      const m = modelEntry('crate-lm-demo').build([1, 1, 1], 64);
+      const x = C.tensor(Array.from({ length: 32 }, (_, i) => (i * 7) % 64), { dtype: 'i32', shape: [2, 16] });
+      out.cpuLoss = m.forward(x, x).loss.item();
+      m.to('cuda');
+      out.hostIds = m.forward(x, x).loss.item();
+      out.deviceIds = m.forward(x.to('cuda'), x.to('cuda')).loss.item();
+      try { m.forward(C.tensor([[1, 64]], { dtype: 'i32' })); out.range = 'no error'; } catch (e) { out.range = String(e.message); }
+      console.log(JSON.stringify(out));
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: root,
+      env: { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(r.stderr);
+    const o = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    expect(o.checked).toMatch(/index 7 at position 2 is out of range \[0, 5\)/);
+    expect(o.validated).toEqual([1, 2, 3, 13, 14, 15, 0, 0, 0, 7, 8, 9]);
+    expect(o.cpu).toMatch(/out of range/); // the CPU checks regardless
+    expect(Math.abs(o.hostIds - o.cpuLoss)).toBeLessThan(1e-5 * o.cpuLoss);
+    expect(o.deviceIds).toBe(o.hostIds);
+    expect(o.range).toMatch(/token id 64 at idx\[0, 1\] is out of range: expected 0 <= id < vocabSize 64/);
   }, 300_000);
 
   test('training crate-mini for an epoch on cuda gives the CPU loss sequence', () => {

@@ -71,7 +71,8 @@ export interface NativeAddon {
     shape: number[],
     accumulate: boolean,
   ): void;
-  gather(x: S, idx: S, out: S, outer: number, dim: number, inner: number, k: number): void;
+  /** checked (default true): report an out-of-range index (on CUDA one host wait); false: the caller validated. */
+  gather(x: S, idx: S, out: S, outer: number, dim: number, inner: number, k: number, checked?: boolean): void;
   indexAdd(g: S, idx: S, dx: S, outer: number, dim: number, inner: number, k: number): void;
   matmulBf16(
     a: S,

@@ -35,6 +35,7 @@ class Args;
   X(crate_cuda_matmul_f32) X(crate_cuda_random_f32) X(crate_cuda_adamw_step_f32)                              \
   X(crate_cuda_unary_bf16) X(crate_cuda_unary_backward_bf16) X(crate_cuda_binary_bf16) X(crate_cuda_where_bf16) \
   X(crate_cuda_fill_bf16) X(crate_cuda_reduce_bf16) X(crate_cuda_strided_copy_bf16) X(crate_cuda_gather_bf16)       \
+  X(crate_cuda_gather_unchecked_f32) X(crate_cuda_gather_unchecked_i32) X(crate_cuda_gather_unchecked_bf16)       \
   X(crate_cuda_index_add_bf16) X(crate_cuda_layernorm_forward_bf16) X(crate_cuda_layernorm_backward_bf16)       \
   X(crate_cuda_softmax_forward_bf16) X(crate_cuda_softmax_backward_bf16) X(crate_cuda_cross_entropy_forward_bf16) \
   X(crate_cuda_cross_entropy_backward_bf16) \

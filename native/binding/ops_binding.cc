@@ -446,18 +446,21 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   a.expect(x, "x", x->dtype, outer * dim * inner);
   a.expect(idx, "index", DType::i32, k);
   a.expect(o, "out", x->dtype, outer * k * inner);
+  // checked (default): an out-of-range index is an error (on CUDA: one host wait for the flag);
+  // false: the caller validated the indices (CUDA skips the wait; the CPU always checks, for free)
+  const bool checked = info.Length() > 7 ? a.boolean(7, "checked") : true;
   if (a.on_cuda()) {
     const CudaApi& api = cuda_api(a);
     if (x->dtype == DType::i32) {
-      cuda_check(a, api.crate_cuda_gather_i32(x->as<int32_t>(), idx->as<int32_t>(), o->as<int32_t>(), outer, dim, inner,
-                                              k, nullptr));
+      cuda_check(a, (checked ? api.crate_cuda_gather_i32 : api.crate_cuda_gather_unchecked_i32)(
+                        x->as<int32_t>(), idx->as<int32_t>(), o->as<int32_t>(), outer, dim, inner, k, nullptr));
     } else if (x->dtype == DType::bf16) {
-      cuda_check(a, api.crate_cuda_gather_bf16(x->as<uint16_t>(), idx->as<int32_t>(), o->as<uint16_t>(), outer, dim,
-                                               inner, k, nullptr));
+      cuda_check(a, (checked ? api.crate_cuda_gather_bf16 : api.crate_cuda_gather_unchecked_bf16)(
+                        x->as<uint16_t>(), idx->as<int32_t>(), o->as<uint16_t>(), outer, dim, inner, k, nullptr));
     } else {
       if (x->dtype != DType::f32) cuda_unsupported_dtype(a, "x", x->dtype, "f32, bf16, i32");
-      cuda_check(a, api.crate_cuda_gather_f32(x->as<float>(), idx->as<int32_t>(), o->as<float>(), outer, dim, inner, k,
-                                              nullptr));
+      cuda_check(a, (checked ? api.crate_cuda_gather_f32 : api.crate_cuda_gather_unchecked_f32)(
+                        x->as<float>(), idx->as<int32_t>(), o->as<float>(), outer, dim, inner, k, nullptr));
     }
     return info.Env().Undefined();
   }

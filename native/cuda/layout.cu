@@ -8,8 +8,11 @@
 // derives both offsets from the linear index (32-bit magic division below 2^31 elements).
 // gather validates every index on the device (an out-of-range index is skipped, its lowest
 // position recorded with atomicMin) and reads that flag back synchronously to report the error
-// exactly as the CPU does. index_add scatters with atomicAdd (bf16: into an f32 copy of dx,
-// rounded back once per element, since there is no bf16 float atomic that rounds once).
+// exactly as the CPU does; gather_unchecked, for callers that validated the indices already (a
+// language model's token ids, checked on the host), skips the flag and the wait: an out-of-range
+// index still reads nothing out of bounds, its output row is zero-filled and not reported. index_add scatters with
+// atomicAdd (bf16: into an f32 copy of dx, rounded back once per element, since there is no bf16 float atomic that
+// rounds once).
 //
 // dtypes: strided_copy f32 (copy and accumulate), bf16 (copy: the bits unchanged; accumulate:
 // added in f32, rounded once per element; not into overlapping destinations) and i32 (copy);
@@ -137,7 +140,7 @@ __global__ void gather_kernel(const V* __restrict__ x, const int32_t* __restrict
     gi.split(e, o, j, i);
     const int64_t id = idx[j];
     if (id < 0 || id >= dim) {
-      atomicMin(bad, static_cast<unsigned long long>(j));
+      if (bad != nullptr) atomicMin(bad, static_cast<unsigned long long>(j));
       out[e] = V{};
       continue;
     }
@@ -182,10 +185,11 @@ inline void check_sizes(const char* op, int64_t outer, int64_t dim, int64_t inne
                          std::to_string(inner) + ", k " + std::to_string(k) + ")");
 }
 
-/** T is float or int32_t (4 bytes); rows of 4-multiple length move as 16-byte vectors. */
+/** T is float or int32_t (4 bytes); rows of 4-multiple length move as 16-byte vectors. `checked`:
+ * report an out-of-range index (one host wait); else zero-fill its row and go on without waiting. */
 template <class T, class V4>
 void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t outer, int64_t dim, int64_t inner,
-            int64_t k, void* stream_) {
+            int64_t k, bool checked, void* stream_) {
   check_sizes(op, outer, dim, inner, k);
   if (k == 0) return;  // nothing to check, nothing to write
   require_ptr(op, idx, "idx");
@@ -195,6 +199,15 @@ void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t oute
     require_ptr(op, out, "out");
   }
   cudaStream_t stream = resolve_stream(stream_);
+  if (!checked) {
+    if (n == 0) return;
+    if (inner % 4 == 0 && aligned16(x) && aligned16(out))
+      gather_launch<V4>(x, idx, out, outer, dim, inner / 4, k, nullptr, stream);
+    else
+      gather_launch<T>(x, idx, out, outer, dim, inner, k, nullptr, stream);
+    check_launch(op, stream);
+    return;
+  }
   Scratch flag(sizeof(unsigned long long), stream);
   unsigned long long* bad = flag.as<unsigned long long>();
   check(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream), op);
@@ -328,20 +341,40 @@ CRATE_API crate_status crate_cuda_strided_copy_i32(const int32_t* src, int64_t s
 CRATE_API crate_status crate_cuda_gather_f32(const float* x, const int32_t* idx, float* out, int64_t outer, int64_t dim,
                                              int64_t inner, int64_t k, void* stream) {
   return guard("crate_cuda_gather_f32",
-               [&] { gather<float, float4>("gather", x, idx, out, outer, dim, inner, k, stream); });
+               [&] { gather<float, float4>("gather", x, idx, out, outer, dim, inner, k, true, stream); });
 }
 
 CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t outer,
                                              int64_t dim, int64_t inner, int64_t k, void* stream) {
   return guard("crate_cuda_gather_i32",
-               [&] { gather<int32_t, int4>("gather", x, idx, out, outer, dim, inner, k, stream); });
+               [&] { gather<int32_t, int4>("gather", x, idx, out, outer, dim, inner, k, true, stream); });
 }
 
 CRATE_API crate_status crate_cuda_gather_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out, int64_t outer,
                                               int64_t dim, int64_t inner, int64_t k, void* stream) {
   // bits moved unchanged; rows of 4-multiple length as 8-byte vectors
   return guard("crate_cuda_gather_bf16",
-               [&] { gather<uint16_t, uint2>("gather", x, idx, out, outer, dim, inner, k, stream); });
+               [&] { gather<uint16_t, uint2>("gather", x, idx, out, outer, dim, inner, k, true, stream); });
+}
+
+CRATE_API crate_status crate_cuda_gather_unchecked_f32(const float* x, const int32_t* idx, float* out, int64_t outer,
+                                                       int64_t dim, int64_t inner, int64_t k, void* stream) {
+  return guard("crate_cuda_gather_unchecked_f32",
+               [&] { gather<float, float4>("gather", x, idx, out, outer, dim, inner, k, false, stream); });
+}
+
+CRATE_API crate_status crate_cuda_gather_unchecked_i32(const int32_t* x, const int32_t* idx, int32_t* out,
+                                                       int64_t outer, int64_t dim, int64_t inner, int64_t k,
+                                                       void* stream) {
+  return guard("crate_cuda_gather_unchecked_i32",
+               [&] { gather<int32_t, int4>("gather", x, idx, out, outer, dim, inner, k, false, stream); });
+}
+
+CRATE_API crate_status crate_cuda_gather_unchecked_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out,
+                                                        int64_t outer, int64_t dim, int64_t inner, int64_t k,
+                                                        void* stream) {
+  return guard("crate_cuda_gather_unchecked_bf16",
+               [&] { gather<uint16_t, uint2>("gather", x, idx, out, outer, dim, inner, k, false, stream); });
 }
 
 CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t outer,

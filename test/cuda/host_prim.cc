@@ -297,6 +297,41 @@ crate_status crate_cuda_gather_bf16(const uint16_t* x, const int32_t* idx, uint1
     narrow(of, out);
   });
 }
+}  // extern "C"
+// unchecked gathers: the fake has no wait to skip; an out-of-range index is zero-filled as on the
+// device (validated in-range indices take the checked path's code).
+namespace {
+template <class T, class F>
+crate_status gather_unchecked(const char* name, const T* x, const int32_t* idx, T* out, int64_t o, int64_t dim,
+                              int64_t in, int64_t k, F checked) {
+  if (o < 0 || dim < 0 || in < 0 || k < 0) return checked();
+  bool all_in = true;
+  for (int64_t j = 0; j < k && idx; ++j) all_in = all_in && idx[j] >= 0 && idx[j] < dim;
+  if (all_in) return checked();
+  return run(name, [&] {
+    for (int64_t a = 0; a < o; ++a)
+      for (int64_t j = 0; j < k; ++j)
+        for (int64_t i = 0; i < in; ++i)
+          out[(a * k + j) * in + i] = (idx[j] >= 0 && idx[j] < dim) ? x[(a * dim + idx[j]) * in + i] : T{};
+  });
+}
+}  // namespace
+extern "C" {
+crate_status crate_cuda_gather_unchecked_f32(const float* x, const int32_t* idx, float* out, int64_t o, int64_t dim,
+                                             int64_t in, int64_t k, void* s) {
+  return gather_unchecked("crate_cuda_gather_unchecked_f32", x, idx, out, o, dim, in, k,
+                          [&] { return crate_cuda_gather_f32(x, idx, out, o, dim, in, k, s); });
+}
+crate_status crate_cuda_gather_unchecked_i32(const int32_t* x, const int32_t* idx, int32_t* out, int64_t o, int64_t dim,
+                                             int64_t in, int64_t k, void* s) {
+  return gather_unchecked("crate_cuda_gather_unchecked_i32", x, idx, out, o, dim, in, k,
+                          [&] { return crate_cuda_gather_i32(x, idx, out, o, dim, in, k, s); });
+}
+crate_status crate_cuda_gather_unchecked_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out, int64_t o,
+                                              int64_t dim, int64_t in, int64_t k, void* s) {
+  return gather_unchecked("crate_cuda_gather_unchecked_bf16", x, idx, out, o, dim, in, k,
+                          [&] { return crate_cuda_gather_bf16(x, idx, out, o, dim, in, k, s); });
+}
 crate_status crate_cuda_index_add_bf16(const uint16_t* g, const int32_t* idx, uint16_t* dx, int64_t o, int64_t dim,
                                        int64_t in, int64_t k, void*) {
   return run("crate_cuda_index_add_bf16", [&] {

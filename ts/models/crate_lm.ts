@@ -88,14 +88,18 @@ export class GPTTransformer<B extends Layer = Layer> extends Module {
     this.h = this.child('h', new ModuleList(o.blocks));
     this.ln_f = o.lnF ? this.child('ln_f', o.lnF) : null;
   }
-  /** idx (B, T) i32, already validated → (B, T, D). */
+  /**
+   * idx (B, T) i32, already validated against the vocabulary (CausalLM.checkIdx) → (B, T, D). The
+   * token embedding trusts it: on CUDA no index check, no host wait (an id out of range would give
+   * a zero row, not an error).
+   */
   forward(idx: Tensor): Tensor {
     return this.hooked(
       [idx],
       tidy(() => {
         const T = idx.shape[1] as number;
         const pos = slice(this.wpe.weight, 0, 0, T); // wpe(arange(T)): (T, D)
-        let x = this.drop.forward(add(this.wte.forward(idx), pos));
+        let x = this.drop.forward(add(this.wte.forwardValidated(idx), pos));
         for (const b of this.h.items) x = b.forward(x);
         return this.ln_f ? this.ln_f.forward(x) : x;
       }),
@@ -188,6 +192,9 @@ export abstract class CausalLM<B extends Layer = Layer> extends Module {
    * idx (B, T) i32 token ids, T ≤ blockSize → { logits (B, T, V) }; with targets (B, T) i32 (ids,
    * or -1 to ignore a position) also { loss }: the mean cross-entropy as F.cross_entropy(...,
    * ignore_index=-1). Unlike the authors' code the logits of every position are returned.
+   * Ids on the CPU are accepted by a model on CUDA: they are checked on the host (free) and copied
+   * up here, so a training step waits on the device for none of its id checks; ids already on the
+   * device are read back once each to be checked.
    */
   forward(idx: Tensor, targets?: Tensor | null): LMOutput {
     this.checkIdx(idx);
@@ -205,11 +212,15 @@ export abstract class CausalLM<B extends Layer = Layer> extends Module {
       }
       this.checkRange(targets, 'targets', true);
     }
+    const dev = this.lmHeadWeight.device;
     const out = tidy((): LMOutput => {
-      const h = this.transformer.forward(idx);
+      // host ids for a device model: copied up inside the scope (the loss keeps the targets for its backward)
+      const x = idx.device === dev ? idx : idx.to(dev);
+      const y = !targets || targets.device === dev ? targets : targets.to(dev);
+      const h = this.transformer.forward(x);
       const logits = linear(h, this.lmHeadWeight, null); // lm_head, tied to wte
-      if (!targets) return { logits };
-      return { logits, loss: crossEntropy(logits, targets, { ignoreIndex: -1 }) };
+      if (!y) return { logits };
+      return { logits, loss: crossEntropy(logits, y, { ignoreIndex: -1 }) };
     });
     return this.hooked([idx, targets], out);
   }

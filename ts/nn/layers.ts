@@ -6,7 +6,7 @@ import { ones, zeros } from '../ops/creation.js';
 import { add } from '../ops/elementwise.js';
 import { linear as linearOp } from '../ops/matmul.js';
 import { dropout, layerNorm } from '../ops/nn.js';
-import { embedding, permute, reshape } from '../ops/shape.js';
+import { embedding, embeddingValidated, permute, reshape } from '../ops/shape.js';
 import { formatShape, type Tensor } from '../tensor.js';
 import { linearDefault, normal } from './init.js';
 import { Module } from './module.js';
@@ -75,6 +75,10 @@ export class Embedding extends Module {
   }
   forward(ids: Tensor): Tensor {
     return this.hooked([ids], embedding(this.weight, ids));
+  }
+  /** @internal forward for ids already checked against the vocabulary (no index check on CUDA). */
+  forwardValidated(ids: Tensor): Tensor {
+    return this.hooked([ids], embeddingValidated(this.weight, ids));
   }
 }
 

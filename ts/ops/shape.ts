@@ -198,6 +198,19 @@ export function stack(ts: Tensor[], axis = 0): Tensor {
 
 /** x.index_select(axis, index): index is a 1-D i32 tensor. */
 export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
+  return gatherAlong(x, axis, index, true);
+}
+
+/**
+ * @internal indexSelect for indices the caller has already validated (a language model's token
+ * ids, checked on the host): on CUDA the gather skips its index check and the host wait it costs.
+ * An out-of-range index would give a zero row there instead of an error; the CPU checks anyway.
+ */
+export function indexSelectValidated(x: Tensor, axis: number, index: Tensor): Tensor {
+  return gatherAlong(x, axis, index, false);
+}
+
+function gatherAlong(x: Tensor, axis: number, index: Tensor, checked: boolean): Tensor {
   const op = 'indexSelect';
   checkTensor(op, x, 'x');
   checkTensor(op, index, 'index');
@@ -212,7 +225,7 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   const shape = [...x.shape];
   shape[a] = k;
   const out = empty(shape, x.dtype, x.device);
-  native.gather(x._h(op), index._h(op), out._h(op), outer, dim, inner, k);
+  native.gather(x._h(op), index._h(op), out._h(op), outer, dim, inner, k, checked);
   return record(
     out,
     op,
@@ -228,11 +241,20 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
 
 /** Rows of `weight` (V, D) picked by integer ids of any shape: out (...ids.shape, D). */
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
+  return embeddingRows(weight, ids, true);
+}
+
+/** @internal embedding for ids the caller has already validated (see indexSelectValidated). */
+export function embeddingValidated(weight: Tensor, ids: Tensor): Tensor {
+  return embeddingRows(weight, ids, false);
+}
+
+function embeddingRows(weight: Tensor, ids: Tensor, checked: boolean): Tensor {
   checkTensor('embedding', weight, 'weight');
   checkTensor('embedding', ids, 'ids');
   if (weight.ndim !== 2) throw new Error(`embedding: weight must be 2-D (V, D), got ${formatShape(weight.shape)}`);
   const flat = ids.ndim === 1 ? ids : reshape(ids, [ids.numel]);
-  const rows = indexSelect(weight, 0, flat);
+  const rows = gatherAlong(weight, 0, flat, checked);
   if (flat !== ids) flat.dispose();
   const out = reshape(rows, [...ids.shape, weight.shape[1] as number]);
   rows.dispose();

@@ -543,21 +543,20 @@ export async function lmTask(c: TaskConfig): Promise<Task> {
     describe: `${corpus.name}: ${trainTokens.length} train / ${val.length} validation byte tokens, block ${T}`,
     numBatches,
     samplesPerBatch: c.batchSize,
+    // Host batches: the model checks the ids on the host and copies them up itself (no host wait
+    // for the id checks on CUDA; CausalLM.forward).
     async *batches(epoch, startBatch) {
       for (let i = startBatch; i < numBatches; i++) {
         const { x, y } = sampler.batch(epoch * numBatches + i);
-        yield onDevice(
-          {
-            x,
-            y,
-            index: i,
-            dispose: () => {
-              x.dispose();
-              y.dispose();
-            },
+        yield {
+          x,
+          y,
+          index: i,
+          dispose: () => {
+            x.dispose();
+            y.dispose();
           },
-          device,
-        );
+        };
       }
     },
     loss: (b) => model.forward(b.x, b.y).loss as Tensor,

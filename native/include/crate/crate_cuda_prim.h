@@ -97,6 +97,17 @@ CRATE_API crate_status crate_cuda_gather_i32(const int32_t* x, const int32_t* id
 /* bf16: bits moved unchanged. */
 CRATE_API crate_status crate_cuda_gather_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out, int64_t outer,
                                               int64_t dim, int64_t inner, int64_t k, void* stream);
+/* The same gathers without the check's host wait, for indices the caller has validated: an index
+ * outside [0, dim) still reads nothing out of bounds (its output row is zero-filled) but is not
+ * reported. Fully asynchronous. */
+CRATE_API crate_status crate_cuda_gather_unchecked_f32(const float* x, const int32_t* idx, float* out, int64_t outer,
+                                                       int64_t dim, int64_t inner, int64_t k, void* stream);
+CRATE_API crate_status crate_cuda_gather_unchecked_i32(const int32_t* x, const int32_t* idx, int32_t* out,
+                                                       int64_t outer, int64_t dim, int64_t inner, int64_t k,
+                                                       void* stream);
+CRATE_API crate_status crate_cuda_gather_unchecked_bf16(const uint16_t* x, const int32_t* idx, uint16_t* out,
+                                                        int64_t outer, int64_t dim, int64_t inner, int64_t k,
+                                                        void* stream);
 /* dx (outer, dim, inner) += g (outer, k, inner) at idx (atomicAdd: order of additions not fixed). */
 CRATE_API crate_status crate_cuda_index_add_f32(const float* g, const int32_t* idx, float* dx, int64_t outer,
                                                 int64_t dim, int64_t inner, int64_t k, void* stream);
