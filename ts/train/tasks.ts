@@ -475,14 +475,16 @@ export function maeTask(c: TaskConfig): Promise<Task> {
 
 type LanguageModel = CausalLM;
 
-/** Next-token loss of a causal LM over non-overlapping windows of a token stream (no gradients). */
+/**
+ * Next-token loss of a causal LM over non-overlapping windows of a token stream (no gradients).
+ * The windows are made on the host; the model copies them to its own device.
+ */
 export function evaluateLm(
   model: LanguageModel,
   tokens: Int32Array,
   blockSize: number,
   maxWindows: number,
   batchSize = 32,
-  device: Device = 'cpu',
 ): EvalResult {
   const windows = Math.min(maxWindows, Math.floor((tokens.length - 1) / blockSize));
   if (windows < 1)
@@ -503,11 +505,9 @@ export function evaluateLm(
       sum +=
         noGrad(() =>
           tidy(() => {
+            // host ids: the model checks them on the host and copies them to its device
             const shape = [nb, blockSize];
-            const out = model.forward(
-              tensor(x, { shape, dtype: 'i32', device }),
-              tensor(y, { shape, dtype: 'i32', device }),
-            );
+            const out = model.forward(tensor(x, { shape, dtype: 'i32' }), tensor(y, { shape, dtype: 'i32' }));
             return (out.loss as Tensor).item();
           }),
         ) * nb;
@@ -560,7 +560,7 @@ export async function lmTask(c: TaskConfig): Promise<Task> {
       }
     },
     loss: (b) => model.forward(b.x, b.y).loss as Tensor,
-    evaluate: async () => evaluateLm(model, val, T, evalWindows, 32, device),
+    evaluate: async () => evaluateLm(model, val, T, evalWindows, 32),
     diagnostics: () => layerDiagnostics(model, () => model.forward(diagX)),
     sample: (prompt = '\n', n = 200) =>
       noGrad(() =>
