@@ -16,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { deviceSync, gitCommit, machinePeaks, timeIt } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -69,6 +71,11 @@ if (specs.length === 0) {
   process.exit(2);
 }
 
+// A full garbage collection before each op's timings: the f64 input data made in JavaScript
+// (tens of MB per op) would otherwise be collected inside the first timed loop.
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = vm.runInNewContext('gc');
+
 const bytesOf = (shapes) => shapes.reduce((a, s) => a + 4 * s.reduce((x, y) => x * y, 1), 0);
 const allFinite = (t) => {
   const d = t.dataSync();
@@ -88,6 +95,7 @@ for (const spec of specs) {
   const outShape = [...out.shape];
   if (!allFinite(out)) throw new Error(`registry op '${spec.name}' (${pc.label}): non-finite output on its perf case`);
   out.dispose();
+  collectGarbage();
   const bytes = bytesOf([...pc.inputs.map((i) => i.shape), outShape]);
   const record = (pass, t, flops) => {
     const r = {

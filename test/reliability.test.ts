@@ -1,7 +1,9 @@
 // reliability.test.ts: anomaly mode, worker threads and concurrent async readback, 64-bit sizes,
 // and a short long-run check (memory flat over many training steps). The long forms are scripts
-// (scripts/longrun.mjs, CRATE_BIG_TESTS=1 for the > 2^31-element tensor).
+// (scripts/longrun.mjs, CRATE_BIG_TESTS=1 for the > 2^31-element tensor). Also the host caching
+// allocator's eviction at its cap.
 
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, test } from 'vitest';
@@ -155,5 +157,38 @@ describe('long run (short form)', () => {
     opt.dispose();
     x.dispose();
     y.dispose();
+  });
+});
+
+describe('host caching allocator at its cap', () => {
+  test('a freed block evicts the least recently used sizes instead of being unmapped (CRATE_CPU_CACHE_MB=64)', () => {
+    const script = `
+      const C = await import(${JSON.stringify(join(packageRoot, 'lib', 'index.js'))});
+      const cached = () => C.memory().cpu.cachedBytes;
+      C.emptyCache();
+      const out = {};
+      C.zeros([10 * 2 ** 20]).dispose(); // 40 MiB: cached
+      out.afterA = cached();
+      C.zeros([7.5 * 2 ** 20]).dispose(); // 30 MiB: 40 + 30 > 64, so the 40 MiB block makes room
+      out.afterB = cached();
+      const again = C.zeros([7.5 * 2 ** 20]); // served from the cache
+      out.whileB = cached();
+      again.dispose();
+      out.emptied = C.emptyCache();
+      console.log(JSON.stringify(out));
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, CRATE_CPU_CACHE_MB: '64' },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(r.stderr);
+    const o = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    const MiB = 2 ** 20;
+    expect(o.afterA).toBeGreaterThanOrEqual(40 * MiB);
+    expect(o.afterA).toBeLessThanOrEqual(50 * MiB);
+    expect(o.afterB).toBeGreaterThanOrEqual(30 * MiB); // the new size is kept ...
+    expect(o.afterB).toBeLessThan(40 * MiB); // ... and the old one is gone
+    expect(o.whileB).toBe(0);
+    expect(o.emptied).toBe(o.afterB);
   });
 });

@@ -137,7 +137,8 @@ function closeScope(scope: Scope, returned: Set<unknown>, parent: Scope | null):
 export interface MemoryInfo {
   /** Tensors created and not yet disposed (or garbage collected). */
   numTensors: number;
-  cpu: { buffers: number; bytes: number; peakBytes: number };
+  /** cachedBytes: freed host blocks the caching allocator keeps for reuse (`emptyCache()` returns them). */
+  cpu: { buffers: number; bytes: number; peakBytes: number; cachedBytes: number };
   cuda: {
     buffers: number;
     bytes: number;
