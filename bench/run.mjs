@@ -194,7 +194,12 @@ if (want('matmul')) {
     const ratio = {};
     for (const [path, setup, wrap] of variants) {
       setup();
-      const t = timeIt(() => C.tidy(() => wrap(() => C.matmul(a, bb, { transB: tB }))), { reps: quick ? 3 : 9 });
+      // the closure returns nothing, so tidy disposes the product too (a returned tensor would be kept)
+      const product = () =>
+        C.tidy(() => {
+          wrap(() => C.matmul(a, bb, { transB: tB }));
+        });
+      const t = timeIt(product, { reps: quick ? 3 : 9 });
       ratio[path] = t.median;
       const shape = M === N && N === K ? `${M}³` : `${M}x${N}x${K}${tB ? ' (x·Wᵀ)' : ''}`;
       const precision = device === 'cuda' ? path : 'f32';
