@@ -33,6 +33,8 @@ export interface NativeInfo {
   blasLibrary: string | null;
   blasReason: string | null;
   gemmBackend: 'own' | 'blas';
+  /** the build the vectorised CPU kernels run: AVX2+FMA, or 16-byte vectors (also with CRATE_CPU_VECTOR=generic) */
+  cpuVector: 'avx2' | 'generic';
   threads: number;
 }
 

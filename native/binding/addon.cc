@@ -7,6 +7,7 @@
 
 #include "../core/parallel.h"
 #include "../cpu/gemm.h"
+#include "../cpu/kernels.h"
 #include "binding.h"
 #include "cuda_api.h"
 
@@ -48,6 +49,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o["blasLibrary"] = bi.found ? Napi::Value(Napi::String::New(env, bi.path)) : env.Null();
   o["blasReason"] = bi.found ? env.Null() : Napi::Value(Napi::String::New(env, bi.reason));
   o["gemmBackend"] = cpu::gemm_backend() == cpu::GemmBackend::blas ? "blas" : "own";
+  o["cpuVector"] = cpu::cpu_vector_isa();
   o["threads"] = num_threads();
   return o;
 }

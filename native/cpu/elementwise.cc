@@ -1,6 +1,8 @@
 // elementwise.cc: CPU unary/binary/where/fill/arange/cast kernels with broadcasting by strides.
 // Contiguous fast paths run a flat loop the compiler vectorizes; the general path walks the
 // output in rows of the last dimension. Work is split over the thread pool in large chunks.
+// The f32 exp / tanh / sigmoid / gelu / gelu_tanh (and the gelu backwards) run on vec_math.h's
+// polynomial kernels instead of scalar libm, compiled portable and for AVX2+FMA; f64 stays on libm.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -9,6 +11,7 @@
 
 #include "../core/parallel.h"
 #include "kernels.h"
+#include "vec_math.h"
 
 namespace crate::cpu {
 namespace {
@@ -149,6 +152,111 @@ inline T unary_grad(UnaryOp op, T x, T y, T g, double a, double b) {
   }
 }
 
+// ---------------------------------------------------------------------------- f32 vector paths
+
+// Whether the f32 forward / backward of op has a vec_math.h kernel.
+bool has_f32_vector_forward(UnaryOp op) {
+  return op == UnaryOp::exp || op == UnaryOp::tanh || op == UnaryOp::sigmoid || op == UnaryOp::gelu ||
+         op == UnaryOp::gelu_tanh;
+}
+bool has_f32_vector_backward(UnaryOp op) { return op == UnaryOp::gelu || op == UnaryOp::gelu_tanh; }
+
+template <UnaryOp Op, int VB>
+CRATE_VEC_INLINE typename Vec<float, VB>::type unary_f32_vec(const typename Vec<float, VB>::type& x) {
+  if constexpr (Op == UnaryOp::exp) {
+    return vexp_ieee<VB>(x);
+  } else if constexpr (Op == UnaryOp::tanh) {
+    return vtanh<VB>(x);
+  } else if constexpr (Op == UnaryOp::sigmoid) {
+    return vsigmoid<VB>(x);
+  } else if constexpr (Op == UnaryOp::gelu) {
+    return vgelu<VB>(x);
+  } else {
+    static_assert(Op == UnaryOp::gelu_tanh);
+    return vgelu_tanh<VB>(x);
+  }
+}
+template <UnaryOp Op, int VB>
+CRATE_VEC_INLINE typename Vec<float, VB>::type unary_grad_f32_vec(const typename Vec<float, VB>::type& x,
+                                                                  const typename Vec<float, VB>::type& g) {
+  if constexpr (Op == UnaryOp::gelu) {
+    return g * vgelu_grad<VB>(x);
+  } else {
+    static_assert(Op == UnaryOp::gelu_tanh);
+    return g * vgelu_tanh_grad<VB>(x);
+  }
+}
+// y = f(x) on [0, n); the tail (< one vector) goes through a padded vector, so every element gets
+// the same arithmetic.
+template <UnaryOp Op, int VB>
+CRATE_VEC_INLINE void unary_f32_span(const float* x, float* y, int64_t n) {
+  constexpr int VL = Vec<float, VB>::n;
+  int64_t i = 0;
+  for (; i + VL <= n; i += VL) vstore<float, VB>(y + i, unary_f32_vec<Op, VB>(vload<float, VB>(x + i)));
+  if (i < n)
+    vstore_partial<float, VB>(y + i, n - i, unary_f32_vec<Op, VB>(vload_partial<float, VB>(x + i, n - i, 0.0f)));
+}
+// dx = g * f'(x) for gelu / gelu_tanh.
+template <UnaryOp Op, int VB>
+CRATE_VEC_INLINE void unary_grad_f32_span(const float* x, const float* g, float* dx, int64_t n) {
+  constexpr int VL = Vec<float, VB>::n;
+  int64_t i = 0;
+  for (; i + VL <= n; i += VL)
+    vstore<float, VB>(dx + i, unary_grad_f32_vec<Op, VB>(vload<float, VB>(x + i), vload<float, VB>(g + i)));
+  if (i < n)
+    vstore_partial<float, VB>(dx + i, n - i,
+                              unary_grad_f32_vec<Op, VB>(vload_partial<float, VB>(x + i, n - i, 0.0f),
+                                                         vload_partial<float, VB>(g + i, n - i, 0.0f)));
+}
+template <int VB>
+CRATE_VEC_INLINE void unary_f32_dispatch(UnaryOp op, const float* x, float* y, int64_t n) {
+  switch (op) {
+    case UnaryOp::exp:
+      return unary_f32_span<UnaryOp::exp, VB>(x, y, n);
+    case UnaryOp::tanh:
+      return unary_f32_span<UnaryOp::tanh, VB>(x, y, n);
+    case UnaryOp::sigmoid:
+      return unary_f32_span<UnaryOp::sigmoid, VB>(x, y, n);
+    case UnaryOp::gelu:
+      return unary_f32_span<UnaryOp::gelu, VB>(x, y, n);
+    case UnaryOp::gelu_tanh:
+      return unary_f32_span<UnaryOp::gelu_tanh, VB>(x, y, n);
+    default:
+      return;
+  }
+}
+template <int VB>
+CRATE_VEC_INLINE void unary_grad_f32_dispatch(UnaryOp op, const float* x, const float* g, float* dx, int64_t n) {
+  if (op == UnaryOp::gelu) return unary_grad_f32_span<UnaryOp::gelu, VB>(x, g, dx, n);
+  if (op == UnaryOp::gelu_tanh) return unary_grad_f32_span<UnaryOp::gelu_tanh, VB>(x, g, dx, n);
+}
+
+void unary_f32_portable(UnaryOp op, const float* x, float* y, int64_t n) { unary_f32_dispatch<16>(op, x, y, n); }
+void unary_grad_f32_portable(UnaryOp op, const float* x, const float* g, float* dx, int64_t n) {
+  unary_grad_f32_dispatch<16>(op, x, g, dx, n);
+}
+#if CRATE_VEC_HAVE_AVX2
+CRATE_VEC_AVX2_TARGET void unary_f32_avx2(UnaryOp op, const float* x, float* y, int64_t n) {
+  unary_f32_dispatch<32>(op, x, y, n);
+}
+CRATE_VEC_AVX2_TARGET void unary_grad_f32_avx2(UnaryOp op, const float* x, const float* g, float* dx, int64_t n) {
+  unary_grad_f32_dispatch<32>(op, x, g, dx, n);
+}
+#endif
+
+void unary_f32_vector(UnaryOp op, const float* x, float* y, int64_t n) {
+#if CRATE_VEC_HAVE_AVX2
+  if (vec_use_avx2()) return unary_f32_avx2(op, x, y, n);
+#endif
+  unary_f32_portable(op, x, y, n);
+}
+void unary_grad_f32_vector(UnaryOp op, const float* x, const float* g, float* dx, int64_t n) {
+#if CRATE_VEC_HAVE_AVX2
+  if (vec_use_avx2()) return unary_grad_f32_avx2(op, x, g, dx, n);
+#endif
+  unary_grad_f32_portable(op, x, g, dx, n);
+}
+
 template <BinaryOp Op>
 using BinaryTag = std::integral_constant<BinaryOp, Op>;
 
@@ -284,6 +392,12 @@ int64_t numel_of(const int64_t* shape, int ndim) {
 
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, int64_t n, double a, double b) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (has_f32_vector_forward(op)) {
+      parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) { unary_f32_vector(op, x + lo, y + lo, hi - lo); });
+      return;
+    }
+  }
   // The op is a template argument of the loop (one switch per call, not per element), so each
   // loop body is straight-line code the compiler can vectorise.
   with_unary_op(op, [&](auto tag) {
@@ -296,6 +410,13 @@ void unary(UnaryOp op, const T* x, T* y, int64_t n, double a, double b) {
 
 template <class T>
 void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* dx, int64_t n, double a, double b) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (x && has_f32_vector_backward(op)) {
+      parallel_for(0, n, kGrain,
+                   [&](int64_t lo, int64_t hi) { unary_grad_f32_vector(op, x + lo, g + lo, dx + lo, hi - lo); });
+      return;
+    }
+  }
   with_unary_op(op, [&](auto tag) {
     constexpr UnaryOp kOp = decltype(tag)::value;
     parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) {
@@ -393,6 +514,8 @@ void cast(const S* x, D* y, int64_t n) {
     }
   });
 }
+
+const char* cpu_vector_isa() { return vec_use_avx2() ? "avx2" : "generic"; }
 
 template <class T>
 int64_t find_nonfinite(const T* x, int64_t n) {

@@ -60,6 +60,10 @@ void cast(const S* x, D* y, int64_t n);
 template <class T>
 int64_t find_nonfinite(const T* x, int64_t n);
 
+// Which build the vectorised CPU kernels (vec_math.h) run: "avx2" (AVX2+FMA, 32-byte vectors) or
+// "generic" (16-byte vectors; also when the environment sets CRATE_CPU_VECTOR=generic).
+const char* cpu_vector_isa();
+
 // ---------------------------------------------------------------------------- reductions
 enum class ReduceOp : int { sum = 0, max = 1, min = 2 };
 // x has `shape` (ndim dims); reduced[d] != 0 marks reduced dims; out is the kept dims in order.

@@ -10,11 +10,12 @@
 //    small dense product on padded tiles (extents rounded up to 8): O(N*p) memory per head.
 //  * Tile products use an own register-blocked micro-kernel (4 rows x 3 vectors of 8 floats /
 //    4 doubles = 12 accumulators on AVX2; 4 x 2 SSE vectors on the portable path; GCC vector
-//    extensions); the softmax passes use a vectorised polynomial exp (f32 ~1 ulp, f64 degree-13).
-//    They are compiled twice, portable and with target("avx2,fma"), dispatched on
-//    __builtin_cpu_supports. crate::cpu::gemm is not used for tiles: measured single-core on
-//    64 x 64 x p tiles (p = 16..64) the micro-kernel ran at 77-92 GFLOP/s against OpenBLAS
-//    sgemm's 36-76 GFLOP/s (call and packing overhead dominate at this size).
+//    extensions, vec_math.h); the softmax passes use vec_math.h's vexp (f32 ~3 ulp, f64 degree-13).
+//    They are compiled twice, portable and with target("avx2,fma"), dispatched on vec_use_avx2()
+//    (__builtin_cpu_supports; CRATE_CPU_VECTOR=generic forces the portable build).
+//    crate::cpu::gemm is not used for tiles: measured single-core on 64 x 64 x p tiles (p =
+//    16..64) the micro-kernel ran at 77-92 GFLOP/s against OpenBLAS sgemm's 36-76 GFLOP/s (call
+//    and packing overhead dominate at this size).
 //  * Forward: online softmax over key tiles (running max m, sum l per row; acc rescaled by
 //    exp(m_old - m_new)); O = acc / l, L = m + log l.
 //  * Backward: A = exp(scale S - L) is recomputed per tile from P and L.
@@ -47,8 +48,7 @@
 
 #include "../core/common.h"
 #include "../core/parallel.h"
-
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "vec_math.h"
 
 namespace crate::cpu {
 namespace {
@@ -63,113 +63,6 @@ std::atomic<int> g_isa{0};
 std::atomic<int> g_sym{3};  // bit 0: symmetric backward, bit 1: symmetric forward
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-// Vectors of VB bytes (16 = SSE2 portable path, 32 = AVX2 path) via GCC vector extensions.
-template <class T, int VB>
-struct Vec;
-template <int VB>
-struct Vec<float, VB> {
-  typedef float type __attribute__((vector_size(VB)));
-  typedef uint32_t utype __attribute__((vector_size(VB)));
-  typedef int32_t itype __attribute__((vector_size(VB)));
-  static constexpr int n = VB / 4;
-};
-template <int VB>
-struct Vec<double, VB> {
-  typedef double type __attribute__((vector_size(VB)));
-  typedef uint64_t utype __attribute__((vector_size(VB)));
-  typedef int64_t itype __attribute__((vector_size(VB)));
-  static constexpr int n = VB / 8;
-};
-
-template <class T, int VB>
-MSSA_INLINE typename Vec<T, VB>::type vload(const T* p) {
-  typename Vec<T, VB>::type v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class T, int VB>
-MSSA_INLINE void vstore(T* p, const typename Vec<T, VB>::type& v) {
-  std::memcpy(p, &v, sizeof v);
-}
-template <class T, int VB>
-MSSA_INLINE typename Vec<T, VB>::type vset(T s) {
-  return typename Vec<T, VB>::type{} + s;  // costs a scalar add (0 + -0 != -0): keep out of hot loops
-}
-template <class T, int VB>
-MSSA_INLINE T hmax(const typename Vec<T, VB>::type& v) {
-  T m = v[0];
-  for (int i = 1; i < Vec<T, VB>::n; ++i) m = v[i] > m ? v[i] : m;
-  return m;
-}
-template <class T, int VB>
-MSSA_INLINE T hsum(const typename Vec<T, VB>::type& v) {
-  T s = v[0];
-  for (int i = 1; i < Vec<T, VB>::n; ++i) s += v[i];
-  return s;
-}
-
-// exp with ~1-2 ulp error; exp(-inf) = 0, NaN -> NaN, results below the normal range flush to 0.
-template <int VB>
-MSSA_INLINE typename Vec<float, VB>::type vexp(const typename Vec<float, VB>::type& x_in) {
-  typedef typename Vec<float, VB>::type VF;
-  typedef typename Vec<float, VB>::utype VU;
-  typedef typename Vec<float, VB>::itype VI;
-  const VF lo = vset<float, VB>(-87.0f), hi = vset<float, VB>(88.0f);
-  VF x = x_in;
-  const VI small = x < lo;
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const VF magic = vset<float, VB>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const VF t = x * 1.44269504088896341f + magic;
-  const VF n = t - magic;
-  const VF r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  VF q = vset<float, VB>(1.0f / 720.0f);
-  q = q * r + 1.0f / 120.0f;
-  q = q * r + 1.0f / 24.0f;
-  q = q * r + 1.0f / 6.0f;
-  q = q * r + 0.5f;
-  q = q * r + 1.0f;
-  q = q * r + 1.0f;
-  const VU e = (((VU)t - (VU)magic) + 127u) << 23;
-  const VF res = q * (VF)e;
-  return small ? VF{} : res;
-}
-template <int VB>
-MSSA_INLINE typename Vec<double, VB>::type vexp(const typename Vec<double, VB>::type& x_in) {
-  typedef typename Vec<double, VB>::type VD;
-  typedef typename Vec<double, VB>::utype VU;
-  typedef typename Vec<double, VB>::itype VI;
-  const VD lo = vset<double, VB>(-708.0), hi = vset<double, VB>(709.0);
-  VD x = x_in;
-  const VI small = x < lo;
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const VD magic = vset<double, VB>(6755399441055744.0);  // 1.5 * 2^52
-  const VD t = x * 1.4426950408889634074 + magic;
-  const VD n = t - magic;
-  const VD r = (x - n * 6.93145751953125e-1) - n * 1.42860682030941723212e-6;
-  // Taylor to degree 13 on |r| <= ln2/2: truncation error < 1e-17.
-  VD q = vset<double, VB>(1.0 / 6227020800.0);
-  const double inv_fact[13] = {1.0 / 479001600.0,
-                               1.0 / 39916800.0,
-                               1.0 / 3628800.0,
-                               1.0 / 362880.0,
-                               1.0 / 40320.0,
-                               1.0 / 5040.0,
-                               1.0 / 720.0,
-                               1.0 / 120.0,
-                               1.0 / 24.0,
-                               1.0 / 6.0,
-                               0.5,
-                               1.0,
-                               1.0};
-#pragma GCC unroll 13
-  for (int i = 0; i < 13; ++i) q = q * r + inv_fact[i];
-  const VU e = (((VU)t - (VU)magic) + (uint64_t)1023) << 52;
-  const VD res = q * (VD)e;
-  return small ? VD{} : res;
-}
 
 // c[r, 0:NV*VL] (+)= sum_k a[r*ars + k*acs] * b[k*ldb + 0:NV*VL], r < kMR.
 template <class T, int VB, int NV>
@@ -357,17 +250,10 @@ MSSA_INLINE void bwd_pair_impl(T* S, T* dA1, T* dA2T, int64_t ld, int64_t er, in
 struct KGeneric {
   MSSA_LEAVES(, 16)
 };
-#if defined(__x86_64__) || defined(__i386__)
-#define MSSA_HAVE_AVX2 1
+#if CRATE_VEC_HAVE_AVX2
 struct KAvx2 {
-  MSSA_LEAVES(__attribute__((target("avx2,fma"))), 32)
+  MSSA_LEAVES(CRATE_VEC_AVX2_TARGET, 32)
 };
-bool cpu_has_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
-#else
-#define MSSA_HAVE_AVX2 0
 #endif
 
 // ------------------------------------------------------------------------------------ helpers
@@ -728,8 +614,8 @@ void backward_impl(const T* P, const T* O, const T* L, const T* dO, T* dP, const
 
 template <class T>
 bool use_avx2() {
-#if MSSA_HAVE_AVX2
-  return g_isa.load() == 0 && cpu_has_avx2();
+#if CRATE_VEC_HAVE_AVX2
+  return g_isa.load() == 0 && vec_use_avx2();
 #else
   return false;
 #endif
@@ -750,7 +636,7 @@ void mssa_forward(const T* P, T* O, T* L, int64_t B, int64_t N, int64_t H, int64
   check_ptr(fn, O, "O");
   Geo<T> g;
   init_geo(g, B, N, H, p, scale, causal, key_mask);
-#if MSSA_HAVE_AVX2
+#if CRATE_VEC_HAVE_AVX2
   if (use_avx2<T>()) return forward_impl<T, KAvx2>(P, O, L, g);
 #endif
   forward_impl<T, KGeneric>(P, O, L, g);
@@ -769,7 +655,7 @@ void mssa_backward(const T* P, const T* O, const T* L, const T* dO, T* dP, int64
   check_ptr(fn, dP, "dP");
   Geo<T> g;
   init_geo(g, B, N, H, p, scale, causal, key_mask);
-#if MSSA_HAVE_AVX2
+#if CRATE_VEC_HAVE_AVX2
   if (use_avx2<T>()) return backward_impl<T, KAvx2>(P, O, L, dO, dP, g);
 #endif
   backward_impl<T, KGeneric>(P, O, L, dO, dP, g);

@@ -250,6 +250,7 @@ function runInfo(argv: string[]): number {
   }
   console.log(`crate-ml ${i.version}`);
   console.log(`CPU threads:     ${i.threads}`);
+  console.log(`CPU vectors:     ${i.cpuVector}`);
   console.log(`GEMM backend:    ${i.gemmBackend}${i.blasLibrary ? ` (${i.blasLibrary})` : ''}`);
   if (!i.blasLibrary) console.log(`BLAS:            not loaded: ${i.blasReason}`);
   console.log(
