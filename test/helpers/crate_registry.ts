@@ -139,12 +139,12 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'ista (fused)',
-    // two d×d GEMMs over the T tokens (D·Y, then Dᵀ·residual): 4·T·d²
+    // the fused kernel's work (ista.h): K = I + η(W − WᵀW) (2d³), then one T×d×d GEMM (2·T·d²)
     perf: {
       label: '32x197x384',
       inputs: [{ shape: [32, 197, 384] }, { shape: [384, 384] }],
       args: [0.1, 0.1],
-      flops: 4 * 32 * 197 * 384 * 384,
+      flops: 2 * 32 * 197 * 384 * 384 + 2 * 384 ** 3,
     },
     cases: [
       { label: 'T=1 d=1', inputs: [{ shape: [1, 1] }, { shape: [1, 1] }], args: [0.1, 0.1] },
@@ -158,11 +158,11 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'istaOvercomplete (fused)',
-    // CRATE-α, 4x overcomplete: D (d, m), D1 (d, m); 3 GEMMs of T·d·m
+    // CRATE-α, 4x overcomplete: D, D1 (d, m); four T×d×m GEMMs (ista.h: Y D, A1 Dᵀ, (…) D, A2 D1ᵀ)
     perf: {
       label: '32x197x384 m=1536',
       inputs: [{ shape: [32, 197, 384] }, { shape: [384, 1536] }, { shape: [384, 1536] }],
-      flops: 6 * 32 * 197 * 384 * 1536,
+      flops: 8 * 32 * 197 * 384 * 1536,
     },
     cases: [
       { label: 'd=8 m=32', inputs: [{ shape: [2, 9, 8] }, { shape: [8, 32] }, { shape: [8, 32] }] },
@@ -175,10 +175,11 @@ export const CRATE_REGISTRY: OpSpec[] = [
   },
   {
     name: 'istaTied (fused)',
+    // four T×d×m GEMMs (ista.h: Y Wᵀ once, A0 W, (…) Wᵀ, A1 W)
     perf: {
       label: '8x1024x384 m=1536',
       inputs: [{ shape: [8, 1024, 384] }, { shape: [1536, 384] }],
-      flops: 4 * 8 * 1024 * 384 * 1536,
+      flops: 8 * 8 * 1024 * 384 * 1536,
     },
     cases: [
       { label: 'd=8 m=32', inputs: [{ shape: [2, 9, 8] }, { shape: [32, 8] }] },
