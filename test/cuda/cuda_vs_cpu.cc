@@ -677,36 +677,65 @@ float f16_to_f32(uint16_t h) {
   return static_cast<float>(h & 0x8000 ? -v : v);
 }
 
+// IEEE half or bf16 (uint16_t bits) from / to f32, by kind.
+uint16_t to_half(bool f16, float f) { return f16 ? f32_to_f16(f) : f32_to_bf16(f); }
+float from_half(bool f16, uint16_t h) { return f16 ? f16_to_f32(h) : bf16_to_f32(h); }
+
+/** Selects the own GEMM or cuBLAS for a case; skips the case when cuBLAS is asked for but absent. */
+void use_gemm_backend(bool own) {
+  crate_status fs = CU_ST(crate_cuda_gemm_force_own, own ? 1 : 0);
+  if (fs != CRATE_OK) {
+    if (!own) throw Skip{"cuBLAS not available: " + cuda_msg()};
+    cu_check("crate_cuda_gemm_force_own(1)", fs);
+  }
+  if (!own && g.crate_cuda_gemm_backend) {
+    const char* be = g.crate_cuda_gemm_backend();
+    if (be && std::strncmp(be, "own", 3) == 0) throw Skip{std::string("cuBLAS not loaded: ") + be};
+  }
+}
+
+/** Row-major storage of a GEMM case: A stored ra x ca (op(A) = M x K), B rb x cb, rows padded by
+ * `pad`; batch strides (0 for batch 1, and for B when it is broadcast) and element counts. */
+struct GemmLayout {
+  int64_t ra, ca, lda, rb, cb, ldb, ldc, sa, sb, sc;
+  size_t na, nb, nc;
+  GemmLayout(int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t batch, bool bcast_b, int64_t pad)
+      : ra(ta ? K : M),
+        ca(ta ? M : K),
+        lda(ca + pad),
+        rb(tb ? N : K),
+        cb(tb ? K : N),
+        ldb(cb + pad),
+        ldc(N + pad),
+        sa(batch > 1 ? ra * lda : 0),
+        sb((batch > 1 && !bcast_b) ? rb * ldb : 0),
+        sc(batch > 1 ? M * ldc : 0),
+        na(static_cast<size_t>((batch - 1) * sa + ra * lda)),
+        nb(static_cast<size_t>((batch - 1) * sb + rb * ldb)),
+        nc(static_cast<size_t>((batch - 1) * sc + M * ldc)) {}
+};
+
+std::string gemm_case_name(bool own, const char* kind, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           float beta, int64_t batch, bool bcast_b, int64_t pad) {
+  return fmt("gemm %s %s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld",
+             own ? "own" : "cublas", kind, ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta,
+             (long long)batch, bcast_b ? " bcastB" : "", (long long)pad);
+}
+
 enum GemmMode { kF32 = 0, kTF32 = 1, kBF16 = 2, kF16 = 3 };
 
 void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                int64_t batch, bool bcast_b, int64_t pad) {
   const char* mode_name = mode == kF32 ? "f32" : mode == kTF32 ? "tf32" : mode == kBF16 ? "bf16" : "f16";
   const bool half_in = mode == kBF16 || mode == kF16;
-  auto to16 = [&](float f) { return mode == kF16 ? f32_to_f16(f) : f32_to_bf16(f); };
-  auto from16 = [&](uint16_t h) { return mode == kF16 ? f16_to_f32(h) : bf16_to_f32(h); };
-  const std::string name = fmt("gemm %s %s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld",
-                               own ? "own" : "cublas", mode_name, ta, tb, (long long)M, (long long)N, (long long)K,
-                               alpha, beta, (long long)batch, bcast_b ? " bcastB" : "", (long long)pad);
+  auto to16 = [&](float f) { return to_half(mode == kF16, f); };
+  auto from16 = [&](uint16_t h) { return from_half(mode == kF16, h); };
+  const std::string name = gemm_case_name(own, mode_name, ta, tb, M, N, K, alpha, beta, batch, bcast_b, pad);
   run_case(name, [&] {
-    crate_status fs = CU_ST(crate_cuda_gemm_force_own, own ? 1 : 0);
-    if (fs != CRATE_OK) {
-      if (!own) throw Skip{"cuBLAS not available: " + cuda_msg()};
-      cu_check("crate_cuda_gemm_force_own(1)", fs);
-    }
-    if (!own && g.crate_cuda_gemm_backend) {
-      const char* be = g.crate_cuda_gemm_backend();
-      if (be && std::strncmp(be, "own", 3) == 0) throw Skip{std::string("cuBLAS not loaded: ") + be};
-    }
+    use_gemm_backend(own);
     Rng r = case_rng();
-    const int64_t ra = ta ? K : M, ca = ta ? M : K, lda = ca + pad;
-    const int64_t rb = tb ? N : K, cb = tb ? K : N, ldb = cb + pad;
-    const int64_t ldc = N + pad;
-    const int64_t sa = batch > 1 ? ra * lda : 0, sb = (batch > 1 && !bcast_b) ? rb * ldb : 0,
-                  sc = batch > 1 ? M * ldc : 0;
-    const size_t na = static_cast<size_t>((batch - 1) * sa + ra * lda);
-    const size_t nb = static_cast<size_t>((batch - 1) * sb + rb * ldb);
-    const size_t nc = static_cast<size_t>((batch - 1) * sc + M * ldc);
+    const auto [ra, ca, lda, rb, cb, ldb, ldc, sa, sb, sc, na, nb, nc] =
+        GemmLayout(ta, tb, M, N, K, batch, bcast_b, pad);
     const float qnan = std::numeric_limits<float>::quiet_NaN();
     std::vector<float> A(na, qnan), Bm(nb, qnan), C0(nc, qnan);  // padding stays NaN (must not be read)
     for (int64_t b = 0; b < batch; ++b) {
@@ -815,30 +844,14 @@ void gemm_case(bool own, GemmMode mode, int ta, int tb, int64_t M, int64_t N, in
 void gemm_halfout_case(bool own, bool f16, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta,
                        int64_t batch, bool bcast_b, int64_t pad) {
   const std::string name =
-      fmt("gemm %s %s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g batch=%lld%s pad=%lld", own ? "own" : "cublas",
-          f16 ? "f16->f16" : "bf16->bf16", ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta,
-          (long long)batch, bcast_b ? " bcastB" : "", (long long)pad);
-  auto to16 = [&](float f) { return f16 ? f32_to_f16(f) : f32_to_bf16(f); };
-  auto from16 = [&](uint16_t h) { return f16 ? f16_to_f32(h) : bf16_to_f32(h); };
+      gemm_case_name(own, f16 ? "f16->f16" : "bf16->bf16", ta, tb, M, N, K, alpha, beta, batch, bcast_b, pad);
+  auto to16 = [&](float f) { return to_half(f16, f); };
+  auto from16 = [&](uint16_t h) { return from_half(f16, h); };
   run_case(name, [&] {
-    crate_status fs = CU_ST(crate_cuda_gemm_force_own, own ? 1 : 0);
-    if (fs != CRATE_OK) {
-      if (!own) throw Skip{"cuBLAS not available: " + cuda_msg()};
-      cu_check("crate_cuda_gemm_force_own(1)", fs);
-    }
-    if (!own && g.crate_cuda_gemm_backend) {
-      const char* be = g.crate_cuda_gemm_backend();
-      if (be && std::strncmp(be, "own", 3) == 0) throw Skip{std::string("cuBLAS not loaded: ") + be};
-    }
+    use_gemm_backend(own);
     Rng r = case_rng();
-    const int64_t ra = ta ? K : M, ca = ta ? M : K, lda = ca + pad;
-    const int64_t rb = tb ? N : K, cb = tb ? K : N, ldb = cb + pad;
-    const int64_t ldc = N + pad;
-    const int64_t sa = batch > 1 ? ra * lda : 0, sb = (batch > 1 && !bcast_b) ? rb * ldb : 0,
-                  sc = batch > 1 ? M * ldc : 0;
-    const size_t na = static_cast<size_t>((batch - 1) * sa + ra * lda);
-    const size_t nb = static_cast<size_t>((batch - 1) * sb + rb * ldb);
-    const size_t nc = static_cast<size_t>((batch - 1) * sc + M * ldc);
+    const auto [ra, ca, lda, rb, cb, ldb, ldc, sa, sb, sc, na, nb, nc] =
+        GemmLayout(ta, tb, M, N, K, batch, bcast_b, pad);
     const uint16_t nan16 = 0xFFFF;
     std::vector<uint16_t> A(na, nan16), Bm(nb, nan16), C0(nc, nan16);  // padding NaN (must not be read)
     for (int64_t b = 0; b < batch; ++b) {
