@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { moduleJson, nodeJson } from './helpers/child.js';
 
 const root = join(import.meta.dirname, '..');
 const out = process.env.CRATE_EMU_BUILD_DIR ?? join(root, 'build-emu', 'cuda-emu-vitest');
@@ -153,13 +154,11 @@ describe('CUDA kernels on the CUDA host emulator', () => {
 
   test('a training step on cuda waits for the device twice (clipGradNorm, the loss read), plus the data-dependent checks (test/cuda/host_syncs.mjs)', () => {
     if (skipped()) return;
-    const r = spawnSync(process.execPath, ['test/cuda/host_syncs.mjs'], {
-      cwd: root,
-      env: { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' },
-      encoding: 'utf8',
+    const perStep = nodeJson(['test/cuda/host_syncs.mjs'], {
+      ...process.env,
+      CRATE_CUDA_LIB: lib,
+      CRATE_EMU_RACECHECK: '0',
     });
-    if (r.status !== 0) throw new Error(r.stderr);
-    const perStep = JSON.parse(r.stdout.trim().split('\n').pop() as string);
     // the library's own device-side checks (gather's index check, TSSA's and the coding rate's
     // status reads) are counted too: the emulator runs the real runtime code. TSSA's forward
     // reports NaN/Inf in W / temp as the CPU does, so it waits once per call (on an event after its
@@ -202,13 +201,7 @@ describe('CUDA kernels on the CUDA host emulator', () => {
       try { m.forward(C.tensor([[1, 64]], { dtype: 'i32' })); out.range = 'no error'; } catch (e) { out.range = String(e.message); }
       console.log(JSON.stringify(out));
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: root,
-      env: { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' },
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(r.stderr);
-    const o = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    const o = moduleJson(script, { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' });
     expect(o.checked).toMatch(/index 7 at position 2 is out of range \[0, 5\)/);
     expect(o.validated).toEqual([1, 2, 3, 13, 14, 15, 0, 0, 0, 7, 8, 9]);
     expect(o.cpu).toMatch(/out of range/); // the CPU checks regardless
@@ -230,13 +223,7 @@ describe('CUDA kernels on the CUDA host emulator', () => {
       const gpu = await train({ ...base, outDir: d + '/gpu', device: 'cuda' }, quiet);
       console.log(JSON.stringify({ name: C.info().cuda?.name, cpu: cpu.losses, gpu: gpu.losses, mem: C.memory() }));
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: root,
-      env: { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' },
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(r.stderr);
-    const o = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    const o = moduleJson(script, { ...process.env, CRATE_CUDA_LIB: lib, CRATE_EMU_RACECHECK: '0' });
     expect(o.name).toMatch(/CUDA host emulator/);
     expect(o.gpu.length).toBe(o.cpu.length);
     expect(o.cpu.length).toBeGreaterThan(0);

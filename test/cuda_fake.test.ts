@@ -12,6 +12,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { moduleJson, nodeJson } from './helpers/child.js';
 
 const root = join(import.meta.dirname, '..');
 const dir = mkdtempSync(join(tmpdir(), 'crate-cuda-fake-'));
@@ -90,9 +91,7 @@ describe('CUDA code paths against a host-memory fake backend', () => {
     if (buildError) return void console.warn(`[crate] skipped: ${buildError}`);
     // the fake counts the addon's reads and synchronize calls; the library's own device-side
     // checks are counted by the emulator's run of the same script (cuda_emu.test.ts)
-    const r = spawnSync(process.execPath, ['test/cuda/host_syncs.mjs'], { cwd: root, env, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(r.stderr);
-    const perStep = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    const perStep = nodeJson(['test/cuda/host_syncs.mjs'], env);
     // the language models: host ids are checked on the host (no read); ids on the device are read
     // back once each (idx, targets)
     expect(perStep).toEqual({
@@ -139,9 +138,7 @@ describe('CUDA code paths against a host-memory fake backend', () => {
         others: [tostLm, tost, alpha].map((r) => r.losses), mem: C.memory() });
       console.log(JSON.stringify(out));
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, env, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(r.stderr);
-    const o = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    const o = moduleJson(script, env);
     expect(o.info.cudaAvailable).toBe(true);
     expect(o.info.cuda.name).toMatch(/host fake/);
     expect(o.roundTrip).toBe(true);

@@ -3,7 +3,6 @@
 // (scripts/longrun.mjs, CRATE_BIG_TESTS=1 for the > 2^31-element tensor). Also the host caching
 // allocator's eviction at its cap.
 
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, test } from 'vitest';
@@ -11,6 +10,7 @@ import * as C from '../ts/index.js';
 import { CRATE } from '../ts/models/crate.js';
 import { packageRoot } from '../ts/native.js';
 import { AdamW } from '../ts/optim/index.js';
+import { moduleJson } from './helpers/child.js';
 
 describe('anomaly mode', () => {
   test('names the first op that produces NaN/Inf in forward', () => {
@@ -177,12 +177,7 @@ describe('host caching allocator at its cap', () => {
       out.emptied = C.emptyCache();
       console.log(JSON.stringify(out));
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, CRATE_CPU_CACHE_MB: '64' },
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(r.stderr);
-    const o = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    const o = moduleJson(script, { ...process.env, CRATE_CPU_CACHE_MB: '64' });
     const MiB = 2 ** 20;
     expect(o.afterA).toBeGreaterThanOrEqual(40 * MiB);
     expect(o.afterA).toBeLessThanOrEqual(50 * MiB);

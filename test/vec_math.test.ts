@@ -7,12 +7,12 @@
 // maxima measured over all 2^32 inputs (see CHECKS) with a small margin. Special
 // values (NaN, ±inf, ±0, saturation) are checked exactly. The sweep runs again in a child process
 // with CRATE_CPU_VECTOR=generic, the portable 16-byte build (it loads lib/: run `npx tsc` first).
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import * as C from '../ts/index.js';
+import { moduleJson } from './helpers/child.js';
 
 const root = join(import.meta.dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'crate-vec-math-'));
@@ -453,13 +453,10 @@ describe('the portable build (CRATE_CPU_VECTOR=generic, child process)', () => {
       names.forEach((n, i) => writeFileSync(w + '/out' + i + '.f32', out[n]));
       console.log(JSON.stringify({ isa: C.info().cpuVector, names }));
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: root,
-      encoding: 'utf8',
-      env: { ...process.env, CRATE_CPU_VECTOR: 'generic' },
-    });
-    if (r.status !== 0) throw new Error(r.stderr || r.stdout);
-    const { isa, names } = JSON.parse(r.stdout.trim().split('\n').pop() as string) as { isa: string; names: string[] };
+    const { isa, names } = moduleJson(script, { ...process.env, CRATE_CPU_VECTOR: 'generic' }) as {
+      isa: string;
+      names: string[];
+    };
     expect(isa).toBe('generic');
     const out: Outputs = {};
     names.forEach((n, i) => {
