@@ -198,19 +198,15 @@ void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t oute
     require_ptr(op, x, "x");
     require_ptr(op, out, "out");
   }
+  if (!checked && n == 0) return;  // nothing to write, nothing to report
   cudaStream_t stream = resolve_stream(stream_);
-  if (!checked) {
-    if (n == 0) return;
-    if (inner % 4 == 0 && aligned16(x) && aligned16(out))
-      gather_launch<V4>(x, idx, out, outer, dim, inner / 4, k, nullptr, stream);
-    else
-      gather_launch<T>(x, idx, out, outer, dim, inner, k, nullptr, stream);
-    check_launch(op, stream);
-    return;
+  std::unique_ptr<Scratch> flag;  // checked: the lowest bad position (atomicMin), ~0 when none
+  unsigned long long* bad = nullptr;
+  if (checked) {
+    flag.reset(new Scratch(sizeof(unsigned long long), stream));
+    bad = flag->as<unsigned long long>();
+    check(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream), op);
   }
-  Scratch flag(sizeof(unsigned long long), stream);
-  unsigned long long* bad = flag.as<unsigned long long>();
-  check(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream), op);
   if (n == 0) {
     check_index_kernel<<<grid_for(k, kBlock), kBlock, 0, stream>>>(idx, k, dim, bad);
   } else if (inner % 4 == 0 && aligned16(x) && aligned16(out)) {
@@ -219,6 +215,7 @@ void gather(const char* op, const T* x, const int32_t* idx, T* out, int64_t oute
     gather_launch<T>(x, idx, out, outer, dim, inner, k, bad, stream);
   }
   check_launch(op, stream);
+  if (!checked) return;
   unsigned long long pos = ~0ull;
   read_back(&pos, bad, sizeof(pos), stream, op);
   if (pos != ~0ull) {

@@ -201,15 +201,7 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   return gatherAlong(x, axis, index, true);
 }
 
-/**
- * @internal indexSelect for indices the caller has already validated (a language model's token
- * ids, checked on the host): on CUDA the gather skips its index check and the host wait it costs.
- * An out-of-range index would give a zero row there instead of an error; the CPU checks anyway.
- */
-export function indexSelectValidated(x: Tensor, axis: number, index: Tensor): Tensor {
-  return gatherAlong(x, axis, index, false);
-}
-
+/** indexSelect; `checked` false skips the CUDA index check and its host wait (embeddingValidated). */
 function gatherAlong(x: Tensor, axis: number, index: Tensor, checked: boolean): Tensor {
   const op = 'indexSelect';
   checkTensor(op, x, 'x');
@@ -244,7 +236,11 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   return embeddingRows(weight, ids, true);
 }
 
-/** @internal embedding for ids the caller has already validated (see indexSelectValidated). */
+/**
+ * @internal embedding for ids the caller has already validated (a language model's token ids,
+ * checked on the host): on CUDA the gather skips its index check and the host wait it costs. An
+ * out-of-range id would give a zero row there instead of an error; the CPU checks anyway.
+ */
 export function embeddingValidated(weight: Tensor, ids: Tensor): Tensor {
   return embeddingRows(weight, ids, false);
 }
