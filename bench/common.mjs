@@ -25,6 +25,20 @@ export function deviceSync(C, device) {
   return device === 'cuda' ? () => C.synchronize() : () => {};
 }
 
+/**
+ * fwd+bwd of fn on its inputs (made once, outside the timed loop), as a closure to time: the
+ * output, its gradient seed and the inputs' gradients are freed each run (tidy keeps nothing: the
+ * closure returns nothing).
+ */
+export function fwdBwd(C, fn, inputs) {
+  return () =>
+    C.tidy(() => {
+      const out = fn(...inputs);
+      out.backward(C.onesLike(out));
+      for (const x of inputs) if (x.requiresGrad) x.zeroGrad();
+    });
+}
+
 /** Warm-up runs, then `reps` timed runs each ended by `sync`: median and min in ms. */
 export function timeIt(fn, sync, { warmup = 2, reps = 7 } = {}) {
   for (let i = 0; i < warmup; i++) fn();

@@ -13,7 +13,7 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { gitCommit } from './common.mjs';
+import { fwdBwd, gitCommit } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -49,12 +49,7 @@ function ours(c) {
     layerNorm: () => [[g([c.R, c.D], 6), C.ones([c.D], { requiresGrad: true }), C.zeros([c.D], { requiresGrad: true })], (x, w, b) => C.layerNorm(x, w, b)],
   }[c.op];
   const [inputs, f] = made();
-  const step = () =>
-    C.tidy(() => {
-      const out = f(...inputs);
-      out.backward(C.onesLike(out));
-      for (const x of inputs) x.zeroGrad();
-    });
+  const step = fwdBwd(C, f, inputs);
   for (let i = 0; i < 2; i++) step();
   const t = [];
   for (let i = 0; i < reps; i++) {

@@ -18,7 +18,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { deviceSync, gitCommit, machinePeaks, timeIt } from './common.mjs';
+import { deviceSync, fwdBwd, gitCommit, machinePeaks, timeIt } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -123,12 +123,7 @@ for (const spec of specs) {
   record('fwd', timeIt(fwd, sync, { warmup, reps }), pc.flops);
   if (!spec.noGrad) {
     const t = timeIt(
-      () =>
-        C.tidy(() => {
-          const o = run();
-          o.backward(C.onesLike(o));
-          for (const x of xs) if (x.requiresGrad) x.zeroGrad();
-        }),
+      fwdBwd(C, (...ys) => spec.run(ys, pc.args), xs),
       sync,
       { warmup, reps },
     );

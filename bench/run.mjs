@@ -15,7 +15,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { deviceSync, gitCommit, machinePeaks, timeIt as timeCase } from './common.mjs';
+import { deviceSync, fwdBwd as fwdBwdOf, gitCommit, machinePeaks, timeIt as timeCase } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const C = await import(join(here, '..', 'lib', 'index.js'));
@@ -62,16 +62,8 @@ const { isa, clockGHz, gpuPeak, peakOf, peakGflops, peakGBs } = machine;
 const sync = deviceSync(C, device);
 
 const timeIt = (fn, { warmup = 2, reps = quick ? 3 : 7 } = {}) => timeCase(fn, sync, { warmup, reps });
+const fwdBwd = (fn, inputs) => fwdBwdOf(C, fn, inputs);
 
-/** fwd+bwd of fn on fresh-gradient inputs; inputs are made once, outside the timed loop. */
-function fwdBwd(fn, inputs) {
-  return () =>
-    C.tidy(() => {
-      const out = fn(...inputs);
-      out.backward(C.onesLike(out));
-      for (const x of inputs) if (x.requiresGrad) x.zeroGrad();
-    });
-}
 
 const rows = [];
 function record(row) {
